@@ -1,0 +1,277 @@
+"""`Action`: the building block users subclass, with its plan, run and finalize phases.
+
+An action gets a run step only if its class defines ``run`` and a finalize step only if it
+defines ``finalize``. Planning methods (`Action.plan_self`, `Action.plan_action`,
+`Action.sequence`, `Action.concurrence`) work only inside ``plan()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydynflow.errors import PlanningError, UnknownAction
+from pydynflow.references import OutputReference
+from pydynflow.registry import class_name, register
+from pydynflow.rescue import Pause, RescuePolicy
+
+if TYPE_CHECKING:
+    from pydynflow.plan import ActionRecord, StepError
+    from pydynflow.planning import Planner
+
+PLAN, RUN, FINALIZE, PRESENT = "plan", "run", "finalize", "present"
+
+
+class ReadOnlyDict(dict):  # type: ignore[type-arg]
+    """A dict that refuses changes: an action's input once planning is over."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("an action's input is read-only after the plan phase")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _refuse
+    __ior__ = _refuse  # type: ignore[assignment]
+
+
+class Action:
+    """Base class of every action; subclass it and define ``plan``, ``run``, ``finalize``.
+
+    Class attributes configure the action: ``label``, ``subscribe`` (plan me whenever one of
+    these classes is planned), ``rescue`` (a `RescuePolicy`), ``queue``, ``middleware``,
+    ``run_progress_weight`` and ``finalize_progress_weight``.
+    """
+
+    label: ClassVar[str | None] = None
+    subscribe: ClassVar[type[Action] | list[type[Action]] | None] = None
+    rescue: ClassVar[RescuePolicy] = Pause
+    queue: ClassVar[str] = "default"
+    middleware: ClassVar[list[type]] = []
+    run_progress_weight: ClassVar[int] = 1
+    finalize_progress_weight: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("_placeholder", False):
+            register(cls)
+
+    def __init__(
+        self,
+        *,
+        id: int = 1,
+        execution_plan_id: str = "",
+        input: dict[str, Any] | None = None,
+        output: dict[str, Any] | None = None,
+        phase: str = PRESENT,
+        trigger: Action | None = None,
+        error: StepError | None = None,
+    ) -> None:
+        self.id = id
+        self.execution_plan_id = execution_plan_id
+        self._phase = phase
+        self._input: dict[str, Any] = dict(input or {})
+        if phase != PLAN:
+            self._input = ReadOnlyDict(self._input)
+        self._output: dict[str, Any] = dict(output or {})
+        self.trigger = trigger
+        self.error = error
+        self.plan_step_id: int | None = None
+        self.run_step_id: int | None = None
+        self.finalize_step_id: int | None = None
+        self.caller_execution_plan_id: str | None = None
+        self.caller_action_id: int | None = None
+        self._planner: Planner | None = None
+        self._from_subscription = False
+
+    # -- class-level facts -------------------------------------------------------------
+
+    @classmethod
+    def has_run(cls) -> bool:
+        """Return whether the class defines a run phase."""
+        return callable(getattr(cls, "run", None))
+
+    @classmethod
+    def has_finalize(cls) -> bool:
+        """Return whether the class defines a finalize phase."""
+        return callable(getattr(cls, "finalize", None))
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Return the name this class is stored under: ``"module.QualName"``."""
+        return class_name(cls)
+
+    @classmethod
+    def from_record(cls, record: ActionRecord, phase: str = PRESENT) -> Action:
+        """Rebuild an action of this class from its stored record."""
+        action = cls(
+            id=record.id,
+            execution_plan_id=record.execution_plan_id,
+            input=record.input,
+            output=record.output,
+            phase=phase,
+        )
+        action.plan_step_id = record.plan_step_id
+        action.run_step_id = record.run_step_id
+        action.finalize_step_id = record.finalize_step_id
+        action.caller_execution_plan_id = record.caller_execution_plan_id
+        action.caller_action_id = record.caller_action_id
+        return action
+
+    # -- data ----------------------------------------------------------------------------
+
+    @property
+    def phase(self) -> str:
+        """Return the phase this action object is in: plan, run, finalize or present."""
+        return self._phase
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """Return the input: writable in ``plan()``, read-only afterwards."""
+        return self._input
+
+    @input.setter
+    def input(self, value: dict[str, Any]) -> None:
+        self._require_phase(PLAN, "input can only be set")
+        self._input = dict(value)
+
+    @property
+    def output(self) -> Any:
+        """Return the output; during planning, an `OutputReference` to it."""
+        if self._phase == PLAN:
+            if self.run_step_id is None:
+                raise PlanningError(
+                    f"{self.class_name()}: plan_self has to be invoked (and the class has to "
+                    "define run) before its output can be referenced"
+                )
+            return OutputReference(self.execution_plan_id, self.run_step_id, self.id)
+        return self._output
+
+    @output.setter
+    def output(self, value: dict[str, Any]) -> None:
+        if self._phase == PLAN:
+            raise PlanningError(f"{self.class_name()}: output cannot be set while planning")
+        self._output = dict(value)
+
+    @property
+    def from_subscription(self) -> bool:
+        """Return whether this action was planned through a subscription."""
+        return self._from_subscription
+
+    # -- planning ------------------------------------------------------------------------
+
+    def plan(self, *args: Any, **kwargs: Any) -> None:
+        """Plan this action; by default ``plan_self`` with the given dict and/or keywords.
+
+        A subscribed action's default plan takes the triggering action's input.
+        """
+        if self._from_subscription and self.trigger is not None:
+            self.plan_self({**self.input, **self.trigger.input})
+            return
+        if len(args) > 1 or (args and not isinstance(args[0], dict)):
+            raise PlanningError(
+                f"{self.class_name()}: the default plan() takes one dict and/or keyword "
+                f"arguments, got {args!r}; define plan() to accept other arguments"
+            )
+        self.plan_self(args[0] if args else None, **kwargs)
+
+    def plan_self(self, input: dict[str, Any] | None = None, **fields: Any) -> Action:
+        """Merge ``input`` and ``fields`` into the input and add this action's own steps."""
+        planner = self._require_planner("plan_self")
+        self._input.update(input or {})
+        self._input.update(fields)
+        planner.add_own_steps(self)
+        return self
+
+    def plan_action(self, action_class: type[Action], *args: Any, **kwargs: Any) -> Action:
+        """Plan ``action_class`` as a child of this action (depth-first) and return it."""
+        planner = self._require_planner("plan_action")
+        return planner.plan_child(self, action_class, args, kwargs)
+
+    @contextmanager
+    def sequence(self) -> Iterator[None]:
+        """Make the steps planned inside the block run one after another."""
+        planner = self._require_planner("sequence")
+        with planner.sequence():
+            yield
+
+    @contextmanager
+    def concurrence(self) -> Iterator[None]:
+        """Make the steps planned inside the block free to run at the same time."""
+        planner = self._require_planner("concurrence")
+        with planner.concurrence():
+            yield
+
+    def rescue_for_planned(self, action: Action) -> RescuePolicy | None:
+        """Return a policy overriding that of ``action``, planned by this one (or None)."""
+        return None
+
+    # -- presentation --------------------------------------------------------------------
+
+    def run_progress(self) -> float:
+        """Return how far the run phase is (0..1); called after each run call."""
+        return 0.5
+
+    def finalize_progress(self) -> float:
+        """Return how far the finalize phase is (0..1)."""
+        return 0.5
+
+    def humanized_name(self) -> str:
+        """Return a name for people: the label, or the class name."""
+        return type(self).label or type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id} phase={self._phase}>"
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _require_phase(self, phase: str, what: str) -> None:
+        if self._phase != phase:
+            raise PlanningError(
+                f"{self.class_name()}: {what} in the {phase} phase, not in {self._phase}"
+            )
+
+    def _require_planner(self, method: str) -> Planner:
+        if self._phase != PLAN or self._planner is None:
+            raise PlanningError(f"{self.class_name()}: {method}() can only be called inside plan()")
+        return self._planner
+
+
+class MissingAction(Action):
+    """Placeholder for a stored action class that no longer resolves.
+
+    Every phase fails with "action class <name> not found"; this can happen when a class
+    was renamed or removed, or the executor was not restarted after adding it.
+    """
+
+    _placeholder: ClassVar[bool] = True
+    missing_class_name: ClassVar[str] = ""
+
+    def _fail(self, phase: str) -> Any:
+        raise UnknownAction(
+            f"action class {self.missing_class_name} not found, so its {phase} phase failed; "
+            "this happens when an action class is renamed or removed, or the executor was "
+            "not restarted after it was added"
+        )
+
+    def plan(self, *args: Any, **kwargs: Any) -> None:
+        """Fail: the class is missing."""
+        self._fail("plan")
+
+    def run(self, event: Any = None) -> None:
+        """Fail: the class is missing."""
+        self._fail("run")
+
+    def finalize(self) -> None:
+        """Fail: the class is missing."""
+        self._fail("finalize")
+
+
+def missing_action_class(name: str) -> type[Action]:
+    """Return a placeholder class named after the stored ``name`` (never registered)."""
+    module, _, qualname = name.rpartition(".")
+    attributes = {
+        "__module__": module or "pydynflow.missing",
+        "__qualname__": qualname,
+        "_placeholder": True,
+        "missing_class_name": name,
+    }
+    return type(qualname.rpartition(".")[2] or name, (MissingAction,), attributes)

@@ -1,0 +1,42 @@
+"""Events the engine itself delivers to ``run(event)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EngineEvent:
+    """Base of the engine's events; compare by type: ``isinstance(event, Skip)``."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-compatible form used when the event is stored."""
+        return {"__engine_event__": type(self).__name__}
+
+
+class Skip(EngineEvent):
+    """Sent to a failed step being skipped, if its ``run`` accepts an event."""
+
+
+class Cancel(EngineEvent):
+    """Ask a `Cancellable` step to cancel what it started."""
+
+
+class Abort(EngineEvent):
+    """Ask a `Cancellable` step to stop at once (``cancel(force=True)``)."""
+
+
+class Timeout(EngineEvent):
+    """Delivered when a timeout armed with ``schedule_timeout`` expires."""
+
+
+class Poll(EngineEvent):
+    """Wake a `Polling` step to poll its external task again."""

@@ -1,0 +1,219 @@
+"""Run and finalize flows: `Atom`, `Sequence` and `Concurrence`, with Dynflow's resolution.
+
+A flow is a tree whose leaves are step ids. Flows compare structurally, so
+``Concurrence([Sequence([Atom(4), Atom(7)])]) == Concurrence([Sequence([Atom(4), Atom(7)])])``.
+The encoding is Dynflow's: an atom is its step id, a composed flow is a list whose first item
+is the identifier of its class (``"S"`` or ``"C"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar, Protocol
+
+from pydynflow.errors import IdentifierTaken, UnknownIdentifier
+
+
+class DependencyGraph(Protocol):
+    """What flow resolution needs to know about step dependencies."""
+
+    def required_step_ids(self, step_id: int) -> list[int]:
+        """Return the step ids ``step_id`` still waits for."""
+
+    def mark_satisfied(self, step_id: int, required_step_id: int) -> None:
+        """Record that ``step_id`` is now sequenced after ``required_step_id``."""
+
+
+class Flow:
+    """Base of all flows."""
+
+    def all_step_ids(self) -> list[int]:
+        """Return every step id in this flow, in order."""
+        raise NotImplementedError
+
+    def includes_step(self, step_id: int) -> bool:
+        """Return whether ``step_id`` is somewhere in this flow."""
+        raise NotImplementedError
+
+    def size(self) -> int:
+        """Return the number of direct sub-flows (1 for an atom)."""
+        raise NotImplementedError
+
+    def is_empty(self) -> bool:
+        """Return whether the flow holds no step."""
+        return self.size() == 0
+
+    def flatten(self) -> None:
+        """Merge nested flows of the same kind and unwrap single-child flows, in place."""
+
+    def encode(self) -> Any:
+        """Return the JSON-compatible encoding of this flow."""
+        return FLOW_REGISTRY.encode(self)
+
+
+class Atom(Flow):
+    """A leaf: one step."""
+
+    __slots__ = ("step_id",)
+
+    def __init__(self, step_id: int) -> None:
+        self.step_id = step_id
+
+    def all_step_ids(self) -> list[int]:
+        return [self.step_id]
+
+    def includes_step(self, step_id: int) -> bool:
+        return self.step_id == step_id
+
+    def size(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Atom and other.step_id == self.step_id
+
+    def __hash__(self) -> int:
+        return hash(("Atom", self.step_id))
+
+    def __repr__(self) -> str:
+        return f"Atom({self.step_id})"
+
+
+class ComposedFlow(Flow):
+    """A flow made of sub-flows; subclasses say how they are ordered."""
+
+    identifier: ClassVar[str]
+
+    def __init__(self, flows: list[Flow] | None = None) -> None:
+        self.flows: list[Flow] = list(flows or [])
+
+    def append(self, flow: Flow) -> None:
+        """Add ``flow`` at the end."""
+        self.flows.append(flow)
+
+    def all_step_ids(self) -> list[int]:
+        return [step_id for flow in self.flows for step_id in flow.all_step_ids()]
+
+    def includes_step(self, step_id: int) -> bool:
+        return any(flow.includes_step(step_id) for flow in self.flows)
+
+    def size(self) -> int:
+        return len(self.flows)
+
+    def __iter__(self) -> Iterator[Flow]:
+        return iter(self.flows)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.flows == self.flows  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:  # flows are mutable while planning; hash by identity
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.flows!r})"
+
+    def add_and_resolve(self, graph: DependencyGraph, new_flow: Flow) -> None:
+        """Add ``new_flow`` so that it runs after every sub-flow holding a step it needs."""
+        if new_flow.is_empty():
+            return
+        satisfying = self._find_satisfying_sub_flows(graph, new_flow)
+        self._add_to_sequence(satisfying, new_flow)
+        self.flatten()
+
+    def flatten(self) -> None:
+        # Walk a snapshot backwards so that expanding at index i keeps earlier indices valid
+        # (exactly Dynflow's AbstractComposed#flatten!).
+        for index, flow in reversed(list(enumerate(self.flows))):
+            if type(flow) is type(self):
+                assert isinstance(flow, ComposedFlow)
+                self.flows[index : index + 1] = flow.flows
+            elif isinstance(flow, ComposedFlow) and flow.size() == 1:
+                self.flows[index] = flow.flows[0]
+        for flow in self.flows:
+            flow.flatten()
+
+    def _find_satisfying_sub_flows(self, graph: DependencyGraph, new_flow: Flow) -> list[Flow]:
+        satisfying: list[Flow] = []
+        for step_id in new_flow.all_step_ids():
+            for required in list(graph.required_step_ids(step_id)):
+                found = next((f for f in self.flows if f.includes_step(required)), None)
+                if found is not None:
+                    if not any(f is found for f in satisfying):
+                        satisfying.append(found)
+                    graph.mark_satisfied(step_id, required)
+        return satisfying
+
+    def _add_to_sequence(self, satisfying: list[Flow], new_flow: Flow) -> None:
+        raise NotImplementedError
+
+
+class Sequence(ComposedFlow):
+    """Sub-flows that run one after another."""
+
+    identifier = "S"
+
+    def _add_to_sequence(self, satisfying: list[Flow], new_flow: Flow) -> None:
+        self.flows.append(new_flow)  # already in sequence with everything before it
+
+
+class Concurrence(ComposedFlow):
+    """Sub-flows that may run at the same time."""
+
+    identifier = "C"
+
+    def _add_to_sequence(self, satisfying: list[Flow], new_flow: Flow) -> None:
+        if not satisfying:
+            self.flows.append(new_flow)
+            return
+        self.flows = [f for f in self.flows if not any(f is s for s in satisfying)]
+        self.flows.append(Sequence([Concurrence(satisfying), new_flow]))
+
+
+class FlowRegistry:
+    """Map composed-flow classes to the identifiers used in their encoding."""
+
+    def __init__(self) -> None:
+        self._by_identifier: dict[str, type[ComposedFlow]] = {}
+        self._by_class: dict[type[ComposedFlow], str] = {}
+
+    def register(self, identifier: str, flow_class: type[ComposedFlow]) -> None:
+        """Register ``flow_class`` under ``identifier``; raise `IdentifierTaken` if used."""
+        if identifier in self._by_identifier:
+            raise IdentifierTaken(f"flow identifier {identifier!r} is already taken")
+        self._by_identifier[identifier] = flow_class
+        self._by_class[flow_class] = identifier
+
+    def encode(self, flow: Flow) -> Any:
+        """Return the compact encoding of ``flow``: an int or a nested list."""
+        if type(flow) is Atom:
+            return flow.step_id
+        identifier = self._by_class.get(type(flow))  # type: ignore[arg-type]
+        if identifier is None:
+            raise UnknownIdentifier(f"no flow identifier for class {type(flow).__name__}")
+        assert isinstance(flow, ComposedFlow)
+        return [identifier, *(self.encode(sub) for sub in flow.flows)]
+
+    def decode(self, data: Any) -> Flow:
+        """Rebuild a flow from its encoding; raise `UnknownIdentifier` for unknown ones."""
+        if isinstance(data, int) and not isinstance(data, bool):
+            return Atom(data)
+        if not isinstance(data, list) or not data or not isinstance(data[0], str):
+            raise UnknownIdentifier(f"not a flow encoding: {data!r}")
+        flow_class = self._by_identifier.get(data[0])
+        if flow_class is None:
+            raise UnknownIdentifier(f"unknown flow identifier {data[0]!r}")
+        return flow_class([self.decode(sub) for sub in data[1:]])
+
+
+FLOW_REGISTRY = FlowRegistry()
+FLOW_REGISTRY.register(Sequence.identifier, Sequence)
+FLOW_REGISTRY.register(Concurrence.identifier, Concurrence)
+
+
+def encode_flow(flow: Flow) -> Any:
+    """Return the encoding of ``flow`` (see `FlowRegistry.encode`)."""
+    return FLOW_REGISTRY.encode(flow)
+
+
+def decode_flow(data: Any) -> Flow:
+    """Rebuild a flow from its encoding (see `FlowRegistry.decode`)."""
+    return FLOW_REGISTRY.decode(data)

@@ -1,0 +1,275 @@
+"""The read side of an execution plan: `ExecutionPlan`, `Step`, `ActionRecord`, `StepError`.
+
+These are plain data: no threads, no SQL. Planning (`pydynflow.planning`) builds them, the
+store saves and loads them, the runtime changes their states through the persistence actor.
+"""
+
+from __future__ import annotations
+
+import builtins
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pydynflow import errors as _errors
+from pydynflow.flows import Concurrence, Flow, Sequence
+from pydynflow.states import (
+    Phase,
+    PlanState,
+    Result,
+    StepState,
+    check_plan_transition,
+    check_step_transition,
+    compute_result,
+)
+
+if TYPE_CHECKING:
+    from pydynflow.action import Action
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class StepError:
+    """A failure recorded on a step: data, never a pickled exception."""
+
+    exception_class: str
+    message: str
+    backtrace: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> StepError:
+        """Record ``exc`` with its class name, message and formatted backtrace."""
+        klass = type(exc)
+        name = (
+            klass.__qualname__
+            if klass.__module__ == "builtins"
+            else (f"{klass.__module__}.{klass.__qualname__}")
+        )
+        backtrace = [
+            line.rstrip("\n")
+            for entry in traceback.format_tb(exc.__traceback__)
+            for line in entry.splitlines()
+        ]
+        return cls(name, str(exc), backtrace)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-compatible form that is stored."""
+        return {
+            "exception_class": self.exception_class,
+            "message": self.message,
+            "backtrace": list(self.backtrace),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepError:
+        """Rebuild an error from `to_dict` output."""
+        return cls(data["exception_class"], data["message"], list(data.get("backtrace") or []))
+
+    def exception(self) -> BaseException:
+        """Return an exception object for this error.
+
+        Only builtin exceptions and pydynflow's own are rebuilt; any other class (which may
+        have been renamed or removed, and is never imported from stored data) becomes
+        `UnknownError` carrying the original name.
+        """
+        name = self.exception_class
+        klass = getattr(builtins, name, None) if "." not in name else None
+        if klass is None and name.startswith("pydynflow.errors."):
+            klass = getattr(_errors, name.rsplit(".", 1)[1], None)
+        if isinstance(klass, type) and issubclass(klass, Exception):
+            try:
+                return klass(self.message)
+            except Exception:  # constructors with other signatures
+                pass
+        return _errors.UnknownError(name, self.message)
+
+    def __str__(self) -> str:
+        return f"{self.exception_class}: {self.message}"
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One entry of a plan's execution history (``"start execution"``, ``"delay"``...)."""
+
+    time: datetime
+    name: str
+    world_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-compatible form that is stored."""
+        return {"time": self.time.isoformat(), "name": self.name, "world_id": self.world_id}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HistoryEntry:
+        """Rebuild an entry from `to_dict` output."""
+        return cls(datetime.fromisoformat(data["time"]), data["name"], data.get("world_id"))
+
+
+@dataclass(eq=True)
+class ActionRecord:
+    """What is stored about one action of a plan."""
+
+    id: int
+    execution_plan_id: str
+    action_class_name: str
+    input: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, Any] = field(default_factory=dict)
+    plan_step_id: int | None = None
+    run_step_id: int | None = None
+    finalize_step_id: int | None = None
+    caller_execution_plan_id: str | None = None
+    caller_action_id: int | None = None
+
+    @property
+    def action_class(self) -> type[Action]:
+        """Return the registered class, or a placeholder if it no longer resolves."""
+        from pydynflow.registry import resolve_action_class
+
+        return resolve_action_class(self.action_class_name)
+
+
+@dataclass(eq=True)
+class Step:
+    """One phase (plan, run or finalize) of one action."""
+
+    id: int
+    execution_plan_id: str
+    action_id: int
+    action_class_name: str
+    phase: Phase
+    state: StepState = StepState.PENDING
+    error: StepError | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    real_time: float = 0.0
+    execution_time: float = 0.0
+    progress_done: float = 0.0
+    progress_weight: int = 1
+    attempts: int = 0
+    children: list[int] = field(default_factory=list)
+    queue: str = "default"
+    action: ActionRecord | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def action_class(self) -> type[Action]:
+        """Return the registered class, or a placeholder if it no longer resolves."""
+        from pydynflow.registry import resolve_action_class
+
+        return resolve_action_class(self.action_class_name)
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """Return the input of this step's action."""
+        return self.action.input if self.action is not None else {}
+
+    @property
+    def output(self) -> dict[str, Any]:
+        """Return the output of this step's action."""
+        return self.action.output if self.action is not None else {}
+
+    def transition(self, new: StepState) -> None:
+        """Move to ``new``; raise `InvalidTransition` if this phase's table forbids it."""
+        check_step_transition(self.phase, self.state, new)
+        self.state = StepState(new)
+
+    def progress(self) -> float:
+        """Return how much of this step is done, as Dynflow counts it (0..1)."""
+        if self.state in (StepState.SUCCESS, StepState.SKIPPED):
+            return 1.0
+        if self.state == StepState.PENDING:
+            return 0.0
+        return self.progress_done
+
+
+@dataclass(eq=True)
+class ExecutionPlan:
+    """A planned workflow: its steps, actions, flows, state and history."""
+
+    id: str
+    label: str | None = None
+    state: PlanState = PlanState.PENDING
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    real_time: float = 0.0
+    execution_time: float = 0.0
+    root_plan_step_id: int | None = None
+    steps: dict[int, Step] = field(default_factory=dict)
+    actions: dict[int, ActionRecord] = field(default_factory=dict)
+    run_flow: Flow = field(default_factory=Concurrence)
+    finalize_flow: Sequence = field(default_factory=Sequence)
+    history: list[HistoryEntry] = field(default_factory=list)
+    valid: bool = True
+    exception: StepError | None = None
+    stored_result: Result | None = field(default=None, compare=False, repr=False)
+    world: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def root_plan_step(self) -> Step | None:
+        """Return the plan step of the root action."""
+        if self.root_plan_step_id is None:
+            return None
+        return self.steps.get(self.root_plan_step_id)
+
+    @property
+    def result(self) -> Result:
+        """Return the result over all steps (the stored one for an invalid plan)."""
+        if not self.valid:
+            return self.stored_result or Result.ERROR
+        return compute_result([step.state for step in self.steps.values()])
+
+    @property
+    def error(self) -> StepError | None:
+        """Return the first error recorded on a step, if any."""
+        for step in self.steps.values():
+            if step.error is not None:
+                return step.error
+        return self.exception
+
+    def transition(self, new: PlanState, world_id: str | None = None) -> None:
+        """Move to ``new`` with Dynflow's side effects on times and history."""
+        check_plan_transition(self.state, new)
+        now = utcnow()
+        self.state = PlanState(new)
+        if new == PlanState.PLANNING:
+            self.started_at = now
+        elif new == PlanState.STOPPED:
+            self.ended_at = now
+            if self.started_at is not None:
+                self.real_time = (now - self.started_at).total_seconds()
+            self.execution_time = sum(step.execution_time for step in self.steps.values())
+        notice = _HISTORY_NOTICES.get(PlanState(new))
+        if notice is not None:
+            self.history.append(HistoryEntry(now, notice, world_id))
+
+    def steps_of_phase(self, phase: Phase) -> list[Step]:
+        """Return the steps of one phase, ordered by id."""
+        return [step for _, step in sorted(self.steps.items()) if step.phase == phase]
+
+    def progress(self) -> float:
+        """Return the weighted progress over run and finalize steps (0..1)."""
+        if self.state in (PlanState.PENDING, PlanState.PLANNING, PlanState.SCHEDULED):
+            return 0.0
+        flow_steps = [s for s in self.steps.values() if s.phase != Phase.PLAN]
+        total = sum(step.progress_weight for step in flow_steps)
+        if not flow_steps or total == 0:
+            return 1.0
+        return sum(step.progress() * step.progress_weight for step in flow_steps) / total
+
+    def sub_plans(self) -> list[ExecutionPlan]:
+        """Return the plans whose caller is an action of this plan."""
+        if self.world is None:
+            return []
+        return self.world.storage.find_plans(caller_execution_plan_id=self.id, limit=None)
+
+
+_HISTORY_NOTICES = {
+    PlanState.RUNNING: "start execution",
+    PlanState.PAUSED: "pause execution",
+    PlanState.STOPPED: "finish execution",
+    PlanState.SCHEDULED: "delay",
+}

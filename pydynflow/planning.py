@@ -1,0 +1,287 @@
+"""The plan phase: run ``Action.plan`` depth-first and build steps and flows as Dynflow does.
+
+Planning keeps a stack of flows. Each action's ``plan()`` runs inside a fresh
+`Concurrence`; ``sequence()`` / ``concurrence()`` push nested flows. When a flow is closed it
+is added to the enclosing one with `ComposedFlow.add_and_resolve`, which puts it in sequence
+after any sibling flow holding a step it references (output references in its input). The
+first error stops planning: the failing plan step and all its callers end in ``error``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pydynflow.action import PLAN, Action
+from pydynflow.errors import PlanningError
+from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
+from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
+from pydynflow.references import iter_references
+from pydynflow.registry import class_name, subscribed_actions
+from pydynflow.serialization import normalize
+from pydynflow.states import Phase, PlanState, Result, StepState
+
+
+class DependencyGraph:
+    """Which steps each planned run step still has to be sequenced after."""
+
+    def __init__(self) -> None:
+        self._required: dict[int, list[int]] = {}
+
+    def add_dependencies(self, step_id: int, action: Action) -> None:
+        """Record the run steps referenced by ``action``'s input as needed by ``step_id``."""
+        for reference in iter_references(action.input):
+            required = self._required.setdefault(step_id, [])
+            if reference.step_id not in required:
+                required.append(reference.step_id)
+
+    def required_step_ids(self, step_id: int) -> list[int]:
+        """Return the step ids ``step_id`` still waits for."""
+        return self._required.get(step_id, [])
+
+    def mark_satisfied(self, step_id: int, required_step_id: int) -> None:
+        """Forget a dependency that the flow structure now guarantees."""
+        required = self._required.get(step_id)
+        if required and required_step_id in required:
+            required.remove(required_step_id)
+
+    def unresolved(self) -> dict[int, list[int]]:
+        """Return the dependencies no flow satisfied (step id -> required step ids)."""
+        return {step: list(req) for step, req in self._required.items() if req}
+
+
+class Planner:
+    """Build one execution plan by running the plan phase of its root action."""
+
+    def __init__(
+        self,
+        plan: ExecutionPlan,
+        *,
+        world_id: str | None = None,
+        subscriptions: Callable[[type[Action]], list[type[Action]]] = subscribed_actions,
+    ) -> None:
+        self.plan = plan
+        self.world_id = world_id
+        self._subscriptions = subscriptions
+        self._graph = DependencyGraph()
+        self._root_flow = Concurrence()
+        self._stack: list[ComposedFlow] = [self._root_flow]
+        self._next_step_id = 1
+        self._next_action_id = 1
+
+    @classmethod
+    def new_plan(cls, action_class: type[Action], plan_id: str | None = None) -> ExecutionPlan:
+        """Return an empty ``pending`` plan labelled after ``action_class``."""
+        if not (isinstance(action_class, type) and issubclass(action_class, Action)):
+            raise PlanningError(f"expected an Action subclass, got {action_class!r}")
+        return ExecutionPlan(
+            id=plan_id or str(uuid.uuid4()),
+            label=action_class.label or class_name(action_class),
+        )
+
+    # -- the whole phase -----------------------------------------------------------------
+
+    def plan_root(
+        self,
+        action_class: type[Action],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        caller: tuple[str, int] | None = None,
+    ) -> ExecutionPlan:
+        """Plan ``action_class(*args, **kwargs)`` as the root action; return the plan.
+
+        The plan ends ``planned``, or ``stopped`` with result ``error`` if planning failed.
+        """
+        plan = self.plan
+        plan.transition(PlanState.PLANNING, self.world_id)
+        step, action = self._add_plan_step(action_class, parent=None)
+        if caller is not None:
+            action.caller_execution_plan_id, action.caller_action_id = caller
+        plan.root_plan_step_id = step.id
+        try:
+            self._execute_plan_step(step, action, args, kwargs or {}, trigger=None)
+            unresolved = self._graph.unresolved()
+            if unresolved:
+                raise PlanningError(f"some output references were not resolved: {unresolved}")
+        except Exception as exc:
+            if plan.result != Result.ERROR:  # failed outside any plan step
+                step.state = StepState.ERROR
+                step.error = StepError.from_exception(exc)
+        run_flow: Flow = self._root_flow
+        if self._root_flow.size() == 1:
+            run_flow = self._root_flow.flows[0]
+        plan.run_flow = run_flow
+        failed = plan.result == Result.ERROR
+        plan.transition(PlanState.STOPPED if failed else PlanState.PLANNED, self.world_id)
+        return plan
+
+    # -- called by Action ----------------------------------------------------------------
+
+    def plan_child(
+        self, parent: Action, action_class: type[Action], args: tuple[Any, ...], kwargs: dict
+    ) -> Action:
+        """Plan ``action_class`` as a child of ``parent`` and return the planned child."""
+        if not (isinstance(action_class, type) and issubclass(action_class, Action)):
+            raise PlanningError(
+                f"{parent.class_name()}: plan_action expects an Action subclass, "
+                f"got {action_class!r}"
+            )
+        step, action = self._add_plan_step(action_class, parent=parent)
+        self._execute_plan_step(step, action, args, kwargs, trigger=parent)
+        return action
+
+    def add_own_steps(self, action: Action) -> None:
+        """Add ``action``'s run step (if it has run) and finalize step (if it has finalize)."""
+        if action.run_step_id is not None or action.finalize_step_id is not None:
+            raise PlanningError(f"{action.class_name()}: plan_self() called twice")
+        action_class = type(action)
+        if action_class.has_run():
+            step = self._add_flow_step(action, Phase.RUN, action_class.run_progress_weight)
+            action.run_step_id = step.id
+            self._graph.add_dependencies(step.id, action)
+            self._stack[-1].add_and_resolve(self._graph, Atom(step.id))
+        if action_class.has_finalize():
+            weight = action_class.finalize_progress_weight
+            step = self._add_flow_step(action, Phase.FINALIZE, weight)
+            action.finalize_step_id = step.id
+            self.plan.finalize_flow.append(Atom(step.id))
+
+    @contextmanager
+    def sequence(self) -> Iterator[None]:
+        """Collect the flows planned inside the block into a `Sequence`."""
+        with self._switch_flow(Sequence()):
+            yield
+
+    @contextmanager
+    def concurrence(self) -> Iterator[None]:
+        """Collect the flows planned inside the block into a `Concurrence`."""
+        with self._switch_flow(Concurrence()):
+            yield
+
+    # -- internals -----------------------------------------------------------------------
+
+    @contextmanager
+    def _switch_flow(self, flow: ComposedFlow) -> Iterator[None]:
+        self._stack.append(flow)
+        try:
+            yield
+        finally:
+            self._stack.pop()
+            self._stack[-1].add_and_resolve(self._graph, flow)
+
+    def _add_plan_step(
+        self, action_class: type[Action], parent: Action | None
+    ) -> tuple[Step, Action]:
+        plan = self.plan
+        step_id, action_id = self._take_step_id(), self._next_action_id
+        self._next_action_id += 1
+        action = action_class(id=action_id, execution_plan_id=plan.id, phase=PLAN)
+        action._planner = self
+        action.plan_step_id = step_id
+        record = ActionRecord(action_id, plan.id, class_name(action_class), plan_step_id=step_id)
+        plan.actions[action_id] = record
+        plan.steps[step_id] = Step(
+            step_id, plan.id, action_id, record.action_class_name, Phase.PLAN, action=record
+        )
+        if parent is not None and parent.plan_step_id is not None:
+            plan.steps[parent.plan_step_id].children.append(step_id)
+        return plan.steps[step_id], action
+
+    def _add_flow_step(self, action: Action, phase: Phase, weight: int) -> Step:
+        step_id = self._take_step_id()
+        record = self.plan.actions[action.id]
+        step = Step(
+            step_id,
+            self.plan.id,
+            action.id,
+            record.action_class_name,
+            phase,
+            queue=type(action).queue,
+            progress_weight=weight,
+            action=record,
+        )
+        self.plan.steps[step_id] = step
+        return step
+
+    def _take_step_id(self) -> int:
+        step_id = self._next_step_id
+        self._next_step_id += 1
+        return step_id
+
+    def _execute_plan_step(
+        self,
+        step: Step,
+        action: Action,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        trigger: Action | None,
+        from_subscription: bool = False,
+    ) -> None:
+        if from_subscription:
+            action.trigger, action._from_subscription = trigger, True
+        step.transition(StepState.RUNNING)
+        step.started_at = utcnow()
+        started = time.perf_counter()
+        try:
+            own_flow = Concurrence()
+            with self._switch_flow(own_flow):
+                action.plan(*args, **kwargs)
+            self._plan_subscribers(action, args, kwargs, added=not own_flow.is_empty())
+            action._input = normalize(
+                action.input, owner=action.class_name(), field="input", allow_references=True
+            )
+            step.transition(StepState.SUCCESS)
+        except Exception as exc:
+            if step.error is None:
+                step.error = StepError.from_exception(exc)
+            step.transition(StepState.ERROR)
+            raise
+        finally:
+            step.ended_at = utcnow()
+            step.execution_time = step.real_time = time.perf_counter() - started
+            self._record(action)
+
+    def _plan_subscribers(
+        self, action: Action, args: tuple[Any, ...], kwargs: dict[str, Any], *, added: bool
+    ) -> None:
+        subscribers = self._subscriptions(type(action))
+        if not subscribers:
+            return
+        # The trigger's flow was added last to the current flow; put it in a concurrence with
+        # its subscribers. Dynflow pops the last flow even when the trigger added none, which
+        # would capture a sibling's flow: only pop what the trigger added.
+        current = self._stack[-1]
+        trigger_flows = [current.flows.pop()] if added and current.flows else []
+        with self._switch_flow(Concurrence(trigger_flows)):
+            for subscriber in subscribers:
+                step, child = self._add_plan_step(subscriber, parent=action)
+                self._execute_plan_step(
+                    step, child, args, kwargs, trigger=action, from_subscription=True
+                )
+
+    def _record(self, action: Action) -> None:
+        record = self.plan.actions[action.id]
+        record.input = dict(action.input)
+        record.run_step_id = action.run_step_id
+        record.finalize_step_id = action.finalize_step_id
+        record.caller_execution_plan_id = action.caller_execution_plan_id
+        record.caller_action_id = action.caller_action_id
+
+
+def plan_action(
+    action_class: type[Action],
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    plan_id: str | None = None,
+    world_id: str | None = None,
+    caller: tuple[str, int] | None = None,
+) -> ExecutionPlan:
+    """Plan ``action_class`` into a new execution plan (no storage involved)."""
+    plan = Planner.new_plan(action_class, plan_id)
+    return Planner(plan, world_id=world_id).plan_root(action_class, args, kwargs, caller=caller)

@@ -1,0 +1,74 @@
+"""The registry of `Action` subclasses: the only way a stored class name becomes a class.
+
+Every subclass of `Action` registers itself under ``"module.QualName"`` when it is defined.
+A stored name that is not registered resolves to a placeholder (`MissingAction`) whose phases
+fail with "action class <name> not found"; nothing is ever imported or unpickled by name.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydynflow.action import Action
+
+_lock = threading.Lock()
+_classes: dict[str, type[Action]] = {}
+_placeholders: dict[str, type[Action]] = {}
+_subscriptions: dict[type[Action], list[type[Action]]] | None = None
+
+
+def class_name(action_class: type) -> str:
+    """Return the name an action class is stored under: ``"module.QualName"``."""
+    return f"{action_class.__module__}.{action_class.__qualname__}"
+
+
+def register(action_class: type[Action]) -> None:
+    """Register ``action_class`` (called by ``Action.__init_subclass__``)."""
+    global _subscriptions
+    with _lock:
+        _classes[class_name(action_class)] = action_class
+        _placeholders.pop(class_name(action_class), None)
+        _subscriptions = None
+
+
+def registered_classes() -> list[type[Action]]:
+    """Return every registered action class, in registration order."""
+    with _lock:
+        return list(_classes.values())
+
+
+def resolve_action_class(name: str) -> type[Action]:
+    """Return the class registered as ``name``, or a placeholder that fails every phase."""
+    found = _classes.get(name)
+    if found is not None:
+        return found
+    with _lock:
+        placeholder = _placeholders.get(name)
+        if placeholder is None:
+            from pydynflow.action import missing_action_class
+
+            placeholder = _placeholders[name] = missing_action_class(name)
+        return placeholder
+
+
+def is_resolved(name: str) -> bool:
+    """Return whether ``name`` is a registered action class."""
+    return name in _classes
+
+
+def subscribed_actions(action_class: type[Action]) -> list[type[Action]]:
+    """Return the classes that subscribe to exactly ``action_class``, in registration order."""
+    global _subscriptions
+    index = _subscriptions
+    if index is None:
+        index = {}
+        for subscriber in registered_classes():
+            targets = subscriber.subscribe
+            if targets is None:
+                continue
+            for target in targets if isinstance(targets, (list, tuple)) else [targets]:
+                index.setdefault(target, []).append(subscriber)
+        _subscriptions = index
+    return list(index.get(action_class, []))

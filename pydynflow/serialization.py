@@ -1,0 +1,51 @@
+"""Check and normalise the JSON-compatible data actions keep in ``input`` and ``output``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydynflow.errors import SerializationError
+from pydynflow.references import OutputReference
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def normalize(value: Any, *, owner: str, field: str, allow_references: bool = False) -> Any:
+    """Return a JSON-shaped copy of ``value`` (tuples become lists) or raise.
+
+    Args:
+        value: the data to check.
+        owner: the action class name, used in the error message.
+        field: ``"input"``, ``"output"`` or ``"event"``, used in the error message.
+        allow_references: whether `OutputReference` values are accepted (inputs only).
+
+    Raises:
+        SerializationError: naming ``owner``, ``field`` and the key path of the first value
+            that JSON cannot represent.
+    """
+    return _normalize(value, owner, field, allow_references, ())
+
+
+def _normalize(value: Any, owner: str, field: str, refs: bool, path: tuple[Any, ...]) -> Any:
+    if isinstance(value, _SCALARS):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _error(owner, field, path, f"the float {value!r} is not valid JSON")
+        return value
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _error(owner, field, (*path, key), f"the key {key!r} is not a str")
+            result[key] = _normalize(item, owner, field, refs, (*path, key))
+        return result
+    if isinstance(value, (list, tuple)):
+        return [_normalize(item, owner, field, refs, (*path, i)) for i, item in enumerate(value)]
+    if refs and isinstance(value, OutputReference):
+        return value
+    raise _error(owner, field, path, f"a {type(value).__qualname__} is not JSON-serialisable")
+
+
+def _error(owner: str, field: str, path: tuple[Any, ...], why: str) -> SerializationError:
+    where = "".join(f"[{key!r}]" for key in path) or " (the whole value)"
+    return SerializationError(f"{owner}: {field}{where}: {why}")
