@@ -1,0 +1,971 @@
+"""`Storage`: save, load, find and delete execution plans in SQLite or PostgreSQL.
+
+Writes are upserts (``INSERT ... ON CONFLICT (...) DO UPDATE``, the same SQL on SQLite >= 3.24
+and PostgreSQL) sent with ``executemany`` on the raw DB-API cursor (``execute_batch`` on
+psycopg2, whose ``executemany`` is one round trip per row): peewee's ``insert_many`` measured
+5x slower on this hot path. Every payload goes through `pydynflow.storage.codec`.
+
+Threads: a `Storage` may be shared by any number of threads; each thread has its own
+connection (peewee's thread-local connection state) and its own transaction stack.
+
+Transactions: each public write (`Storage.save_plan`, `Storage.save_steps`, ...) is atomic on
+its own. Inside `Storage.transaction()` it nests as a savepoint, so a batch of writes
+(a group commit) commits once, at the end of the outermost block. On SQLite a write
+transaction starts with ``BEGIN IMMEDIATE`` (it takes the write lock up front, so it waits for
+``busy_timeout`` instead of failing on a lock upgrade); multi-query reads run in a deferred
+transaction (SQLite) or a ``REPEATABLE READ`` one (PostgreSQL), so a plan is read from one
+snapshot.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import peewee
+
+from pydynflow.errors import (
+    CorruptData,
+    DataConsistencyError,
+    PersistenceError,
+    UnknownIdentifier,
+    UnknownPlan,
+)
+from pydynflow.flows import Concurrence, Flow, Sequence, decode_flow, encode_flow
+from pydynflow.plan import ActionRecord, ExecutionPlan, HistoryEntry, Step, StepError
+from pydynflow.states import Phase, PlanState, Result, StepState
+from pydynflow.storage.codec import decode, encode
+from pydynflow.storage.database import close_database, is_postgres, is_sqlite, open_database
+from pydynflow.storage.migrations import migrate as _migrate
+from pydynflow.storage.models import from_db_datetime
+
+try:  # PostgreSQL support is optional (the "postgres" extra)
+    import psycopg2
+    import psycopg2.extras
+except ImportError:  # pragma: no cover - exercised only without psycopg2
+    psycopg2 = None
+
+__all__ = ["ORDERABLE_COLUMNS", "Storage"]
+
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    peewee.DatabaseError,
+    peewee.InterfaceError,
+    sqlite3.Error,
+) + ((psycopg2.Error,) if psycopg2 is not None else ())
+
+ORDERABLE_COLUMNS: dict[str, str] = {
+    "id": "uuid",
+    "state": "state",
+    "result": "result",
+    "label": "label",
+    "started_at": "started_at",
+    "ended_at": "ended_at",
+    "real_time": "real_time",
+    "execution_time": "execution_time",
+}
+"""``find_plans(order_by=...)`` names and the columns they sort on."""
+
+PLANS = "dynflow_execution_plans"
+ACTIONS = "dynflow_actions"
+STEPS = "dynflow_steps"
+_CHILD_TABLES = ("dynflow_output_chunks", "dynflow_delayed_plans", STEPS, ACTIONS)
+
+PLAN_COLUMNS = (
+    "uuid",
+    "state",
+    "result",
+    "label",
+    "root_plan_step_id",
+    "started_at",
+    "ended_at",
+    "real_time",
+    "execution_time",
+    "run_flow",
+    "finalize_flow",
+    "execution_history",
+)
+_PLAN_META_COLUMNS = PLAN_COLUMNS[:9] + ("execution_history",)
+ACTION_COLUMNS = (
+    "execution_plan_uuid",
+    "id",
+    "class",
+    "caller_execution_plan_id",
+    "caller_action_id",
+    "plan_step_id",
+    "run_step_id",
+    "finalize_step_id",
+    "input",
+    "output",
+)
+STEP_COLUMNS = (
+    "execution_plan_uuid",
+    "id",
+    "action_id",
+    "state",
+    "phase",
+    "started_at",
+    "ended_at",
+    "real_time",
+    "execution_time",
+    "progress_done",
+    "progress_weight",
+    "attempts",
+    "queue",
+    "action_class",
+    "error",
+    "children",
+)
+_IN_CHUNK = 500
+_EMPTY_LIST = encode([])
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _upsert_sql(table: str, columns: tuple[str, ...], key: tuple[str, ...], param: str) -> str:
+    names = ", ".join(f'"{column}"' for column in columns)
+    values = ", ".join([param] * len(columns))
+    updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c not in key)
+    conflict = ", ".join(f'"{column}"' for column in key)
+    return (
+        f'INSERT INTO "{table}" ({names}) VALUES ({values}) '
+        f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+    )
+
+
+def _select_sql(table: str, columns: tuple[str, ...]) -> str:
+    return "SELECT " + ", ".join(f'"{column}"' for column in columns) + f' FROM "{table}"'
+
+
+def _wrap_errors(operation: str) -> Callable[[_F], _F]:
+    """Turn driver errors raised by the decorated method into `PersistenceError`."""
+
+    def decorator(method: _F) -> _F:
+        @functools.wraps(method)
+        def wrapper(self: Storage, *args: Any, **kwargs: Any) -> Any:
+            if self._closed:
+                raise PersistenceError(f"{operation}: the storage is closed ({self._describe()})")
+            try:
+                return method(self, *args, **kwargs)
+            except _DRIVER_ERRORS as exc:
+                self._after_driver_error()
+                raise PersistenceError(
+                    f"{operation} failed ({self._describe()}): {type(exc).__name__}: {exc}"
+                ) from exc
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def _as_values(value: Any) -> list[str] | None:
+    """Return a filter value as a list of strings (``None``: no filter)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [str(value)]
+    return [str(item) for item in value]
+
+
+def _number(value: Any) -> float | int:
+    """Return a stored float, as an int when it is integral (``progress_weight``)."""
+    if value is None:
+        return 1
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+class Storage:
+    """Execution plans in a SQLite file, an in-memory SQLite database or PostgreSQL.
+
+    >>> storage = Storage("sqlite:///pydynflow.db")   # doctest: +SKIP
+    >>> storage.save_plan(plan); storage.load_plan(plan.id) == plan   # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, url_or_database: str | peewee.Database, *, migrate: bool = True) -> None:
+        """Open the store.
+
+        Args:
+            url_or_database: a URL for `pydynflow.storage.open_database` (``sqlite:///x.db``,
+                ``sqlite:///:memory:``, ``postgresql://...``), or an open peewee database. A
+                database given by URL belongs to the storage and `close` closes it; a database
+                object passed in is left for its owner to close.
+            migrate: bring the schema to the latest version now (see `migrate`).
+
+        Raises:
+            ValueError: for a URL that `open_database` does not accept.
+            PersistenceError: if the database cannot be reached or migrated.
+        """
+        if isinstance(url_or_database, peewee.Database):
+            self._db = url_or_database
+            self._owned = False
+            self.url: str | None = None
+        else:
+            self._db = open_database(url_or_database)
+            self._owned = True
+            self.url = url_or_database
+        self._closed = False
+        self._sqlite = is_sqlite(self._db)
+        self._postgres = is_postgres(self._db)
+        param = self._db.param
+        self._sql_plan_upsert = _upsert_sql(PLANS, PLAN_COLUMNS, ("uuid",), param)
+        self._sql_plan_meta_upsert = _upsert_sql(PLANS, _PLAN_META_COLUMNS, ("uuid",), param)
+        self._sql_action_upsert = _upsert_sql(
+            ACTIONS, ACTION_COLUMNS, ("execution_plan_uuid", "id"), param
+        )
+        self._sql_step_upsert = _upsert_sql(
+            STEPS, STEP_COLUMNS, ("execution_plan_uuid", "id"), param
+        )
+        self._dt = self._sqlite_datetime if self._sqlite else self._naive_utc
+        if migrate:
+            try:
+                self.migrate()
+            except BaseException:
+                if self._owned:
+                    close_database(self._db)
+                raise
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def database(self) -> peewee.Database:
+        """Return the peewee database this storage uses."""
+        return self._db
+
+    @property
+    def dialect(self) -> str:
+        """Return ``"sqlite"`` or ``"postgresql"``."""
+        return "sqlite" if self._sqlite else "postgresql" if self._postgres else "other"
+
+    @_wrap_errors("migrate")
+    def migrate(self) -> int:
+        """Apply missing schema migrations and return the schema version (see `migrations`)."""
+        return _migrate(self._db)
+
+    def close(self) -> None:
+        """Close the storage; idempotent. Any later call raises `PersistenceError`.
+
+        A database the storage opened from a URL is closed in every thread (call this once no
+        thread uses the storage any more; an in-memory database is gone afterwards). A database
+        object passed to the constructor is left open for its owner.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._owned:
+            close_database(self._db)
+
+    def __enter__(self) -> Storage:
+        """Return the storage; `close` it when the ``with`` block ends."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the storage."""
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Storage {self._describe()}>"
+
+    @_wrap_errors("ping")
+    def ping(self) -> bool:
+        """Return True if the database answers a trivial query.
+
+        Raises:
+            PersistenceError: with the driver's reason if it does not.
+        """
+        row = self._db.execute_sql("SELECT 1").fetchone()
+        return bool(row and row[0] == 1)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Storage]:
+        """Return a context manager: one atomic block for every write made inside it.
+
+        Blocks nest (inner ones are savepoints); the outermost commits, or rolls back if the
+        block raises. The transaction belongs to the calling thread. On SQLite it begins with
+        ``BEGIN IMMEDIATE``. Driver errors surface as `PersistenceError`.
+        """
+        if self._closed:
+            raise PersistenceError(f"transaction: the storage is closed ({self._describe()})")
+        try:
+            with self._write_atomic():
+                yield self
+        except _DRIVER_ERRORS as exc:
+            self._after_driver_error()
+            raise PersistenceError(
+                f"transaction failed ({self._describe()}): {type(exc).__name__}: {exc}"
+            ) from exc
+
+    # -- writes ---------------------------------------------------------------------------
+
+    @_wrap_errors("save_plan")
+    def save_plan(self, plan: ExecutionPlan) -> None:
+        """Upsert the plan row, all its actions and all its steps in one transaction.
+
+        The ``result`` column gets ``plan.result``. Rows of actions or steps that are no longer
+        in ``plan`` are left alone (plans only grow). For an invalid plan (``valid=False``, as
+        loaded from rows that did not fit together) only the metadata columns and the history
+        are written, never its (unreadable, hence empty) flows, actions or steps.
+
+        Raises:
+            SerializationError: if an input, output or error cannot be encoded.
+            PersistenceError: if the database refuses the write.
+        """
+        plan_sql, plan_row = self._plan_statement(plan)
+        if plan.valid:
+            action_rows = [self._action_row(action) for action in plan.actions.values()]
+            step_rows = [self._step_row(step) for step in plan.steps.values()]
+        else:
+            action_rows = step_rows = []
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(plan_sql, plan_row)
+            if action_rows:
+                self._executemany(cursor, self._sql_action_upsert, action_rows)
+            if step_rows:
+                self._executemany(cursor, self._sql_step_upsert, step_rows)
+
+    @_wrap_errors("save_plan_row")
+    def save_plan_row(self, plan: ExecutionPlan) -> None:
+        """Upsert only the plan row (state, result, times, flows, history); see `save_plan`."""
+        plan_sql, plan_row = self._plan_statement(plan)
+        with self._write_atomic():
+            self._db.cursor().execute(plan_sql, plan_row)
+
+    @_wrap_errors("save_steps")
+    def save_steps(self, steps: Iterable[Step]) -> None:
+        """Upsert ``steps`` (of any plans, whose rows must exist) in one transaction.
+
+        A step listed twice is written twice, the last one wins.
+        """
+        rows = [self._step_row(step) for step in steps]
+        if not rows:
+            return
+        with self._write_atomic():
+            self._executemany(self._db.cursor(), self._sql_step_upsert, rows)
+
+    @_wrap_errors("save_actions")
+    def save_actions(self, actions: Iterable[ActionRecord]) -> None:
+        """Upsert ``actions`` (of any plans, whose rows must exist) in one transaction."""
+        rows = [self._action_row(action) for action in actions]
+        if not rows:
+            return
+        with self._write_atomic():
+            self._executemany(self._db.cursor(), self._sql_action_upsert, rows)
+
+    # -- rows: the persistence actor's write path ------------------------------------------
+    #
+    # Senders encode rows with `plan_row` / `step_row` / `action_row` on their own thread (so
+    # nothing they change afterwards leaks into a commit); the persistence actor writes them
+    # with `write_rows` and `claim_plan` inside one `transaction`.
+
+    def plan_row(self, plan: ExecutionPlan, *, full: bool = False) -> tuple[Any, ...]:
+        """Encode ``plan``'s row: metadata and history, plus its flows when ``full``."""
+        _, values = self._plan_statement(plan)
+        if full or not plan.valid:
+            return values
+        return values[:9] + values[-1:]  # drop the flows: they never change after planning
+
+    def step_row(self, step: Step) -> tuple[Any, ...]:
+        """Encode one step's row (first two values: plan id, step id)."""
+        return self._step_row(step)
+
+    @staticmethod
+    def action_row(action: ActionRecord) -> tuple[Any, ...]:
+        """Encode one action's row (first two values: plan id, action id)."""
+        return Storage._action_row(action)
+
+    @_wrap_errors("write_rows")
+    def write_rows(
+        self,
+        *,
+        full_plans: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+        plans: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+        steps: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+        actions: list[tuple[Any, ...]] = (),  # type: ignore[assignment]
+    ) -> None:
+        """Upsert encoded rows in one transaction: full plan rows first, then the rest."""
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            if full_plans:
+                self._executemany(cursor, self._sql_plan_upsert, list(full_plans))
+            if plans:
+                self._executemany(cursor, self._sql_plan_meta_upsert, list(plans))
+            if actions:
+                self._executemany(cursor, self._sql_action_upsert, list(actions))
+            if steps:
+                self._executemany(cursor, self._sql_step_upsert, list(steps))
+
+    @_wrap_errors("claim_plan")
+    def claim_plan(
+        self, plan_id: str, from_states: tuple[str, ...], to_state: str = "running"
+    ) -> bool:
+        """Move a plan to ``to_state`` only if it is in one of ``from_states``.
+
+        A conditional update: of two executors claiming one plan, exactly one wins.
+
+        Returns:
+            whether this call moved the plan.
+        """
+        param = self._db.param
+        marks = ", ".join([param] * len(from_states))
+        sql = (
+            f'UPDATE "{PLANS}" SET "state" = {param} '
+            f'WHERE "uuid" = {param} AND "state" IN ({marks})'
+        )
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(sql, (to_state, plan_id, *from_states))
+            return bool(cursor.rowcount == 1)
+
+    @_wrap_errors("delete_plans")
+    def delete_plans(self, plan_ids: Iterable[str] | str) -> int:
+        """Delete plans with their actions, steps, chunks, delayed records and dependencies.
+
+        Returns:
+            how many plans were deleted (unknown ids are ignored).
+        """
+        ids = [plan_ids] if isinstance(plan_ids, str) else list(dict.fromkeys(map(str, plan_ids)))
+        deleted = 0
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                marks = ", ".join([self._db.param] * len(chunk))
+                # The foreign keys cascade too; deleting explicitly also cleans a database
+                # whose connection was opened without foreign_keys=ON.
+                for table in _CHILD_TABLES:
+                    cursor.execute(
+                        f'DELETE FROM "{table}" WHERE execution_plan_uuid IN ({marks})', chunk
+                    )
+                cursor.execute(
+                    "DELETE FROM dynflow_execution_plan_dependencies "
+                    f"WHERE execution_plan_uuid IN ({marks}) OR blocked_by_uuid IN ({marks})",
+                    chunk + chunk,
+                )
+                cursor.execute(f'DELETE FROM "{PLANS}" WHERE uuid IN ({marks})', chunk)
+                deleted += max(cursor.rowcount, 0)
+        return deleted
+
+    # -- reads ----------------------------------------------------------------------------
+
+    @_wrap_errors("load_plan")
+    def load_plan(self, plan_id: str) -> ExecutionPlan:
+        """Return the plan with every field rebuilt from its rows.
+
+        Rows that do not fit together (missing steps or actions, a step of an unknown
+        action...) or that fail to decode give a plan with ``valid=False`` and ``exception``
+        set to a `StepError` of `DataConsistencyError` or `CorruptData`; its row fields (id,
+        label, state, times, history, stored result) are kept, its steps, actions and flows
+        are empty (Dynflow's InvalidPlan).
+
+        Raises:
+            UnknownPlan: if no plan has this id.
+        """
+        param = self._db.param
+        plan_id = str(plan_id)
+        with self._read_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(_select_sql(PLANS, PLAN_COLUMNS) + f" WHERE uuid = {param}", (plan_id,))
+            row = cursor.fetchone()
+            if row is None:
+                raise UnknownPlan(f"no execution plan with id {plan_id!r}")
+            cursor.execute(
+                _select_sql(ACTIONS, ACTION_COLUMNS)
+                + f" WHERE execution_plan_uuid = {param} ORDER BY id",
+                (plan_id,),
+            )
+            action_rows = cursor.fetchall()
+            cursor.execute(
+                _select_sql(STEPS, STEP_COLUMNS)
+                + f" WHERE execution_plan_uuid = {param} ORDER BY id",
+                (plan_id,),
+            )
+            step_rows = cursor.fetchall()
+        return self._assemble(row, action_rows, step_rows)
+
+    @_wrap_errors("find_plans")
+    def find_plans(
+        self,
+        *,
+        state: Any = None,
+        result: Any = None,
+        label: Any = None,
+        caller_execution_plan_id: str | None = None,
+        caller_action_id: int | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        order_by: str = "started_at",
+        desc: bool = True,
+    ) -> list[ExecutionPlan]:
+        """Return a page of plans, fully loaded, in three queries whatever the page size.
+
+        Args:
+            state, result, label: a value or a list of values (a list means any of them, an
+                empty list matches nothing).
+            caller_execution_plan_id: only plans with an action called by this plan
+                (sub-plans); ``caller_action_id`` narrows it to one calling action.
+            limit: page size; ``None`` for all.
+            offset: how many matching plans to skip.
+            order_by: one of `ORDERABLE_COLUMNS`; NULLs sort last in both directions and ties
+                are broken by id, ascending.
+            desc: descending order.
+
+        Raises:
+            ValueError: for an ``order_by`` that is not allowed, ``caller_action_id`` without
+                ``caller_execution_plan_id``, or a negative ``limit`` / ``offset``.
+        """
+        where, params = self._where(
+            state, result, label, caller_execution_plan_id, caller_action_id
+        )
+        order = self._order(order_by, desc)
+        page, page_params = self._page(limit, offset)
+        page_sql = f'SELECT uuid FROM "{PLANS}"{where}{order}{page}'
+        all_params = params + page_params
+        with self._read_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(_select_sql(PLANS, PLAN_COLUMNS) + where + order + page, all_params)
+            plan_rows = cursor.fetchall()
+            if not plan_rows:
+                return []
+            children: list[dict[str, list[tuple[Any, ...]]]] = []
+            for table, columns in ((ACTIONS, ACTION_COLUMNS), (STEPS, STEP_COLUMNS)):
+                cursor.execute(
+                    _select_sql(table, columns)
+                    + f" WHERE execution_plan_uuid IN ({page_sql}) ORDER BY execution_plan_uuid, id",
+                    all_params,
+                )
+                grouped: dict[str, list[tuple[Any, ...]]] = {}
+                for child in cursor.fetchall():
+                    grouped.setdefault(child[0], []).append(child)
+                children.append(grouped)
+        actions_by_plan, steps_by_plan = children
+        return [
+            self._assemble(row, actions_by_plan.get(row[0], []), steps_by_plan.get(row[0], []))
+            for row in plan_rows
+        ]
+
+    @_wrap_errors("count_plans")
+    def count_plans(
+        self,
+        *,
+        state: Any = None,
+        result: Any = None,
+        label: Any = None,
+        caller_execution_plan_id: str | None = None,
+        caller_action_id: int | None = None,
+    ) -> int:
+        """Return how many plans match the filters of `find_plans`."""
+        where, params = self._where(
+            state, result, label, caller_execution_plan_id, caller_action_id
+        )
+        cursor = self._db.cursor()
+        cursor.execute(f'SELECT COUNT(*) FROM "{PLANS}"{where}', params)
+        return int(cursor.fetchone()[0])
+
+    # -- internals: transactions and errors -------------------------------------------------
+
+    def _write_atomic(self) -> Any:
+        if self._sqlite:
+            return self._db.atomic(lock_type="IMMEDIATE")
+        return self._db.atomic()
+
+    def _read_atomic(self) -> Any:
+        if self._postgres:
+            return self._db.atomic(isolation_level="REPEATABLE READ")
+        return self._db.atomic()
+
+    def _executemany(self, cursor: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if self._postgres and psycopg2 is not None:
+            psycopg2.extras.execute_batch(cursor, sql, rows, page_size=200)
+        else:
+            cursor.executemany(sql, rows)
+
+    def _after_driver_error(self) -> None:
+        """Drop this thread's connection if it broke, so the next call reconnects."""
+        db = self._db
+        try:
+            if not db.is_closed() and not db.in_transaction() and not db.is_connection_usable():
+                db.close()
+        except Exception:  # the connection is beyond closing cleanly; forget it
+            state = getattr(db, "_state", None)
+            if state is not None:
+                state.reset()
+
+    def _describe(self) -> str:
+        if self.url is not None:
+            return _redact(self.url)
+        return f"{type(self._db).__name__}({getattr(self._db, 'database', '?')!r})"
+
+    # -- internals: rows out --------------------------------------------------------------
+
+    @staticmethod
+    def _naive_utc(value: datetime | None) -> datetime | None:
+        if value is None or value.tzinfo is None:
+            return value
+        if value.tzinfo is UTC:
+            return value.replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    @staticmethod
+    def _sqlite_datetime(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            if value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
+            return value.isoformat(" ", "microseconds")[:26]  # drop "+00:00"
+        return value.isoformat(" ", "microseconds")
+
+    def _plan_statement(self, plan: ExecutionPlan) -> tuple[str, tuple[Any, ...]]:
+        dt = self._dt
+        meta = (
+            plan.id,
+            str(plan.state),
+            str(plan.result),
+            plan.label,
+            plan.root_plan_step_id,
+            dt(plan.started_at),
+            dt(plan.ended_at),
+            plan.real_time,
+            plan.execution_time,
+        )
+        history = encode([entry.to_dict() for entry in plan.history])
+        if not plan.valid:
+            return self._sql_plan_meta_upsert, (*meta, history)
+        flows = (encode(encode_flow(plan.run_flow)), encode(encode_flow(plan.finalize_flow)))
+        return self._sql_plan_upsert, (*meta, *flows, history)
+
+    @staticmethod
+    def _action_row(action: ActionRecord) -> tuple[Any, ...]:
+        return (
+            action.execution_plan_id,
+            action.id,
+            action.action_class_name,
+            action.caller_execution_plan_id,
+            action.caller_action_id,
+            action.plan_step_id,
+            action.run_step_id,
+            action.finalize_step_id,
+            encode(action.input),
+            encode(action.output),
+        )
+
+    def _step_row(self, step: Step) -> tuple[Any, ...]:
+        dt = self._dt
+        error = step.error
+        children = step.children
+        return (
+            step.execution_plan_id,
+            step.id,
+            step.action_id,
+            str(step.state),
+            str(step.phase),
+            dt(step.started_at),
+            dt(step.ended_at),
+            step.real_time,
+            step.execution_time,
+            step.progress_done,
+            step.progress_weight,
+            step.attempts,
+            step.queue,
+            step.action_class_name,
+            None if error is None else encode(error.to_dict()),
+            _EMPTY_LIST if not children else encode(children),
+        )
+
+    # -- internals: queries ---------------------------------------------------------------
+
+    def _where(
+        self,
+        state: Any,
+        result: Any,
+        label: Any,
+        caller_execution_plan_id: str | None,
+        caller_action_id: int | None,
+    ) -> tuple[str, list[Any]]:
+        param = self._db.param
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("state", state), ("result", result), ("label", label)):
+            values = _as_values(value)
+            if values is None:
+                continue
+            if not values:
+                clauses.append("1 = 0")
+            elif len(values) == 1:
+                clauses.append(f'"{column}" = {param}')
+            else:
+                clauses.append(f'"{column}" IN ({", ".join([param] * len(values))})')
+            params.extend(values)
+        if caller_action_id is not None and caller_execution_plan_id is None:
+            raise ValueError("caller_action_id needs caller_execution_plan_id")
+        if caller_execution_plan_id is not None:
+            sub = f'SELECT execution_plan_uuid FROM "{ACTIONS}" WHERE caller_execution_plan_id = {param}'
+            params.append(str(caller_execution_plan_id))
+            if caller_action_id is not None:
+                sub += f" AND caller_action_id = {param}"
+                params.append(int(caller_action_id))
+            clauses.append(f"uuid IN ({sub})")
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    @staticmethod
+    def _order(order_by: str, desc: bool) -> str:
+        column = ORDERABLE_COLUMNS.get(order_by) if isinstance(order_by, str) else None
+        if column is None:
+            raise ValueError(
+                f"cannot order execution plans by {order_by!r}; "
+                f"allowed: {', '.join(ORDERABLE_COLUMNS)}"
+            )
+        direction = "DESC" if desc else "ASC"
+        if column == "uuid":
+            return f' ORDER BY "uuid" {direction}'
+        # "(x IS NULL)" first puts NULLs last in both directions, on SQLite and PostgreSQL.
+        return f' ORDER BY ("{column}" IS NULL), "{column}" {direction}, "uuid" ASC'
+
+    def _page(self, limit: int | None, offset: int) -> tuple[str, list[Any]]:
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"limit must be None or an int >= 0, not {limit!r}")
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be an int >= 0, not {offset!r}")
+        param = self._db.param
+        if limit is None:
+            if not offset:
+                return "", []
+            if self._sqlite:
+                return f" LIMIT -1 OFFSET {param}", [offset]
+            return f" OFFSET {param}", [offset]
+        return f" LIMIT {param} OFFSET {param}", [limit, offset]
+
+    # -- internals: rows in ---------------------------------------------------------------
+
+    def _assemble(
+        self,
+        row: tuple[Any, ...],
+        action_rows: list[tuple[Any, ...]],
+        step_rows: list[tuple[Any, ...]],
+    ) -> ExecutionPlan:
+        (
+            plan_id,
+            state,
+            result,
+            label,
+            root_plan_step_id,
+            started_at,
+            ended_at,
+            real_time,
+            execution_time,
+            run_flow,
+            finalize_flow,
+            history_blob,
+        ) = row
+        plan = ExecutionPlan(
+            id=plan_id,
+            label=label,
+            started_at=from_db_datetime(started_at),
+            ended_at=from_db_datetime(ended_at),
+            real_time=real_time or 0.0,
+            execution_time=execution_time or 0.0,
+            root_plan_step_id=root_plan_step_id,
+        )
+        plan.stored_result = Result(result) if result in Result._value2member_map_ else None
+        problems: list[BaseException] = []
+        try:
+            plan.state = PlanState(state)
+        except ValueError:
+            plan.state = PlanState.STOPPED  # nothing may act on a plan we cannot read
+            problems.append(
+                DataConsistencyError(f"execution plan {plan_id}: unknown state {state!r}")
+            )
+        try:
+            plan.history = self._history(plan_id, history_blob)
+        except (CorruptData, DataConsistencyError) as exc:
+            problems.append(exc)
+        if not problems:
+            try:
+                self._fill(plan, run_flow, finalize_flow, action_rows, step_rows)
+            except (CorruptData, DataConsistencyError) as exc:
+                problems.append(exc)
+        if problems:
+            plan.steps, plan.actions = {}, {}
+            plan.run_flow, plan.finalize_flow = Concurrence(), Sequence()
+            plan.valid = False
+            plan.exception = StepError.from_exception(problems[0])
+        return plan
+
+    def _history(self, plan_id: str, blob: Any) -> list[HistoryEntry]:
+        if blob is None:
+            return []
+        data = _decode_at(blob, f"execution plan {plan_id}: execution_history")
+        try:
+            return [HistoryEntry.from_dict(entry) for entry in data]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataConsistencyError(
+                f"execution plan {plan_id}: execution_history is malformed: {exc!r}"
+            ) from exc
+
+    def _fill(
+        self,
+        plan: ExecutionPlan,
+        run_flow: Any,
+        finalize_flow: Any,
+        action_rows: list[tuple[Any, ...]],
+        step_rows: list[tuple[Any, ...]],
+    ) -> None:
+        plan_id = plan.id
+        where = f"execution plan {plan_id}"
+        if run_flow is not None:
+            plan.run_flow = _flow_at(run_flow, f"{where}: run_flow")
+        if finalize_flow is not None:
+            plan.finalize_flow = _flow_at(finalize_flow, f"{where}: finalize_flow")  # type: ignore[assignment]
+        actions: dict[int, ActionRecord] = {}
+        for (
+            _,
+            action_id,
+            class_name,
+            caller_plan,
+            caller_action,
+            plan_step_id,
+            run_step_id,
+            finalize_step_id,
+            input_blob,
+            output_blob,
+        ) in action_rows:
+            at = f"{where}: action {action_id}"
+            actions[action_id] = ActionRecord(
+                id=action_id,
+                execution_plan_id=plan_id,
+                action_class_name=class_name,
+                input=_payload_at(input_blob, f"{at} input"),
+                output=_payload_at(output_blob, f"{at} output"),
+                plan_step_id=plan_step_id,
+                run_step_id=run_step_id,
+                finalize_step_id=finalize_step_id,
+                caller_execution_plan_id=caller_plan,
+                caller_action_id=caller_action,
+            )
+        steps: dict[int, Step] = {}
+        missing_actions: dict[int, list[str]] = {}
+        for (
+            _,
+            step_id,
+            action_id,
+            state,
+            phase,
+            started_at,
+            ended_at,
+            real_time,
+            execution_time,
+            progress_done,
+            progress_weight,
+            attempts,
+            queue,
+            action_class,
+            error_blob,
+            children_blob,
+        ) in step_rows:
+            at = f"{where}: step {step_id}"
+            try:
+                step_state, step_phase = StepState(state), Phase(phase)
+            except ValueError as exc:
+                raise DataConsistencyError(f"{at}: {exc}") from None
+            error = None
+            if error_blob is not None:
+                data = _decode_at(error_blob, f"{at} error")
+                try:
+                    error = StepError.from_dict(data)
+                except (KeyError, TypeError, AttributeError) as exc:
+                    raise DataConsistencyError(f"{at}: malformed error {exc!r}") from None
+            children = [] if children_blob is None else _decode_at(children_blob, f"{at} children")
+            action = actions.get(action_id)
+            if action is None:
+                missing_actions.setdefault(action_id, []).append(f"step {step_id}")
+            steps[step_id] = Step(
+                id=step_id,
+                execution_plan_id=plan_id,
+                action_id=action_id,
+                action_class_name=action_class or (action.action_class_name if action else ""),
+                phase=step_phase,
+                state=step_state,
+                error=error,
+                started_at=from_db_datetime(started_at),
+                ended_at=from_db_datetime(ended_at),
+                real_time=real_time or 0.0,
+                execution_time=execution_time or 0.0,
+                progress_done=progress_done or 0.0,
+                progress_weight=_number(progress_weight),  # type: ignore[arg-type]
+                attempts=attempts or 0,
+                children=children,
+                queue=queue or "default",
+                action=action,
+            )
+        missing_steps: dict[int, list[str]] = {}
+
+        def need(step_id: int | None, referrer: str) -> None:
+            if step_id is not None and step_id not in steps:
+                missing_steps.setdefault(step_id, []).append(referrer)
+
+        need(plan.root_plan_step_id, "root_plan_step_id")
+        for action in actions.values():
+            need(action.plan_step_id, f"action {action.id}")
+            need(action.run_step_id, f"action {action.id}")
+            need(action.finalize_step_id, f"action {action.id}")
+        for step in steps.values():
+            for child in step.children:
+                need(child, f"step {step.id} children")
+        for name, flow in (("run_flow", plan.run_flow), ("finalize_flow", plan.finalize_flow)):
+            for step_id in flow.all_step_ids():
+                need(step_id, name)
+        if missing_steps or missing_actions:
+            parts = []
+            if missing_steps:
+                parts.append("missing steps: " + _describe_missing(missing_steps))
+            if missing_actions:
+                parts.append("missing actions: " + _describe_missing(missing_actions))
+            raise DataConsistencyError(f"{where} is inconsistent; " + "; ".join(parts))
+        plan.actions = actions
+        plan.steps = steps
+
+
+def _describe_missing(missing: dict[int, list[str]]) -> str:
+    return ", ".join(
+        f"{key} (referenced by {', '.join(dict.fromkeys(referrers))})"
+        for key, referrers in sorted(missing.items())
+    )
+
+
+def _decode_at(blob: Any, where: str) -> Any:
+    try:
+        return decode(blob)
+    except CorruptData as exc:
+        raise CorruptData(f"{where}: {exc}") from exc
+
+
+def _payload_at(blob: Any, where: str) -> dict[str, Any]:
+    if blob is None:
+        return {}
+    value = _decode_at(blob, where)
+    if not isinstance(value, dict):
+        raise DataConsistencyError(f"{where} is a {type(value).__name__}, not a dict")
+    return value
+
+
+def _flow_at(blob: Any, where: str) -> Flow:
+    data = _decode_at(blob, where)
+    try:
+        return decode_flow(data)
+    except (UnknownIdentifier, TypeError, ValueError) as exc:
+        raise DataConsistencyError(f"{where}: {exc}") from exc
+
+
+def _redact(url: str) -> str:
+    """Return ``url`` without its password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    credentials, _, host = rest.partition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url

@@ -1,0 +1,140 @@
+"""Schema migrations: a fresh database gets every table, migrating again changes nothing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import peewee
+import pytest
+
+from pydynflow.errors import PersistenceError
+from pydynflow.storage import Storage, migrate, open_database
+from pydynflow.storage.database import close_database
+from pydynflow.storage.migrations import LATEST_VERSION, MIGRATIONS, current_version
+from pydynflow.storage.models import ALL_MODELS
+
+from .test_contract import make_plan
+
+TABLES = {
+    "dynflow_schema_info",
+    "dynflow_execution_plans",
+    "dynflow_actions",
+    "dynflow_steps",
+    "dynflow_delayed_plans",
+    "dynflow_execution_plan_dependencies",
+    "dynflow_envelopes",
+    "dynflow_coordinator_records",
+    "dynflow_output_chunks",
+}
+
+
+@pytest.fixture(params=["sqlite_file", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest) -> str:
+    fixture = {"sqlite_file": "sqlite_url", "postgres": "postgres_url"}[request.param]
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def database(url: str) -> Iterator[peewee.Database]:
+    database = open_database(url)
+    try:
+        yield database
+    finally:
+        close_database(database)
+
+
+def test_migrations_are_numbered_from_one_without_gaps() -> None:
+    assert [number for number, _, _ in MIGRATIONS] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_fresh_database_gets_the_latest_version_and_every_table(database: peewee.Database) -> None:
+    assert current_version(database) == 0
+    assert migrate(database) == LATEST_VERSION
+    assert current_version(database) == LATEST_VERSION
+    assert set(database.get_tables()) >= TABLES
+
+
+def test_migrated_columns_and_indexes_are_what_the_models_declare(
+    database: peewee.Database,
+) -> None:
+    migrate(database)
+    for model in ALL_MODELS:
+        table = model._meta.table_name
+        columns = {column.name for column in database.get_columns(table)}
+        assert columns == {field.column_name for field in model._meta.sorted_fields}, table
+    plan_indexes = {
+        tuple(index.columns) for index in database.get_indexes("dynflow_execution_plans")
+    }
+    for column in ("state", "result", "label", "started_at", "ended_at"):
+        assert (column,) in plan_indexes
+    action_indexes = {tuple(index.columns) for index in database.get_indexes("dynflow_actions")}
+    assert ("caller_execution_plan_id", "caller_action_id") in action_indexes
+    foreign = {
+        (key.table, key.dest_table)
+        for model in ALL_MODELS
+        for key in database.get_foreign_keys(model._meta.table_name)
+    }
+    for table in (
+        "dynflow_actions",
+        "dynflow_steps",
+        "dynflow_delayed_plans",
+        "dynflow_execution_plan_dependencies",
+        "dynflow_output_chunks",
+    ):
+        assert (table, "dynflow_execution_plans") in foreign, table
+
+
+def test_migrating_twice_is_a_no_op_and_keeps_data(url: str) -> None:
+    with Storage(url) as storage:
+        assert storage.migrate() == LATEST_VERSION
+        storage.save_plan(make_plan("kept"))
+        assert storage.migrate() == LATEST_VERSION
+        assert migrate(storage.database) == LATEST_VERSION
+        rows = storage.database.execute_sql("SELECT version FROM dynflow_schema_info").fetchall()
+        assert rows == [(LATEST_VERSION,)]
+    with Storage(url) as reopened:
+        assert reopened.load_plan("kept") == make_plan("kept")
+
+
+def test_concurrent_migrators_all_succeed(url: str) -> None:
+    results: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def work() -> None:
+        database = open_database(url)
+        try:
+            barrier.wait()
+            results.append(migrate(database))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            close_database(database)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert results == [LATEST_VERSION] * 4
+    database = open_database(url)
+    try:
+        rows = database.execute_sql("SELECT version FROM dynflow_schema_info").fetchall()
+        assert rows == [(LATEST_VERSION,)]
+    finally:
+        close_database(database)
+
+
+def test_a_newer_schema_is_refused(database: peewee.Database) -> None:
+    migrate(database)
+    database.execute_sql("UPDATE dynflow_schema_info SET version = 999")
+    with pytest.raises(PersistenceError, match="newer"):
+        migrate(database)
+
+
+def test_storage_can_skip_migrating(url: str) -> None:
+    with Storage(url, migrate=False) as storage:
+        assert current_version(storage.database) == 0
+        assert storage.migrate() == LATEST_VERSION
