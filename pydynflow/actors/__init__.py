@@ -1,0 +1,1 @@
+"""The actor runtime: pooled pykka actors, plan supervisors, step actors, persistence."""
