@@ -1,0 +1,64 @@
+"""pydynflow: a durable workflow engine for Python, a port of Ruby's Dynflow on actors.
+
+Everything public is importable from here: ``from pydynflow import Action, World``.
+"""
+
+from pydynflow.action import Action
+from pydynflow.errors import (
+    CorruptData,
+    DataConsistencyError,
+    DynflowError,
+    EventRejected,
+    InvalidTransition,
+    PersistenceError,
+    PlanningError,
+    SerializationError,
+    UnknownAction,
+    UnknownPlan,
+    UnknownStep,
+)
+from pydynflow.flows import Atom, Concurrence, Flow, Sequence
+from pydynflow.plan import ActionRecord, ExecutionPlan, HistoryEntry, Step, StepError
+from pydynflow.references import OutputReference
+from pydynflow.rescue import Fail, Pause, RescuePolicy, Retry, Skip
+from pydynflow.states import Phase, PlanState, Result, StepState
+from pydynflow.triggered import Triggered
+from pydynflow.world import World
+
+__all__ = [
+    "Action",
+    "ActionRecord",
+    "Atom",
+    "Concurrence",
+    "CorruptData",
+    "DataConsistencyError",
+    "DynflowError",
+    "EventRejected",
+    "ExecutionPlan",
+    "Fail",
+    "Flow",
+    "HistoryEntry",
+    "InvalidTransition",
+    "OutputReference",
+    "Pause",
+    "PersistenceError",
+    "Phase",
+    "PlanState",
+    "PlanningError",
+    "RescuePolicy",
+    "Result",
+    "Retry",
+    "SerializationError",
+    "Sequence",
+    "Skip",
+    "Step",
+    "StepError",
+    "StepState",
+    "Triggered",
+    "UnknownAction",
+    "UnknownPlan",
+    "UnknownStep",
+    "World",
+]
+
+__version__ = "0.1.0"

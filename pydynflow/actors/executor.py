@@ -1,0 +1,95 @@
+"""`ExecutorActor`: accepts plans to execute, starts their supervisors, answers the callers.
+
+It keeps one `PlanSupervisor` per running plan (a dict, not pykka's registry) and the
+futures of the callers waiting for each plan. On `Terminate` it takes no new work, tells
+every supervisor to wind down (start nothing new, pause once running steps return) and
+answers when the last one is gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydynflow.actors.dispatch import PooledActor
+from pydynflow.actors.messages import ExecutePlan, PlanDone, Terminate, Wind
+from pydynflow.actors.plan_supervisor import PlanSupervisor
+from pydynflow.actors.runtime import Runtime
+from pydynflow.errors import DynflowError, UnknownPlan
+from pydynflow.logging import get_logger
+from pydynflow.states import PlanState
+
+
+class ExecutorTerminated(DynflowError):
+    """Raise when work is sent to an executor that is terminating or stopped."""
+
+
+class ExecutorActor(PooledActor):
+    """Own the running plans of one world."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.supervisors: dict[str, Any] = {}
+        self.waiting: dict[str, list[Any]] = {}
+        self.terminating: list[Any] | None = None
+        self.log = get_logger(world_id=runtime.world_id, component="executor")
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, ExecutePlan):
+            self._execute(message)
+        elif isinstance(message, PlanDone):
+            self._plan_done(message)
+        elif isinstance(message, Terminate):
+            self._terminate(message.future)
+        return None
+
+    def _execute(self, message: ExecutePlan) -> None:
+        plan_id, future = message.plan_id, message.future
+        if self.terminating is not None:
+            future.set_exception(ExecutorTerminated("the executor is terminated: no new work"))
+            return
+        if plan_id in self.supervisors:
+            future.set_exception(DynflowError(f"execution plan {plan_id} is already running"))
+            return
+        plan = message.plan
+        if plan is None:
+            try:
+                plan = self.runtime.storage.load_plan(plan_id)
+            except UnknownPlan as exc:
+                future.set_exception(exc)
+                return
+        plan.world = self.runtime.world
+        if plan.state == PlanState.STOPPED:
+            future.set_exception(DynflowError(f"execution plan {plan_id} is stopped: it's done"))
+            return
+        if plan.state == PlanState.RUNNING:
+            future.set_exception(DynflowError(f"execution plan {plan_id} is already running"))
+            return
+        self.waiting[plan_id] = [future]
+        self.supervisors[plan_id] = PlanSupervisor.start(
+            self.runtime, plan, self.actor_ref, _dispatcher=self.runtime.dispatcher
+        )
+
+    def _plan_done(self, message: PlanDone) -> None:
+        self.supervisors.pop(message.plan_id, None)
+        for future in self.waiting.pop(message.plan_id, []):
+            if message.error is not None:
+                future.set_exception(message.error)
+            else:
+                future.set_result(message.plan)
+        if self.terminating is not None and not self.supervisors:
+            self._answer_terminate()
+
+    def _terminate(self, future: Any) -> None:
+        if self.terminating is None:
+            self.terminating = []
+            for supervisor in self.supervisors.values():
+                supervisor.tell(Wind())
+        self.terminating.append(future)
+        if not self.supervisors:
+            self._answer_terminate()
+
+    def _answer_terminate(self) -> None:
+        waiting, self.terminating = self.terminating or [], []
+        for future in waiting:
+            future.set_result(True)

@@ -1,0 +1,174 @@
+"""`PersistenceActor`: the only writer to the store, committing changes in groups.
+
+Every state change travels here as a `Persist` message of immutable snapshots. The actor
+gathers whatever arrived while it was committing, writes it all in one transaction (group
+commit) and then calls each message's ``on_commit``, which replies to the sender. The
+commit is what makes a step count as done. With SQLite in WAL mode and
+``synchronous=FULL`` (the default), a committed change survives a killed process and a
+power loss.
+
+The actor keeps a thread of its own: a commit waits on the disk, and the dispatcher's
+threads must never block.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from pydynflow.actors.messages import Claim, Flush, Persist
+from pydynflow.errors import PersistenceError
+from pydynflow.logging import get_logger
+from pydynflow.plan import ActionRecord, ExecutionPlan, Step
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRow:
+    """A plan's row encoded by the sender: with its flows (``full``) or metadata only."""
+
+    plan_id: str
+    full: bool
+    values: tuple[Any, ...]
+
+
+def changes(
+    storage: Any,
+    *,
+    plan: ExecutionPlan | None = None,
+    full: bool = False,
+    steps: tuple[Step, ...] | list[Step] = (),
+    actions: tuple[ActionRecord, ...] | list[ActionRecord] = (),
+    claim: Claim | None = None,
+    on_commit: Any = None,
+) -> Persist:
+    """Encode a plan row, steps and actions now into a `Persist` message."""
+    plans = () if plan is None else (PlanRow(plan.id, full, storage.plan_row(plan, full=full)),)
+    return Persist(
+        tuple(storage.step_row(step) for step in steps),
+        tuple(storage.action_row(action) for action in actions),
+        plans,
+        claim,
+        on_commit,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """Ask for a reply once everything sent before it is committed."""
+
+
+class PersistenceActor(pykka.ThreadingActor):
+    """Commit batches of state changes; acknowledge each sender after its commit."""
+
+    RETRIES = 5
+
+    def __init__(self, storage: Any, world_id: str) -> None:
+        super().__init__()
+        self.storage = storage
+        self.pending: list[Persist] = []
+        self.flush_scheduled = False
+        self.log = get_logger(world_id=world_id, component="persistence")
+        self.commits = 0
+        self.records = 0
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Persist):
+            self.pending.append(message)
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                self.actor_ref.tell(Flush())
+        elif isinstance(message, Flush):
+            self.flush_scheduled = False
+            self._commit()
+        elif isinstance(message, Sync):
+            self._commit()
+            return True
+        return None
+
+    def on_stop(self) -> None:
+        self._commit()
+
+    def _commit(self) -> None:
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        error: BaseException | None = None
+        refused: set[int] = set()
+        for attempt in range(self.RETRIES):
+            try:
+                refused = self._write(batch)
+                error = None
+                break
+            except PersistenceError as exc:  # e.g. "database is locked": back off and retry
+                error = exc
+                self.log.warning("commit failed", attempt=attempt + 1, error=str(exc))
+                time.sleep(0.01 * 2**attempt)
+        self.commits += 1
+        self.records += len(batch)
+        for index, message in enumerate(batch):
+            if message.on_commit is None:
+                continue
+            reply = error
+            if reply is None and index in refused:
+                claim = message.claim
+                assert claim is not None
+                reply = PersistenceError(
+                    f"execution plan {claim.plan_id} is not in {'/'.join(claim.from_states)}"
+                )
+            try:
+                message.on_commit(reply)
+            except Exception:  # a broken callback must not stop the writer
+                self.log.exception("on_commit callback failed")
+
+    def _write(self, batch: list[Persist]) -> set[int]:
+        """Write ``batch`` in one transaction; return the indexes of refused claims."""
+        storage = self.storage
+        refused: set[int] = set()
+        # Later changes to the same row win; a plan's full row (with its flows) is written
+        # before metadata-only updates of it, so an insert never lacks its flows.
+        full: dict[str, tuple[Any, ...]] = {}
+        meta: dict[str, tuple[Any, ...]] = {}
+        steps: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+        actions: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+        with storage.transaction():
+            for index, message in enumerate(batch):
+                claim = message.claim
+                if claim is not None and not storage.claim_plan(claim.plan_id, claim.from_states):
+                    refused.add(index)
+                    continue
+                for plan in message.plans:
+                    (full if plan.full else meta)[plan.plan_id] = plan.values
+                for row in message.steps:
+                    steps[(row[0], row[1])] = row
+                for row in message.actions:
+                    actions[(row[0], row[1])] = row
+            storage.write_rows(
+                full_plans=list(full.values()),
+                plans=list(meta.values()),
+                steps=list(steps.values()),
+                actions=list(actions.values()),
+            )
+        return refused
+
+
+def persist_and_wait(persistence: Any, message: Persist, timeout: float | None = None) -> None:
+    """Send ``message`` (without ``on_commit``) and block until it is committed.
+
+    For callers outside the actor system (user threads), never from actor code.
+    """
+    done: Future[None] = Future()
+
+    def on_commit(error: BaseException | None) -> None:
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    persistence.tell(
+        Persist(message.steps, message.actions, message.plans, message.claim, on_commit)
+    )
+    done.result(timeout)

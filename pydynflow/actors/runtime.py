@@ -1,0 +1,62 @@
+"""What every actor of one world shares: configuration and the addresses of its services.
+
+It is read-only after the world starts: actors talk through messages, never through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydynflow.actors.dispatch import Dispatcher
+
+
+@dataclass
+class Runtime:
+    """The services of a started world, handed to its actors."""
+
+    world_id: str
+    storage: Any
+    dispatcher: Dispatcher
+    persistence: Any  # ActorRef of the PersistenceActor
+    pools: dict[str, ThreadPoolExecutor]
+    auto_rescue: bool = True
+    world: Any = None
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _loop_thread: threading.Thread | None = field(default=None, repr=False)
+    _loop_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def pool(self, queue: str) -> ThreadPoolExecutor:
+        """Return the worker pool of ``queue`` (unknown queues fall back to ``default``)."""
+        return self.pools.get(queue) or self.pools["default"]
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """Return the world's asyncio loop, starting its thread on first use."""
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                thread = threading.Thread(target=serve, name="pydynflow-asyncio", daemon=True)
+                thread.start()
+                ready.wait()
+                self._loop, self._loop_thread = loop, thread
+            return self._loop
+
+    def close_loop(self) -> None:
+        """Stop the asyncio loop thread, if it was started."""
+        with self._loop_lock:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                if self._loop_thread is not None:
+                    self._loop_thread.join(5)
+                self._loop = None

@@ -1,0 +1,136 @@
+"""Which run steps may start now: a run flow turned into a dependency graph.
+
+A `Sequence` makes every step that ends its previous sub-flow a predecessor of every step
+that starts the next one; a `Concurrence` adds no edge. Between two sub-flows that both have
+many ends and starts, a barrier node keeps the graph linear in size, so one plan with 1,000
+concurrent steps followed by a join costs 2,000 edges, not a million. A step is ready when all
+its predecessors are done; a failed step never completes, which stops the rest of its
+sequence while sibling branches go on (Dynflow's FlowManager).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
+
+
+class FlowGraph:
+    """Readiness bookkeeping for one run flow."""
+
+    def __init__(self, flow: Flow) -> None:
+        self._successors: dict[int, list[int]] = {}
+        self._waiting: dict[int, int] = {}  # node -> predecessors not yet complete
+        self._atoms: list[int] = []
+        self._next_barrier = -1
+        self._completed: set[int] = set()
+        self._started: set[int] = set()
+        self._failed: set[int] = set()
+        self._build(flow)
+
+    # -- building ------------------------------------------------------------------------
+
+    def _node(self, node: int) -> None:
+        self._successors.setdefault(node, [])
+        self._waiting.setdefault(node, 0)
+
+    def _edge(self, before: int, after: int) -> None:
+        self._successors[before].append(after)
+        self._waiting[after] += 1
+
+    def _build(self, flow: Flow) -> tuple[list[int], list[int]]:
+        """Add ``flow``; return its entry and exit nodes."""
+        if isinstance(flow, Atom):
+            self._node(flow.step_id)
+            self._atoms.append(flow.step_id)
+            return [flow.step_id], [flow.step_id]
+        assert isinstance(flow, ComposedFlow)
+        parts = [self._build(sub) for sub in flow.flows]
+        parts = [(entries, exits) for entries, exits in parts if entries]
+        if not parts:
+            return [], []
+        if isinstance(flow, Concurrence):
+            return (
+                [node for entries, _ in parts for node in entries],
+                [node for _, exits in parts for node in exits],
+            )
+        assert isinstance(flow, Sequence)
+        for (_, exits), (entries, _) in zip(parts, parts[1:], strict=False):
+            self._connect(exits, entries)
+        return parts[0][0], parts[-1][1]
+
+    def _connect(self, exits: list[int], entries: list[int]) -> None:
+        if len(exits) == 1 or len(entries) == 1:
+            for before in exits:
+                for after in entries:
+                    self._edge(before, after)
+            return
+        barrier = self._next_barrier
+        self._next_barrier -= 1
+        self._node(barrier)
+        for before in exits:
+            self._edge(before, barrier)
+        for after in entries:
+            self._edge(barrier, after)
+
+    # -- running -------------------------------------------------------------------------
+
+    def start(self, done: Iterable[int] = ()) -> list[int]:
+        """Mark the steps in ``done`` complete and return the steps ready to start."""
+        done = set(done)
+        for step_id in self._atoms:
+            if step_id in done:
+                self._complete(step_id)
+        return self._take_ready(self._atoms)
+
+    def complete(self, step_id: int) -> list[int]:
+        """Record that ``step_id`` finished (success or skipped); return newly ready steps."""
+        self._started.discard(step_id)
+        return self._take_ready(self._complete(step_id))
+
+    def fail(self, step_id: int) -> None:
+        """Record that ``step_id`` failed: whatever comes after it in sequence will wait."""
+        self._started.discard(step_id)
+        self._failed.add(step_id)
+
+    def is_done(self) -> bool:
+        """Return whether nothing is running and nothing can start.
+
+        Every step that becomes ready is handed out (and counted as started) at once, so
+        "nothing started and unfinished" means nothing more can happen.
+        """
+        return not self._started
+
+    def is_complete(self) -> bool:
+        """Return whether every step of the flow completed."""
+        return all(step_id in self._completed for step_id in self._atoms)
+
+    def _complete(self, node: int) -> list[int]:
+        """Complete ``node``; return the atoms whose last predecessor it was."""
+        if node in self._completed:
+            return []
+        self._completed.add(node)
+        unblocked: list[int] = []
+        stack = [node]
+        while stack:
+            for after in self._successors[stack.pop()]:
+                self._waiting[after] -= 1
+                if self._waiting[after] == 0:
+                    if after < 0:  # a barrier passes through at once
+                        self._completed.add(after)
+                        stack.append(after)
+                    else:
+                        unblocked.append(after)
+        return unblocked
+
+    def _take_ready(self, candidates: Iterable[int]) -> list[int]:
+        ready = [
+            step_id
+            for step_id in candidates
+            if self._waiting[step_id] == 0
+            and step_id not in self._completed
+            and step_id not in self._started
+            and step_id not in self._failed
+        ]
+        self._started.update(ready)
+        return ready

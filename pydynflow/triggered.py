@@ -1,0 +1,51 @@
+"""`Triggered`: what `World.trigger`, `World.execute` and `World.resume` return."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from pydynflow.plan import ExecutionPlan, StepError
+
+
+class Triggered:
+    """A plan handed to the executor: its ``id``, whether it was ``planned``, its ``error``.
+
+    `wait` blocks until the execution ends (the plan ``paused`` or ``stopped``) and returns
+    the plan as it ended.
+    """
+
+    def __init__(
+        self,
+        plan_id: str,
+        future: Future[ExecutionPlan],
+        *,
+        planned: bool = True,
+        error: StepError | None = None,
+    ) -> None:
+        self.id = plan_id
+        self.planned = planned
+        self.error = error
+        self.future = future
+
+    def wait(self, timeout: float | None = None) -> ExecutionPlan:
+        """Return the plan once its execution ended; raise `TimeoutError` after ``timeout``.
+
+        Raises:
+            TimeoutError: the execution did not end in time.
+            DynflowError: the plan could not be executed (already running, stopped...).
+        """
+        try:
+            return self.future.result(timeout)
+        except FutureTimeout:
+            raise TimeoutError(
+                f"execution plan {self.id} did not finish within {timeout} s"
+            ) from None
+
+    def done(self) -> bool:
+        """Return whether the execution ended."""
+        return self.future.done()
+
+    def __repr__(self) -> str:
+        kind = "Triggered" if self.planned else "PlanningFailed"
+        return f"<{kind} {self.id}>"

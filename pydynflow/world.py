@@ -1,0 +1,352 @@
+"""`World`: the universe a process runs pydynflow in: storage, configuration, and the API.
+
+A world plans actions into execution plans, stores them, and (with an executor) runs them on
+its actor system. Reads (`World.load`, `World.plans`) go straight to storage.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from pydynflow.action import Action
+from pydynflow.actors.dispatch import Dispatcher
+from pydynflow.actors.executor import ExecutorActor
+from pydynflow.actors.messages import ExecutePlan, Terminate
+from pydynflow.actors.persistence import PersistenceActor, Sync, changes, persist_and_wait
+from pydynflow.actors.runtime import Runtime
+from pydynflow.errors import DynflowError, UnknownStep
+from pydynflow.logging import configure_logging, get_logger
+from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError
+from pydynflow.planning import Planner
+from pydynflow.registry import subscribed_actions
+from pydynflow.skipping import skip_plan_steps
+from pydynflow.states import Phase, PlanState, Result, StepState
+from pydynflow.storage import Storage
+from pydynflow.triggered import Triggered
+
+DEFAULT_DB = "sqlite:///pydynflow.db"
+DISPATCHER_THREADS = 3  # actor code is short and CPU-bound: more threads only fight the GIL
+
+
+class World:
+    """A pydynflow world: plans, stores and (with an executor) runs execution plans.
+
+    Args:
+        db: database URL: ``sqlite:///path.db`` (the default, ``pydynflow.db`` in the current
+            directory), ``sqlite:///:memory:`` or ``postgresql://user@host/db``.
+        executor: ``True``/``"threads"`` to execute plans here, ``"processes"`` to run user
+            code in worker processes, ``False`` for a client world that only plans and reads.
+        pool_size: worker threads of the ``default`` queue.
+        queues: extra queues and their pool sizes, e.g. ``{"slow": 1}``.
+        middleware: world-wide middleware classes, outermost first.
+        auto_rescue: apply the combined rescue strategy when a plan fails.
+        auto_execute: on start, execute plans left ``planned`` or ``paused`` without errors.
+        delayed_executor: run delayed plans when they are due.
+        name: a name for logs and the console; defaults to ``<host>-<pid>``.
+        clock: the clock timers run on (``pydynflow.testing.ManagedClock`` for virtual time).
+    """
+
+    def __init__(
+        self,
+        db: str = DEFAULT_DB,
+        *,
+        executor: bool | str = True,
+        pool_size: int = 5,
+        queues: dict[str, int] | None = None,
+        middleware: Sequence[type] = (),
+        auto_rescue: bool = True,
+        auto_execute: bool = True,
+        delayed_executor: bool = True,
+        name: str | None = None,
+        clock: Any = None,
+    ) -> None:
+        if executor not in (True, False, "threads", "processes"):
+            raise ValueError(
+                f"executor must be True, False, 'threads' or 'processes', got {executor!r}"
+            )
+        if not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"pool_size must be a positive int, got {pool_size!r}")
+        self.id = str(uuid.uuid4())
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.db = db
+        self.executor = executor
+        self.pool_size = pool_size
+        self.queues = {"default": pool_size, **(queues or {})}
+        self.middleware = list(middleware)
+        self.auto_rescue = auto_rescue
+        self.auto_execute = auto_execute
+        self.delayed_executor = delayed_executor
+        self.clock = clock
+        self.storage = Storage(db)
+        self.log = get_logger(world_id=self.id, world=self.name)
+        self._lock = threading.Lock()
+        self._runtime: Runtime | None = None
+        self._executor: Any = None
+        self._stopped = False
+        self.auto_executed: list[Triggered] = []
+        """The executions `start` began on its own (``auto_execute``), for inspection."""
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> World:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def started(self) -> bool:
+        """Return whether the world is running (started and not stopped)."""
+        return self._runtime is not None
+
+    def start(self) -> World:
+        """Start the actor system: persistence, and with an executor, the executor (idempotent).
+
+        An executor world then recovers what a killed process left behind: steps that were
+        running become ``error`` ("Abnormal termination") and their plans ``paused``; with
+        ``auto_execute``, plans left ``planned`` or ``paused`` without errors are executed.
+        """
+        with self._lock:
+            if self._runtime is not None:
+                return self
+            if self._stopped:
+                raise DynflowError(f"{self!r} was stopped; create a new World")
+            configure_logging()
+            pools = {}
+            if self.executor:
+                pools = {
+                    queue: ThreadPoolExecutor(size, thread_name_prefix=f"pydynflow-{queue}")
+                    for queue, size in self.queues.items()
+                }
+            self._runtime = Runtime(
+                world_id=self.id,
+                storage=self.storage,
+                dispatcher=Dispatcher(DISPATCHER_THREADS, name=f"pydynflow-actors-{self.id[:8]}"),
+                persistence=PersistenceActor.start(self.storage, self.id),
+                pools=pools,
+                auto_rescue=self.auto_rescue,
+                world=self,
+            )
+            if self.executor:
+                self._executor = ExecutorActor.start(
+                    self._runtime, _dispatcher=self._runtime.dispatcher
+                )
+        self.log.info("world started", executor=self.executor, db=self.db)
+        if self.executor:
+            self._recover()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: take no new work, let running steps finish (up to ``timeout``
+        seconds), pause the plans that were running, commit everything, close the store.
+
+        Idempotent: stopping a stopped world does nothing.
+        """
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            finished = True
+            if self._executor is not None:
+                done: Future[bool] = Future()
+                self._executor.tell(Terminate(done))
+                try:
+                    done.result(timeout)
+                except FutureTimeout:
+                    finished = False
+                    self.log.warning("steps still running at stop", timeout=timeout)
+            runtime.persistence.ask(Sync())
+            runtime.persistence.stop()
+            for pool in runtime.pools.values():
+                pool.shutdown(wait=False, cancel_futures=True)
+            runtime.dispatcher.shutdown(wait=finished)
+            runtime.close_loop()
+        self.storage.close()
+        self.log.info("world stopped")
+
+    def _require_runtime(self, what: str) -> Runtime:
+        runtime = self._runtime
+        if runtime is None:
+            state = "stopped" if self._stopped else "not started"
+            raise DynflowError(f"{what} needs a started world; {self!r} is {state}")
+        return runtime
+
+    def _require_executor(self, what: str) -> Any:
+        self._require_runtime(what)
+        if self._executor is None:
+            raise DynflowError(f"{what} needs an executor; {self!r} is a client world")
+        return self._executor
+
+    # -- planning ------------------------------------------------------------------------
+
+    def plan(self, action_class: type[Action], *args: Any, **kwargs: Any) -> ExecutionPlan:
+        """Plan ``action_class(*args, **kwargs)`` and store the plan.
+
+        Returns the plan ``planned``, or ``stopped`` with result ``error`` if planning failed
+        (the failing plan steps hold the error).
+        """
+        return self.plan_with_options(action_class, args=args, kwargs=kwargs)
+
+    def plan_with_options(
+        self,
+        action_class: type[Action],
+        *,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        id: str | None = None,
+        caller_action: Action | None = None,
+    ) -> ExecutionPlan:
+        """Plan with options: a custom plan ``id`` and/or the ``caller_action`` of a sub-plan.
+
+        The plan is committed before this returns.
+        """
+        plan = Planner.new_plan(action_class, id)
+        caller = None
+        if caller_action is not None:
+            caller = (caller_action.execution_plan_id, caller_action.id)
+        planner = Planner(plan, world_id=self.id, subscriptions=self.subscribed_actions)
+        planner.plan_root(action_class, tuple(args), dict(kwargs or {}), caller=caller)
+        plan.world = self
+        self._save(
+            plan, full=True, steps=list(plan.steps.values()), actions=list(plan.actions.values())
+        )
+        return plan
+
+    def subscribed_actions(self, action_class: type[Action]) -> list[type[Action]]:
+        """Return the action classes planned whenever ``action_class`` is planned."""
+        return subscribed_actions(action_class)
+
+    # -- execution -----------------------------------------------------------------------
+
+    def trigger(self, action_class: type[Action], *args: Any, **kwargs: Any) -> Triggered:
+        """Plan ``action_class(*args, **kwargs)`` and execute it.
+
+        Returns at once with the plan committed; ``.wait()`` for the end of the execution.
+        If planning failed, ``.planned`` is False and ``.error`` says why.
+        """
+        plan = self.plan(action_class, *args, **kwargs)
+        if plan.state != PlanState.PLANNED:
+            future: Future[ExecutionPlan] = Future()
+            future.set_result(plan)
+            return Triggered(plan.id, future, planned=False, error=plan.error)
+        return self._execute(plan.id, plan)
+
+    def execute(self, plan_id: str) -> Triggered:
+        """Execute a ``planned`` or ``paused`` plan; ``.wait()`` raises if it cannot run."""
+        return self._execute(plan_id, None)
+
+    def resume(self, plan_id: str) -> Triggered:
+        """Run a paused plan again: its failed steps, then its finalize phase from its start."""
+        return self._execute(plan_id, None)
+
+    def _execute(self, plan_id: str, plan: ExecutionPlan | None) -> Triggered:
+        executor = self._require_executor("execute")
+        future: Future[ExecutionPlan] = Future()
+        executor.tell(ExecutePlan(plan_id, plan, future))
+        return Triggered(plan_id, future)
+
+    def skip(self, plan_id: str, step_id: int) -> None:
+        """Skip a failed run step of a paused plan, then `resume` it.
+
+        The step, every step whose input references it (transitively) and their actions'
+        finalize steps are marked skipped; the plan's result will be ``warning``.
+        """
+        plan = self.load(plan_id)
+        if plan.state != PlanState.PAUSED:
+            raise DynflowError(f"execution plan {plan_id} has to be paused to skip a step")
+        step = plan.steps.get(step_id)
+        if step is None:
+            raise UnknownStep(f"execution plan {plan_id} has no step {step_id}")
+        if step.state != StepState.ERROR or step.phase != Phase.RUN:
+            raise DynflowError(f"step {step_id} has to be a failed run step to be skipped")
+        changed = skip_plan_steps(plan, step)
+        self._save(plan, steps=changed)
+
+    def _save(
+        self,
+        plan: ExecutionPlan,
+        *,
+        full: bool = False,
+        steps: list[Step] | tuple[Step, ...] = (),
+        actions: list[ActionRecord] | tuple[ActionRecord, ...] = (),
+    ) -> None:
+        """Commit changes to ``plan`` through the persistence actor (or directly if stopped)."""
+        runtime = self._runtime
+        if runtime is None:  # not started: nothing else writes, write directly
+            if full:
+                self.storage.save_plan(plan)
+            else:
+                self.storage.save_steps(steps)
+                self.storage.save_actions(actions)
+                self.storage.save_plan_row(plan)
+            return
+        message = changes(self.storage, plan=plan, full=full, steps=steps, actions=actions)
+        persist_and_wait(runtime.persistence, message)
+
+    def _recover(self) -> None:
+        """Turn what a killed process left running into errors; execute what can go on."""
+        for plan in self.storage.find_plans(state="running", limit=None):
+            if not plan.valid:
+                continue
+            abandoned = [s for s in plan.steps.values() if s.state == StepState.RUNNING]
+            for step in abandoned:
+                step.state = StepState.ERROR
+                step.error = StepError(
+                    "pydynflow.errors.AbnormalTermination",
+                    "Abnormal termination (previous state: running)",
+                )
+            plan.transition(PlanState.PAUSED, self.id)
+            self._save(plan, steps=abandoned)
+            self.log.warning(
+                "recovered plan", plan_id=plan.id, abandoned_steps=[s.id for s in abandoned]
+            )
+        if not self.auto_execute:
+            return
+        for plan in self.storage.find_plans(state=["planned", "paused"], limit=None):
+            if plan.valid and plan.result != Result.ERROR:
+                self.auto_executed.append(self._execute(plan.id, plan))
+
+    # -- reading -------------------------------------------------------------------------
+
+    def load(self, plan_id: str) -> ExecutionPlan:
+        """Load an execution plan; raise `UnknownPlan` if there is none with that id."""
+        plan = self.storage.load_plan(plan_id)
+        plan.world = self
+        return plan
+
+    def plans(
+        self,
+        state: str | Sequence[str] | None = None,
+        result: str | Sequence[str] | None = None,
+        label: str | Sequence[str] | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        order_by: str = "started_at",
+        desc: bool = True,
+    ) -> list[ExecutionPlan]:
+        """List execution plans, filtered, ordered and paged."""
+        found = self.storage.find_plans(
+            state=state,
+            result=result,
+            label=label,
+            limit=limit,
+            offset=offset,
+            order_by=order_by,
+            desc=desc,
+        )
+        for plan in found:
+            plan.world = self
+        return found
+
+    def __repr__(self) -> str:
+        return f"<World {self.name} id={self.id[:8]} db={self.db}>"
