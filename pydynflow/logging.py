@@ -51,6 +51,8 @@ def configure_logging(level: int | str | None = None, *, force: bool = False) ->
 
 def get_logger(**context: Any) -> Any:
     """Return a structlog logger bound to ``context`` (world_id, plan_id, step_id...)."""
+    if not _configured:  # binding resolves the configuration: it must be in place first
+        configure_logging()
     return structlog.get_logger("pydynflow").bind(**context)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -50,25 +50,33 @@ class PhaseDone:
 
 
 @dataclass(frozen=True, slots=True)
-class Committed:
-    """The persistence actor committed (``error`` is None) or failed to."""
+class Claimed:
+    """The plan's claim (``planned``/``paused`` -> ``running``) committed, or was refused."""
 
     error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class RunningCommitted:
-    """The step's move to ``running`` is durable (or failed): its user code may start."""
+class StepOutcome:
+    """A step's user code returned: the supervisor records and commits the outcome."""
 
+    step_id: int
+    outcome: PhaseOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """The steps' move to ``running`` is committed (or failed): start their actors."""
+
+    step_ids: tuple[int, ...]
     error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class StepFinished:
-    """A step actor is done with its step (committed): the supervisor's cue."""
+class Finished:
+    """The plan's final state is committed (or failed to be)."""
 
-    step: Step
-    action: ActionRecord
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +115,3 @@ class Terminate:
 @dataclass(frozen=True, slots=True)
 class Wind:
     """Tell a supervisor to start no new step and pause once its running steps return."""
-
-
-@dataclass(slots=True)
-class Batch:
-    """What the persistence actor gathered since its last commit."""
-
-    messages: list[Persist] = field(default_factory=list)

@@ -1,36 +1,46 @@
 """`PlanSupervisor`: one actor per running execution plan, the parent of its step actors.
 
 It claims the plan (``planned``/``paused`` -> ``running``, a conditional update, so a plan
-never runs twice at once), walks the run flow with a `FlowGraph` (concurrence branches in
-parallel, sequences in order, a failed step stops only its own sequence), spawns a
-`StepActor` for each step it starts, and when the run flow is complete runs the finalize
-flow in order on a worker and commits all of it in one transaction. A failed step pauses the
-plan; what else a failure can mean (Skip, Fail, Retry) is decided here, as the parent.
+never runs twice at once) and walks the run flow with a `FlowGraph`: concurrence branches
+in parallel, sequences in order, a failed step stops only its own sequence.
+
+The supervisor is the only one that changes its plan's states, and every change goes to the
+persistence actor. A step's user code starts only after its move to ``running`` is
+committed; a step's outcome is committed in the same transaction as the move to
+``running`` of the steps it unblocks, and only then are those started. So one commit per
+step carries a sequence forward, and a step counts as done only once its state is durable.
+
+When the run flow is complete the finalize flow runs in order on a worker and all of it is
+committed in one transaction. A failed step pauses the plan; what else a failure can mean
+(Skip, Fail, Retry) is decided here, as the parent.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydynflow.actors.dispatch import PooledActor
 from pydynflow.actors.messages import (
     Claim,
-    Committed,
+    Claimed,
     FinalizeDone,
+    Finished,
+    Launch,
     PlanDone,
-    StepFinished,
+    StepOutcome,
     Wind,
 )
 from pydynflow.actors.persistence import changes
 from pydynflow.actors.runtime import Runtime
-from pydynflow.actors.step import StepActor
+from pydynflow.actors.step import StepActor, failed_outcome
 from pydynflow.errors import DynflowError
+from pydynflow.events import Skip
 from pydynflow.logging import get_logger
-from pydynflow.phases import FINALIZE, execute_finalize, new_action
+from pydynflow.phases import FINALIZE, PhaseOutcome, execute_finalize, new_action, run_accepts_event
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
-from pydynflow.references import resolve_references
+from pydynflow.references import iter_references, resolve_references
 from pydynflow.scheduling import FlowGraph
 from pydynflow.states import PlanState, StepState
 
@@ -46,8 +56,8 @@ class PlanSupervisor(PooledActor):
         self.runtime = runtime
         self.plan = plan
         self.executor = executor
-        self.children: dict[int, Any] = {}
-        self.graph: FlowGraph | None = None
+        self.running: set[int] = set()  # steps whose running state is committed or pending
+        self.graph = FlowGraph(plan.run_flow)
         self.winding_down = False
         self.finishing = False
         self.log = get_logger(world_id=runtime.world_id, plan_id=plan.id, label=plan.label)
@@ -62,22 +72,25 @@ class PlanSupervisor(PooledActor):
         plan.transition(PlanState.RUNNING, self.runtime.world_id)
         me = self.actor_ref
         self._send(
-            plans=True,
+            plan_row=True,
             claim=Claim(plan.id, (PlanState.PLANNED.value, PlanState.PAUSED.value)),
-            on_commit=lambda error: me.tell(Committed(error)),
+            on_commit=lambda error: me.tell(Claimed(error)),
         )
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, StepFinished):
-            self._step_finished(message.step, message.action)
-        elif isinstance(message, Committed):
+        if isinstance(message, StepOutcome):
+            self._step_outcome(message.step_id, message.outcome)
+        elif isinstance(message, Launch):
+            self._launch(message)
+        elif isinstance(message, Claimed):
             self._claimed(message.error)
         elif isinstance(message, FinalizeDone):
             self._finalize_done(message)
+        elif isinstance(message, Finished):
+            self._finished(message.error)
         elif isinstance(message, Wind):
             self.winding_down = True
-            if not self.children and not self.finishing:
-                self._finish(PlanState.PAUSED)
+            self._maybe_run_flow_finished()
         return None
 
     def _claimed(self, error: BaseException | None) -> None:
@@ -85,10 +98,9 @@ class PlanSupervisor(PooledActor):
             self._give_up(DynflowError(f"execution plan {self.plan.id} is already running"))
             return
         self.log.info("plan started")
-        self.graph = FlowGraph(self.plan.run_flow)
         done = [sid for sid, step in self.plan.steps.items() if step.state in _DONE]
-        self._launch(self.graph.start(done))
-        self._maybe_run_flow_finished()
+        steps, actions = self._start_steps(self.graph.start(done))
+        self._commit_and_continue(steps, actions)
 
     def _give_up(self, error: BaseException) -> None:
         self.executor.tell(PlanDone(self.plan.id, None, error))
@@ -96,123 +108,192 @@ class PlanSupervisor(PooledActor):
 
     # -- run flow ------------------------------------------------------------------------
 
-    def _launch(self, step_ids: list[int]) -> None:
-        for step_id in step_ids:
-            if self.winding_down:
-                return
+    def _start_steps(self, step_ids: Iterable[int]) -> tuple[list[Step], list[ActionRecord]]:
+        """Move ready steps to ``running`` in memory; return what must be committed first.
+
+        A skipped step whose ``run`` takes no event is marked ``skipped`` right here, and
+        the steps it unblocks are started in turn.
+        """
+        steps: list[Step] = []
+        actions: list[ActionRecord] = []
+        ready = list(step_ids)
+        while ready:
+            step_id = ready.pop(0)
             step = self.plan.steps[step_id]
-            if step.state not in _RUNNABLE:
-                self._fail_unrunnable(step)
+            record = self.plan.actions[step.action_id]
+            if self.winding_down:
+                self.graph.fail(step_id)  # not started: it stays as it is
                 continue
-            record = copy.copy(step.action)
-            assert record is not None
+            steps.append(step)
+            if step.state not in _RUNNABLE:
+                self._fail(step, DynflowError(f"step {step_id} cannot run from {step.state}"))
+                continue
+            if step.state == StepState.SKIPPING and not run_accepts_event(record.action_class):
+                step.transition(StepState.SKIPPED)
+                self._stamp(step)
+                ready.extend(self.graph.complete(step_id))
+                continue
             if step.state != StepState.SKIPPING:
-                try:
-                    record.input = resolve_references(record.input, self._output_of)
-                except DynflowError as exc:
-                    self._fail_unrunnable(step, exc)
-                    continue
-            self.children[step_id] = StepActor.start(
-                self.runtime,
-                self.actor_ref,
-                copy.copy(step),
-                record,
-                _dispatcher=self.runtime.dispatcher,
-            )
+                if next(iter_references(record.input), None) is not None:
+                    try:
+                        record.input = resolve_references(record.input, self._output_of)
+                    except DynflowError as exc:
+                        self._fail(step, exc)
+                        continue
+                    actions.append(record)
+                step.transition(StepState.RUNNING)
+            if step.started_at is None:
+                step.started_at = utcnow()
+            self.running.add(step_id)
+        return steps, actions
 
     def _output_of(self, action_id: int) -> dict[str, Any]:
         return self.plan.actions[action_id].output
 
-    def _fail_unrunnable(self, step: Step, exc: BaseException | None = None) -> None:
-        exc = exc or DynflowError(f"step {step.id} cannot run from state {step.state}")
+    def _fail(self, step: Step, exc: BaseException) -> None:
         step.state = StepState.ERROR  # bypasses the table: the step never started
         step.error = StepError.from_exception(exc)
-        assert self.graph is not None
         self.graph.fail(step.id)
-        self._send(steps=(step,))
 
-    def _step_finished(self, step: Step, record: ActionRecord) -> None:
-        self.children.pop(step.id, None)
-        self._adopt(step, record)
-        assert self.graph is not None
-        if step.state in _DONE:
-            self._launch(self.graph.complete(step.id))
+    def _commit_and_continue(self, steps: list[Step], actions: list[ActionRecord]) -> None:
+        """Commit state changes; then launch the steps moved to running, or finish."""
+        launch = tuple(step.id for step in steps if step.id in self.running)
+        if not launch and self._run_flow_over():
+            self._after_run_flow(steps, actions)
+            return
+        if not steps and not actions:
+            return
+        me = self.actor_ref
+        self._send(
+            steps=steps,
+            actions=actions,
+            on_commit=(lambda error: me.tell(Launch(launch, error))) if launch else None,
+        )
+
+    def _launch(self, message: Launch) -> None:
+        if message.error is not None:
+            self.log.error("steps could not be marked running", error=str(message.error))
+        for step_id in message.step_ids:
+            step = self.plan.steps[step_id]
+            if message.error is not None:
+                self._step_outcome(step_id, failed_outcome(message.error))
+                continue
+            event = Skip() if step.state == StepState.SKIPPING else None
+            StepActor.start(
+                self.runtime,
+                self.actor_ref,
+                step_id,
+                step.queue,
+                copy.copy(self.plan.actions[step.action_id]),
+                event,
+                _dispatcher=self.runtime.dispatcher,
+            )
+
+    def _step_outcome(self, step_id: int, outcome: PhaseOutcome) -> None:
+        step = self.plan.steps[step_id]
+        record = self.plan.actions[step.action_id]
+        self.running.discard(step_id)
+        skipping = step.state == StepState.SKIPPING
+        if outcome.state == StepState.SUCCESS:
+            step.transition(StepState.SKIPPED if skipping else StepState.SUCCESS)
+            step.error = None
         else:
-            self.graph.fail(step.id)
-        self._maybe_run_flow_finished()
+            step.transition(StepState.ERROR)
+            step.error = outcome.error
+        step.execution_time += outcome.execution_time
+        step.progress_done = outcome.progress
+        self._stamp(step)
+        record.output = outcome.output
+        if step.state in _DONE:
+            steps, actions = self._start_steps(self.graph.complete(step_id))
+        else:
+            self.graph.fail(step_id)
+            steps, actions = [], []
+        self._commit_and_continue([step, *steps], [record, *actions])
 
-    def _adopt(self, step: Step, record: ActionRecord) -> None:
-        """Take a child's final snapshots into the plan (one record object per action)."""
-        stored = self.plan.actions[record.id]
-        stored.input, stored.output = record.input, record.output
-        step.action = stored
-        self.plan.steps[step.id] = step
+    @staticmethod
+    def _stamp(step: Step) -> None:
+        step.ended_at = utcnow()
+        if step.started_at is not None:
+            step.real_time = (step.ended_at - step.started_at).total_seconds()
+
+    def _run_flow_over(self) -> bool:
+        return not self.running and not self.finishing and self.graph.is_done()
 
     def _maybe_run_flow_finished(self) -> None:
-        assert self.graph is not None
-        if self.children or self.finishing:
-            return
-        if self.winding_down:
-            self._finish(PlanState.PAUSED)
-        elif not self.graph.is_done():
-            return
-        elif self.graph.is_complete():
-            self._run_finalize_flow()
+        if self._run_flow_over():
+            self._after_run_flow([], [])
+
+    def _after_run_flow(self, steps: list[Step], actions: list[ActionRecord]) -> None:
+        if self.graph.is_complete() and not self.winding_down:
+            self._run_finalize_flow(steps, actions)
         else:
-            self._finish(PlanState.PAUSED)
+            self._finish(PlanState.PAUSED, steps, actions)
 
     # -- finalize flow -------------------------------------------------------------------
 
-    def _run_finalize_flow(self) -> None:
-        steps = [copy.copy(self.plan.steps[sid]) for sid in self.plan.finalize_flow.all_step_ids()]
-        steps = [step for step in steps if step.state != StepState.SKIPPED]
-        if not steps:
-            self._finish(PlanState.STOPPED)
+    def _run_finalize_flow(self, steps: list[Step], actions: list[ActionRecord]) -> None:
+        finalize = [self.plan.steps[sid] for sid in self.plan.finalize_flow.all_step_ids()]
+        finalize = [step for step in finalize if step.state != StepState.SKIPPED]
+        if not finalize:
+            self._finish(PlanState.STOPPED, steps, actions)
             return
         self.finishing = True
-        for step in steps:
+        self._pending_changes = (steps, actions)
+        snapshots = [copy.copy(step) for step in finalize]
+        for step in snapshots:
             if step.state in (StepState.SUCCESS, StepState.ERROR):
                 step.transition(StepState.PENDING)  # resume re-runs the whole finalize phase
-        records = {step.action_id: copy.copy(self.plan.actions[step.action_id]) for step in steps}
+        records = {s.action_id: copy.copy(self.plan.actions[s.action_id]) for s in snapshots}
         me = self.actor_ref
-        pool = self.runtime.pool("default")
-        future = pool.submit(_run_finalize_steps, steps, records)
+        future = self.runtime.pool("default").submit(_run_finalize_steps, snapshots, records)
         future.add_done_callback(lambda done: me.tell(done.result()))
 
     def _finalize_done(self, message: FinalizeDone) -> None:
+        steps, actions = self._pending_changes
         for step in message.steps:
             record = next(r for r in message.actions if r.id == step.action_id)
-            self._adopt(step, record)
+            stored = self.plan.actions[record.id]
+            stored.output = record.output
+            step.action = stored
+            self.plan.steps[step.id] = step
+            steps.append(step)
+            actions.append(stored)
         failed = any(step.state == StepState.ERROR for step in message.steps)
-        self._finish(PlanState.PAUSED if failed else PlanState.STOPPED, message.steps)
+        self._finish(PlanState.PAUSED if failed else PlanState.STOPPED, steps, actions)
 
     # -- end -----------------------------------------------------------------------------
 
-    def _finish(self, state: PlanState, steps: tuple[Step, ...] = ()) -> None:
+    def _finish(self, state: PlanState, steps: list[Step], actions: list[ActionRecord]) -> None:
         self.finishing = True
-        plan = self.plan
-        plan.transition(state, self.runtime.world_id)
-        me, executor = self.actor_ref, self.executor
-        records = tuple(plan.actions[step.action_id] for step in steps)
+        self.plan.transition(state, self.runtime.world_id)
+        me = self.actor_ref
+        self._send(
+            steps=steps,
+            actions=actions,
+            plan_row=True,
+            on_commit=lambda error: me.tell(Finished(error)),
+        )
 
-        def on_commit(error: BaseException | None) -> None:
-            executor.tell(PlanDone(plan.id, plan, error))
-            me.stop(block=False)
-
-        self._send(steps=steps, actions=records, plans=True, on_commit=on_commit)
-        self.log.info("plan finished", state=str(state), result=str(plan.result))
+    def _finished(self, error: BaseException | None) -> None:
+        if error is not None:
+            self.log.error("final state not committed", error=str(error))
+        else:
+            self.log.info("plan finished", state=str(self.plan.state), result=str(self.plan.result))
+        self.executor.tell(PlanDone(self.plan.id, self.plan, error))
+        self.stop()
 
     def _send(
         self,
-        steps: tuple[Step, ...] = (),
-        actions: tuple[ActionRecord, ...] = (),
-        plans: bool = False,
+        steps: list[Step] | tuple[Step, ...] = (),
+        actions: list[ActionRecord] | tuple[ActionRecord, ...] = (),
+        plan_row: bool = False,
         claim: Claim | None = None,
         on_commit: Callable[[BaseException | None], None] | None = None,
     ) -> None:
         message = changes(
             self.runtime.storage,
-            plan=self.plan if plans else None,
+            plan=self.plan if plan_row else None,
             steps=steps,
             actions=actions,
             claim=claim,
