@@ -10,8 +10,8 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -21,6 +21,7 @@ from pydynflow.actors.executor import ExecutorActor
 from pydynflow.actors.messages import ExecutePlan, Terminate
 from pydynflow.actors.persistence import PersistenceActor, Sync, changes, persist_and_wait
 from pydynflow.actors.runtime import Runtime
+from pydynflow.adapters.executors import ThreadWorkers
 from pydynflow.errors import DynflowError, UnknownStep
 from pydynflow.logging import configure_logging, get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError
@@ -120,10 +121,10 @@ class World:
             if self._stopped:
                 raise DynflowError(f"{self!r} was stopped; create a new World")
             configure_logging()
-            pools = {}
+            pools: dict[str, Any] = {}
             if self.executor:
                 pools = {
-                    queue: ThreadPoolExecutor(size, thread_name_prefix=f"pydynflow-{queue}")
+                    queue: ThreadWorkers(size, name=f"pydynflow-{queue}")
                     for queue, size in self.queues.items()
                 }
             self._runtime = Runtime(
@@ -168,7 +169,7 @@ class World:
             runtime.persistence.ask(Sync())
             runtime.persistence.stop()
             for pool in runtime.pools.values():
-                pool.shutdown(wait=False, cancel_futures=True)
+                pool.shutdown(wait=False)
             runtime.dispatcher.shutdown(wait=finished)
             runtime.close_loop()
         self.storage.close()
@@ -210,16 +211,25 @@ class World:
 
         The plan is committed before this returns.
         """
-        plan = Planner.new_plan(action_class, id)
+        plan = self._plan(action_class, args, kwargs, id, caller_action)
+        self._save(plan, full=True, steps=plan.steps.values(), actions=plan.actions.values())
+        return plan
+
+    def _plan(
+        self,
+        action_class: type[Action],
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        plan_id: str | None = None,
+        caller_action: Action | None = None,
+    ) -> ExecutionPlan:
+        plan = Planner.new_plan(action_class, plan_id)
         caller = None
         if caller_action is not None:
             caller = (caller_action.execution_plan_id, caller_action.id)
         planner = Planner(plan, world_id=self.id, subscriptions=self.subscribed_actions)
         planner.plan_root(action_class, tuple(args), dict(kwargs or {}), caller=caller)
         plan.world = self
-        self._save(
-            plan, full=True, steps=list(plan.steps.values()), actions=list(plan.actions.values())
-        )
         return plan
 
     def subscribed_actions(self, action_class: type[Action]) -> list[type[Action]]:
@@ -234,12 +244,18 @@ class World:
         Returns at once with the plan committed; ``.wait()`` for the end of the execution.
         If planning failed, ``.planned`` is False and ``.error`` says why.
         """
-        plan = self.plan(action_class, *args, **kwargs)
+        executor = self._require_executor("trigger")
+        plan = self._plan(action_class, args, kwargs)
+        future: Future[ExecutionPlan] = Future()
         if plan.state != PlanState.PLANNED:
-            future: Future[ExecutionPlan] = Future()
+            self._save(plan, full=True, steps=plan.steps.values(), actions=plan.actions.values())
             future.set_result(plan)
             return Triggered(plan.id, future, planned=False, error=plan.error)
-        return self._execute(plan.id, plan)
+        # One transaction stores the plan and starts it; return once it is committed.
+        stored: Future[None] = Future()
+        executor.tell(ExecutePlan(plan.id, plan, future, stored))
+        stored.result()
+        return Triggered(plan.id, future)
 
     def execute(self, plan_id: str) -> Triggered:
         """Execute a ``planned`` or ``paused`` plan; ``.wait()`` raises if it cannot run."""
@@ -277,8 +293,8 @@ class World:
         plan: ExecutionPlan,
         *,
         full: bool = False,
-        steps: list[Step] | tuple[Step, ...] = (),
-        actions: list[ActionRecord] | tuple[ActionRecord, ...] = (),
+        steps: Iterable[Step] = (),
+        actions: Iterable[ActionRecord] = (),
     ) -> None:
         """Commit changes to ``plan`` through the persistence actor (or directly if stopped)."""
         runtime = self._runtime

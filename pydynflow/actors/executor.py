@@ -12,10 +12,12 @@ from typing import Any
 
 from pydynflow.actors.dispatch import PooledActor
 from pydynflow.actors.messages import ExecutePlan, PlanDone, Terminate, Wind
+from pydynflow.actors.persistence import changes
 from pydynflow.actors.plan_supervisor import PlanSupervisor
 from pydynflow.actors.runtime import Runtime
 from pydynflow.errors import DynflowError, UnknownPlan
 from pydynflow.logging import get_logger
+from pydynflow.plan import ExecutionPlan
 from pydynflow.states import PlanState
 
 
@@ -46,6 +48,8 @@ class ExecutorActor(PooledActor):
     def _execute(self, message: ExecutePlan) -> None:
         plan_id, future = message.plan_id, message.future
         if self.terminating is not None:
+            if message.stored is not None and message.plan is not None:
+                self._store_only(message.plan, message.stored)
             future.set_exception(ExecutorTerminated("the executor is terminated: no new work"))
             return
         if plan_id in self.supervisors:
@@ -67,8 +71,31 @@ class ExecutorActor(PooledActor):
             return
         self.waiting[plan_id] = [future]
         self.supervisors[plan_id] = PlanSupervisor.start(
-            self.runtime, plan, self.actor_ref, _dispatcher=self.runtime.dispatcher
+            self.runtime,
+            plan,
+            self.actor_ref,
+            message.stored,
+            _dispatcher=self.runtime.dispatcher,
         )
+
+    def _store_only(self, plan: ExecutionPlan, stored: Any) -> None:
+        """Store a freshly planned plan without running it (the executor is terminating)."""
+
+        def on_commit(error: BaseException | None) -> None:
+            if error is None:
+                stored.set_result(None)
+            else:
+                stored.set_exception(error)
+
+        message = changes(
+            self.runtime.storage,
+            plan=plan,
+            full=True,
+            steps=plan.steps.values(),
+            actions=plan.actions.values(),
+            on_commit=on_commit,
+        )
+        self.runtime.persistence.tell(message)
 
     def _plan_done(self, message: PlanDone) -> None:
         self.supervisors.pop(message.plan_id, None)

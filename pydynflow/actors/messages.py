@@ -51,8 +51,12 @@ class PhaseDone:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """The plan's claim (``planned``/``paused`` -> ``running``) committed, or was refused."""
+    """The plan's claim (``planned``/``paused`` -> ``running``) committed, or was refused.
 
+    ``launch`` are the first steps, moved to running in the same transaction.
+    """
+
+    launch: tuple[int, ...]
     error: BaseException | None = None
 
 
@@ -89,11 +93,16 @@ class FinalizeDone:
 
 @dataclass(frozen=True, slots=True)
 class ExecutePlan:
-    """Ask the executor to run a plan (the object if at hand, else loaded by id)."""
+    """Ask the executor to run a plan (the object if at hand, else loaded by id).
+
+    ``stored`` is set for a plan just planned and not yet stored: the executor stores it
+    (already running) in the same transaction that starts it, then resolves ``stored``.
+    """
 
     plan_id: str
     plan: ExecutionPlan | None
     future: Any
+    stored: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ threads must never block.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +41,8 @@ def changes(
     *,
     plan: ExecutionPlan | None = None,
     full: bool = False,
-    steps: tuple[Step, ...] | list[Step] = (),
-    actions: tuple[ActionRecord, ...] | list[ActionRecord] = (),
+    steps: Iterable[Step] = (),
+    actions: Iterable[ActionRecord] = (),
     claim: Claim | None = None,
     on_commit: Any = None,
 ) -> Persist:

@@ -51,8 +51,11 @@ _DONE = (StepState.SUCCESS, StepState.SKIPPED)
 class PlanSupervisor(PooledActor):
     """Run one execution plan: its run flow through step actors, then its finalize flow."""
 
-    def __init__(self, runtime: Runtime, plan: ExecutionPlan, executor: Any) -> None:
+    def __init__(
+        self, runtime: Runtime, plan: ExecutionPlan, executor: Any, stored: Any = None
+    ) -> None:
         super().__init__()
+        self.stored = stored  # a fresh plan: stored together with its start
         self.runtime = runtime
         self.plan = plan
         self.executor = executor
@@ -70,11 +73,38 @@ class PlanSupervisor(PooledActor):
             self._give_up(DynflowError(f"execution plan {plan.id} is {plan.state}, not runnable"))
             return
         plan.transition(PlanState.RUNNING, self.runtime.world_id)
+        # The first steps move to running in the claim's own transaction: if the claim is
+        # refused, none of it is written.
+        done = [sid for sid, step in plan.steps.items() if step.state in _DONE]
+        steps, actions = self._start_steps(self.graph.start(done))
+        launch = tuple(step.id for step in steps if step.id in self.running)
         me = self.actor_ref
+        if self.stored is not None:  # a fresh plan: its first write is the claim
+            stored = self.stored
+
+            def on_commit(error: BaseException | None) -> None:
+                if error is None:
+                    stored.set_result(None)
+                else:
+                    stored.set_exception(error)
+                me.tell(Claimed(launch, error))
+
+            message = changes(
+                self.runtime.storage,
+                plan=plan,
+                full=True,
+                steps=plan.steps.values(),
+                actions=plan.actions.values(),
+                on_commit=on_commit,
+            )
+            self.runtime.persistence.tell(message)
+            return
         self._send(
+            steps=steps,
+            actions=actions,
             plan_row=True,
             claim=Claim(plan.id, (PlanState.PLANNED.value, PlanState.PAUSED.value)),
-            on_commit=lambda error: me.tell(Claimed(error)),
+            on_commit=lambda error: me.tell(Claimed(launch, error)),
         )
 
     def on_receive(self, message: Any) -> Any:
@@ -83,7 +113,7 @@ class PlanSupervisor(PooledActor):
         elif isinstance(message, Launch):
             self._launch(message)
         elif isinstance(message, Claimed):
-            self._claimed(message.error)
+            self._claimed(message.launch, message.error)
         elif isinstance(message, FinalizeDone):
             self._finalize_done(message)
         elif isinstance(message, Finished):
@@ -93,14 +123,15 @@ class PlanSupervisor(PooledActor):
             self._maybe_run_flow_finished()
         return None
 
-    def _claimed(self, error: BaseException | None) -> None:
+    def _claimed(self, launch: tuple[int, ...], error: BaseException | None) -> None:
         if error is not None:
             self._give_up(DynflowError(f"execution plan {self.plan.id} is already running"))
             return
         self.log.info("plan started")
-        done = [sid for sid, step in self.plan.steps.items() if step.state in _DONE]
-        steps, actions = self._start_steps(self.graph.start(done))
-        self._commit_and_continue(steps, actions)
+        if launch:
+            self._launch(Launch(launch))
+        else:
+            self._maybe_run_flow_finished()
 
     def _give_up(self, error: BaseException) -> None:
         self.executor.tell(PlanDone(self.plan.id, None, error))
@@ -203,13 +234,14 @@ class PlanSupervisor(PooledActor):
         step.execution_time += outcome.execution_time
         step.progress_done = outcome.progress
         self._stamp(step)
+        changed = [record] if outcome.output != record.output else []
         record.output = outcome.output
         if step.state in _DONE:
             steps, actions = self._start_steps(self.graph.complete(step_id))
         else:
             self.graph.fail(step_id)
             steps, actions = [], []
-        self._commit_and_continue([step, *steps], [record, *actions])
+        self._commit_and_continue([step, *steps], [*changed, *actions])
 
     @staticmethod
     def _stamp(step: Step) -> None:
@@ -246,8 +278,16 @@ class PlanSupervisor(PooledActor):
                 step.transition(StepState.PENDING)  # resume re-runs the whole finalize phase
         records = {s.action_id: copy.copy(self.plan.actions[s.action_id]) for s in snapshots}
         me = self.actor_ref
-        future = self.runtime.pool("default").submit(_run_finalize_steps, snapshots, records)
-        future.add_done_callback(lambda done: me.tell(done.result()))
+
+        def on_done(result: FinalizeDone | None, error: BaseException | None) -> None:
+            if error is not None:  # the runner itself broke: fail the first step
+                snapshots[0].state = StepState.ERROR
+                snapshots[0].error = StepError.from_exception(error)
+                result = FinalizeDone(tuple(snapshots), tuple(records.values()))
+            me.tell(result)
+
+        args = (snapshots, records)
+        self.runtime.pool("default").submit(_run_finalize_steps, args, on_done)
 
     def _finalize_done(self, message: FinalizeDone) -> None:
         steps, actions = self._pending_changes

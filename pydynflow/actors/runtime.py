@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydynflow.actors.dispatch import Dispatcher
+from pydynflow.adapters.executors import WorkerPool
 
 
 @dataclass
@@ -22,14 +22,14 @@ class Runtime:
     storage: Any
     dispatcher: Dispatcher
     persistence: Any  # ActorRef of the PersistenceActor
-    pools: dict[str, ThreadPoolExecutor]
+    pools: dict[str, WorkerPool]
     auto_rescue: bool = True
     world: Any = None
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _loop_thread: threading.Thread | None = field(default=None, repr=False)
     _loop_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def pool(self, queue: str) -> ThreadPoolExecutor:
+    def pool(self, queue: str) -> WorkerPool:
         """Return the worker pool of ``queue`` (unknown queues fall back to ``default``)."""
         return self.pools.get(queue) or self.pools["default"]
 

@@ -49,13 +49,19 @@ class StepActor(PooledActor):
 
     def on_start(self) -> None:
         action = new_action(self.record, RUN)
+        me = self.actor_ref
         if is_async_run(self.record.action_class):
             coroutine = execute_run_async(action, self.event)
-            running: Any = asyncio.run_coroutine_threadsafe(coroutine, self.runtime.loop)
+            running = asyncio.run_coroutine_threadsafe(coroutine, self.runtime.loop)
+            running.add_done_callback(lambda done: me.tell(PhaseDone(_outcome(done))))
         else:
-            running = self.runtime.pool(self.queue).submit(execute_run, action, self.event)
-        me = self.actor_ref
-        running.add_done_callback(lambda done: me.tell(PhaseDone(_outcome(done))))
+
+            def on_done(outcome: PhaseOutcome | None, error: BaseException | None) -> None:
+                if outcome is None or error is not None:
+                    outcome = failed_outcome(error or RuntimeError("worker returned nothing"))
+                me.tell(PhaseDone(outcome))
+
+            self.runtime.pool(self.queue).submit(execute_run, (action, self.event), on_done)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, PhaseDone):

@@ -1,0 +1,1 @@
+"""Pluggable edges of the engine; each family has a base, implementations and a test stub."""

@@ -1,0 +1,55 @@
+"""Smoke test of bench/bench_workloads.py: the CI-sized run succeeds and reports every workload."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "bench_workloads.py"
+WORKLOADS = ["floor-single", "floor-batched", "W1", "W1-serial", "W2", "W3"]
+
+
+@pytest.mark.timeout(60)
+def test_small_run_reports_every_workload(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--sizes",
+            "small",
+            "--repeat",
+            "1",
+            "--json",
+            str(out),
+            "--dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert report["ok"] is True and report["error"] is None
+    assert report["sizes"] == "small" and report["repeat"] == 1
+    assert report["machine"]["nproc"] >= 1 and report["machine"]["sqlite"]
+    results = report["results"]
+    assert list(results) == WORKLOADS
+    for name in WORKLOADS:
+        result = results[name]
+        for key in ("wall_s", "rate", "ratio", "rss_mb"):
+            assert result[key] > 0, (name, key, result[key])
+        assert result["threads"] >= 1
+        assert len(result["runs"]) == 1
+    assert results["floor-single"]["ratio"] == 1.0
+    assert results["W3"]["extra"]["pool_size"] == report["size"]["w3_pool"]
+    assert "workload" in done.stdout and "W3" in done.stdout  # the table was printed
+    leftovers = [p for p in tmp_path.iterdir() if p != out]
+    assert leftovers == [], leftovers  # the databases are removed unless --keep

@@ -1,0 +1,247 @@
+"""SIGKILL in the middle of work, restart on the same database: nothing committed is lost.
+
+Acceptance criterion of the runtime: a process killed with SIGKILL in the middle of W1 (200
+plans of 10 sequential no-op steps) and restarted on the same database ends with every plan
+``stopped``/``success``, or ``paused`` with "Abnormal termination" and then ``success`` after
+``resume``; no committed output is lost. The child is a real process (`w1_worker`); the test
+synchronises only on the lines it prints.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pydynflow import Phase, PlanState, Result, StepState, World
+from pydynflow.storage import Storage
+from tests.reliability.kill_actions import STEPS_PER_CHAIN, Block, Chain
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 60
+PLANS = 200
+PROGRESS_AFTER = 300
+ABNORMAL = "Abnormal termination (previous state: running)"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _steps_never_block_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the child gets the variables that make `kill_actions` steps print and block."""
+    for name in ("PYDYNFLOW_TEST_BLOCK", "PYDYNFLOW_TEST_PROGRESS_AFTER", "PYDYNFLOW_TEST_PACE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+class Child:
+    """A `w1_worker` process whose stdout lines arrive on a queue (read by a thread)."""
+
+    def __init__(self, mode: str, db_path: Path, stderr_path: Path, env: dict[str, str]) -> None:
+        self.stderr_path = stderr_path
+        self._stderr = stderr_path.open("wb")
+        child_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.reliability.w1_worker", mode, str(db_path)],
+            cwd=REPO_ROOT,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def read_until(self, wanted: Callable[[str], bool], timeout: float = TIMEOUT) -> str:
+        """Return the first line for which ``wanted`` holds; fail if the child ends first."""
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                pytest.fail(f"no wanted line from the child in {timeout}s; saw {self.seen[-5:]}")
+            if line is None:
+                self.proc.wait(TIMEOUT)
+                pytest.fail(
+                    f"the child ended (rc={self.proc.returncode}) before the wanted line; "
+                    f"saw {self.seen[-5:]}; stderr: {self.stderr_tail()}"
+                )
+            self.seen.append(line)
+            if wanted(line):
+                return line
+
+    def sigkill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        assert self.proc.wait(TIMEOUT) == -signal.SIGKILL
+
+    def stderr_tail(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")[-2000:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+@contextmanager
+def child(mode: str, tmp_path: Path, **env: str) -> Iterator[Child]:
+    started = Child(mode, tmp_path / "pydynflow.db", tmp_path / f"{mode}.stderr", env)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def snapshot(url: str) -> dict[str, Any]:
+    """Read every plan straight from the store, as the killed process left it."""
+    storage = Storage(url)
+    try:
+        return {plan.id: plan for plan in storage.find_plans(limit=None)}
+    finally:
+        storage.close()
+
+
+def run_steps(plan: Any) -> list[Any]:
+    return sorted((s for s in plan.steps.values() if s.phase == Phase.RUN), key=lambda s: s.id)
+
+
+def abnormal_steps(plan: Any) -> list[Any]:
+    return [
+        s
+        for s in plan.steps.values()
+        if s.state == StepState.ERROR and s.error and "Abnormal termination" in s.error.message
+    ]
+
+
+def test_sigkill_in_the_middle_of_w1_loses_no_committed_output(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pydynflow.db'}"
+    with child("w1", tmp_path, PYDYNFLOW_TEST_PROGRESS_AFTER=str(PROGRESS_AFTER)) as worker:
+        worker.read_until(lambda line: line == "submitted")
+        submitted = {line.split()[1] for line in worker.seen if line.startswith("plan ")}
+        worker.read_until(lambda line: line == "progress")
+        worker.sigkill()
+    assert len(submitted) == PLANS
+
+    before = snapshot(url)
+    assert set(before) == submitted
+    committed = {
+        (plan.id, step.id): (step.output, step.started_at, step.ended_at)
+        for plan in before.values()
+        for step in run_steps(plan)
+        if step.state == StepState.SUCCESS
+    }
+    # Step run #300 was under way: every plan's first step had started, and the second
+    # steps of at least 100 plans, so at least 100 outputs are committed; W1 is unfinished.
+    assert PROGRESS_AFTER - PLANS <= len(committed) < PLANS * STEPS_PER_CHAIN
+    left_running = {
+        (plan.id, step.id)
+        for plan in before.values()
+        for step in plan.steps.values()
+        if step.state == StepState.RUNNING
+    }
+    assert left_running, "the kill left no step running"
+    states_before = sorted(str(plan.state) for plan in before.values())
+
+    with World(url) as world:
+        auto = {triggered.id: triggered for triggered in world.auto_executed}
+        for plan_id, triggered in auto.items():
+            finished = triggered.wait(TIMEOUT)
+            assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS), plan_id
+        resumed = {}
+        stopped_at_restart = []
+        for plan_id in sorted(submitted - set(auto)):
+            plan = world.load(plan_id)
+            if plan.state == PlanState.STOPPED:
+                assert plan.result == Result.SUCCESS, plan_id
+                stopped_at_restart.append(plan_id)
+                continue
+            assert plan.state == PlanState.PAUSED, (plan_id, plan.state)
+            abnormal = abnormal_steps(plan)
+            assert abnormal, f"{plan_id} paused without an abnormal termination"
+            for step in abnormal:
+                assert step.error.message == ABNORMAL
+                assert (plan_id, step.id) in left_running
+            resumed[plan_id] = world.resume(plan_id)
+        for plan_id, triggered in resumed.items():
+            finished = triggered.wait(TIMEOUT)
+            assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS), plan_id
+        # A step left running makes its plan's result an error: never auto-executed.
+        assert not {plan_id for plan_id, _ in left_running} & set(auto)
+
+        after = {plan.id: plan for plan in world.plans(limit=None)}
+    assert set(after) == submitted
+    for plan in after.values():
+        assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS), plan.id
+        steps = run_steps(plan)
+        assert len(steps) == STEPS_PER_CHAIN
+        assert [s.state for s in steps] == [StepState.SUCCESS] * STEPS_PER_CHAIN
+        assert [s.output for s in steps] == [{"done": i} for i in range(STEPS_PER_CHAIN)]
+    for (plan_id, step_id), (output, started_at, ended_at) in committed.items():
+        step = after[plan_id].steps[step_id]
+        assert step.state == StepState.SUCCESS
+        # Unchanged, and not run again: the same output and the same times.
+        assert (step.output, step.started_at, step.ended_at) == (output, started_at, ended_at)
+
+    counts = {state: states_before.count(state) for state in sorted(set(states_before))}
+    print(  # seen with -s: how the kill fell
+        f"\nW1 kill: plans before restart {counts}, {len(committed)} outputs committed,"
+        f" {len(left_running)} steps left running; at restart {len(auto)} auto-executed,"
+        f" {len(resumed)} paused (abnormal) then resumed, {len(stopped_at_restart)} stopped"
+    )
+
+
+def test_sigkill_while_a_step_runs_pauses_it_with_abnormal_termination(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pydynflow.db'}"
+    with child("block", tmp_path, PYDYNFLOW_TEST_BLOCK="1") as worker:
+        line = worker.read_until(lambda line: line.startswith("blocking "))
+        _, plan_id, action_id = line.split()
+        worker.sigkill()
+    assert worker.seen[0] == f"plan {plan_id}"
+
+    before = snapshot(url)[plan_id]
+    assert before.state == PlanState.RUNNING
+    (step,) = run_steps(before)
+    assert step.action_id == int(action_id)
+    assert step.state == StepState.RUNNING
+
+    with World(url) as world:
+        assert plan_id not in {triggered.id for triggered in world.auto_executed}
+        for triggered in world.auto_executed:
+            triggered.wait(TIMEOUT)
+        paused = world.load(plan_id)
+        assert (paused.state, paused.result) == (PlanState.PAUSED, Result.ERROR)
+        failed = paused.steps[step.id]
+        assert failed.state == StepState.ERROR
+        assert failed.error is not None and failed.error.message == ABNORMAL
+
+        finished = world.resume(plan_id).wait(TIMEOUT)
+        assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS)
+        done = world.load(plan_id).steps[step.id]
+        assert done.state == StepState.SUCCESS and done.error is None
+        assert done.input == {"block": True}
+        assert done.output == {"ran": True}
+
+
+def test_kill_actions_resolve_under_one_name() -> None:
+    """Both processes store and resolve the classes as ``tests.reliability.kill_actions.*``."""
+    for cls in (Chain, Block):
+        assert cls.__module__ == "tests.reliability.kill_actions"
