@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 from rich.tree import Tree
 
-from pydynflow import Action, Concurrence, ExecutionPlan, Flow, Sequence, World
+from pydynflow import Action, Concurrence, ExecutionPlan, Flow, Phase, Sequence, World
+
+WORK_SECONDS = 0.15  # how long each simulated step "works", so that progress is visible
 
 WORKDIR = Path("demo-infrastructure")
 
@@ -31,6 +36,7 @@ class PrepareDisk(Action):
     """Create the disk image of a host."""
 
     def run(self, event: Any = None) -> None:
+        time.sleep(WORK_SECONDS)  # stands in for real work (an API call, a copy)
         disk = WORKDIR / f"{self.input['name']}.img"
         disk.parent.mkdir(parents=True, exist_ok=True)
         disk.write_bytes(b"\0" * 4096)
@@ -41,6 +47,7 @@ class CreateVM(Action):
     """Create the VM from its disk and give it an address."""
 
     def run(self, event: Any = None) -> None:
+        time.sleep(WORK_SECONDS)
         self.output["ip"] = _fake_ip(self.input["name"])
         self.output["disk"] = self.input["disk"]
 
@@ -49,6 +56,7 @@ class AddIPtoHosts(Action):
     """Add the VM's address to the hosts file."""
 
     def run(self, event: Any = None) -> None:
+        time.sleep(WORK_SECONDS)
         hosts = WORKDIR / "hosts"
         line = f"{self.input['ip']} {self.input['name']}\n"
         existing = hosts.read_text() if hosts.exists() else ""
@@ -61,6 +69,7 @@ class ConfigureMachine(Action):
     """Write the machine's configuration for its role."""
 
     def run(self, event: Any = None) -> None:
+        time.sleep(WORK_SECONDS)
         config = {"role": self.input["role"], "ip": self.input["ip"], **self.input["peers"]}
         path = WORKDIR / f"{self.input['name']}.conf"
         path.write_text("".join(f"{key}={value}\n" for key, value in sorted(config.items())))
@@ -112,25 +121,55 @@ def flow_tree(plan: ExecutionPlan, flow: Flow, tree: Tree) -> None:
             flow_tree(plan, sub_flow, branch)
         return
     step = plan.steps[flow.step_id]  # type: ignore[attr-defined]
-    colour = {"success": "green", "error": "red", "pending": "yellow"}.get(step.state, "cyan")
-    name = step.action_class.__name__
-    host = step.input.get("name", "")
+    colour = STATE_COLOURS.get(step.state, "cyan")
     tree.add(
-        f"{step.id}: {name} {host} [{colour}]{step.state}[/{colour}]"
-        f" ({step.real_time * 1000:.1f} ms)"
+        f"{step.id}: {step.action_class.__name__} {step.input.get('name', '')} "
+        f"[{colour}]{step.state}[/{colour}] "
+        f"(real {step.real_time * 1000:.0f} ms, run {step.execution_time * 1000:.1f} ms)"
     )
 
 
+STATE_COLOURS = {"success": "green", "error": "red", "pending": "yellow", "running": "cyan"}
+
+
+def progress_table(plan: ExecutionPlan) -> Table:
+    """Return a live view: the plan's progress and the state of each run step."""
+    table = Table(title=f"{plan.label}: {plan.state} ({plan.progress() * 100:.0f} %)")
+    table.add_column("step")
+    table.add_column("action")
+    table.add_column("host")
+    table.add_column("state")
+    for step in plan.steps_of_phase(Phase.RUN):
+        colour = STATE_COLOURS.get(step.state, "white")
+        table.add_row(
+            str(step.id),
+            step.action_class.__name__,
+            str(step.input.get("name", "")),
+            f"[{colour}]{step.state}[/{colour}]",
+        )
+    return table
+
+
 def main(db: str = "sqlite:///pydynflow.db") -> ExecutionPlan:
-    """Plan the infrastructure and show the run flow."""
+    """Run the infrastructure workflow with live progress, then show how it ran."""
     console = Console()
     with World(db) as world:
-        plan = world.plan(CreateInfrastructure)
-        console.print(f"planned [bold]{plan.label}[/bold]: {plan.id} -> {plan.state}")
-        tree = Tree(f"run flow ({len(plan.steps)} steps)")
+        triggered = world.trigger(CreateInfrastructure)
+        console.print(f"triggered [bold]create infrastructure[/bold]: plan {triggered.id}")
+        with Live(progress_table(world.load(triggered.id)), console=console) as live:
+            while not triggered.done():  # refresh the view a few times a second
+                live.update(progress_table(world.load(triggered.id)))
+                time.sleep(0.1)
+            live.update(progress_table(world.load(triggered.id)))
+        plan = triggered.wait()
+        console.print()
+        tree = Tree(
+            f"run flow: {plan.state} / {plan.result} in {plan.real_time:.2f} s "
+            f"({len(plan.steps)} steps, hosts created in {WORKDIR}/)"
+        )
         flow_tree(plan, plan.run_flow, tree)
         console.print(tree)
-        console.print(f"stored in {world.db}")
+        console.print(f"the plan is stored in [bold]{world.db}[/bold] (plan id {plan.id})")
         return plan
 
 

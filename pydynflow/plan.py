@@ -175,7 +175,7 @@ class Step:
     def transition(self, new: StepState) -> None:
         """Move to ``new``; raise `InvalidTransition` if this phase's table forbids it."""
         check_step_transition(self.phase, self.state, new)
-        self.state = StepState(new)
+        self.state = new if type(new) is StepState else StepState(new)
 
     def progress(self) -> float:
         """Return how much of this step is done, as Dynflow counts it (0..1)."""

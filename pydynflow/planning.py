@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pydynflow.action import PLAN, Action
-from pydynflow.errors import PlanningError
+from pydynflow.errors import PlanningError, SerializationError
 from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
 from pydynflow.references import iter_references
@@ -224,6 +224,7 @@ class Planner:
     ) -> None:
         if from_subscription:
             action.trigger, action._from_subscription = trigger, True
+        normalized = False
         step.transition(StepState.RUNNING)
         step.started_at = utcnow()
         started = time.perf_counter()
@@ -235,6 +236,7 @@ class Planner:
             action._input = normalize(
                 action.input, owner=action.class_name(), field="input", allow_references=True
             )
+            normalized = True
             step.transition(StepState.SUCCESS)
         except Exception as exc:
             if step.error is None:
@@ -244,7 +246,7 @@ class Planner:
         finally:
             step.ended_at = utcnow()
             step.execution_time = step.real_time = time.perf_counter() - started
-            self._record(action)
+            self._record(action, normalized)
 
     def _plan_subscribers(
         self, action: Action, args: tuple[Any, ...], kwargs: dict[str, Any], *, added: bool
@@ -264,9 +266,17 @@ class Planner:
                     step, child, args, kwargs, trigger=action, from_subscription=True
                 )
 
-    def _record(self, action: Action) -> None:
+    def _record(self, action: Action, normalized: bool) -> None:
         record = self.plan.actions[action.id]
-        record.input = dict(action.input)
+        if normalized:
+            record.input = action.input
+        else:
+            try:
+                record.input = normalize(
+                    action.input, owner=action.class_name(), field="input", allow_references=True
+                )
+            except SerializationError:  # its plan step failed on it: store what Dynflow does
+                record.input = {"not_serializable": True}
         record.run_step_id = action.run_step_id
         record.finalize_step_id = action.finalize_step_id
         record.caller_execution_plan_id = action.caller_execution_plan_id

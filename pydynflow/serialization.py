@@ -43,7 +43,9 @@ def _normalize(value: Any, owner: str, field: str, refs: bool, path: tuple[Any, 
         return [_normalize(item, owner, field, refs, (*path, i)) for i, item in enumerate(value)]
     if refs and isinstance(value, OutputReference):
         return value
-    raise _error(owner, field, path, f"a {type(value).__qualname__} is not JSON-serialisable")
+    raise _error(
+        owner, field, path, f"a value of type {type(value).__qualname__} is not JSON-serialisable"
+    )
 
 
 def _error(owner: str, field: str, path: tuple[Any, ...], why: str) -> SerializationError:

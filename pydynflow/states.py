@@ -89,7 +89,8 @@ STEP_TRANSITIONS: Mapping[Phase, Mapping[StepState, frozenset[StepState]]] = {
 
 def check_plan_transition(current: PlanState, new: PlanState) -> None:
     """Raise `InvalidTransition` unless a plan may move from ``current`` to ``new``."""
-    if new not in PLAN_TRANSITIONS[PlanState(current)]:
+    # StrEnum members hash and compare as their values: plain strings look up the same.
+    if new not in PLAN_TRANSITIONS[current]:
         raise InvalidTransition(f"execution plan cannot move from {current} to {new}")
 
 
@@ -99,9 +100,12 @@ def allowed_step_sources(phase: Phase, new: StepState) -> frozenset[StepState]:
     return frozenset(source for source, targets in table.items() if new in targets)
 
 
+_NOWHERE: frozenset[StepState] = frozenset()
+
+
 def check_step_transition(phase: Phase, current: StepState, new: StepState) -> None:
     """Raise `InvalidTransition` unless a ``phase`` step may move from ``current`` to ``new``."""
-    if new not in STEP_TRANSITIONS[Phase(phase)].get(StepState(current), frozenset()):
+    if new not in STEP_TRANSITIONS[phase].get(current, _NOWHERE):
         raise InvalidTransition(f"{phase} step cannot move from {current} to {new}")
 
 

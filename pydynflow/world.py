@@ -22,7 +22,7 @@ from pydynflow.actors.messages import ExecutePlan, Terminate
 from pydynflow.actors.persistence import PersistenceActor, Sync, changes, persist_and_wait
 from pydynflow.actors.runtime import Runtime
 from pydynflow.adapters.executors import ThreadWorkers
-from pydynflow.errors import DynflowError, UnknownStep
+from pydynflow.errors import DynflowError, PlanningError, UnknownStep
 from pydynflow.logging import configure_logging, get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError
 from pydynflow.planning import Planner
@@ -42,16 +42,20 @@ class World:
     Args:
         db: database URL: ``sqlite:///path.db`` (the default, ``pydynflow.db`` in the current
             directory), ``sqlite:///:memory:`` or ``postgresql://user@host/db``.
-        executor: ``True``/``"threads"`` to execute plans here, ``"processes"`` to run user
-            code in worker processes, ``False`` for a client world that only plans and reads.
+        executor: ``True``/``"threads"`` to execute plans here, ``False`` for a client world
+            that only plans and reads. (``"processes"``, user code in supervised worker
+            processes, is part of the API but not built yet: it raises for now.)
         pool_size: worker threads of the ``default`` queue.
         queues: extra queues and their pool sizes, e.g. ``{"slow": 1}``.
-        middleware: world-wide middleware classes, outermost first.
-        auto_rescue: apply the combined rescue strategy when a plan fails.
+        middleware: world-wide middleware classes, outermost first (not built yet: a
+            non-empty sequence raises for now).
+        auto_rescue: apply the combined rescue strategy when a plan fails (rescue
+            strategies other than ``Pause`` are not built yet: a failed plan pauses).
         auto_execute: on start, execute plans left ``planned`` or ``paused`` without errors.
         delayed_executor: run delayed plans when they are due.
         name: a name for logs and the console; defaults to ``<host>-<pid>``.
-        clock: the clock timers run on (``pydynflow.testing.ManagedClock`` for virtual time).
+        clock: the clock timers run on (``pydynflow.testing.ManagedClock`` for virtual time;
+            not built yet: passing one raises for now).
     """
 
     def __init__(
@@ -74,6 +78,16 @@ class World:
             )
         if not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be a positive int, got {pool_size!r}")
+        for queue, size in (queues or {}).items():
+            if not isinstance(size, int) or size < 1:
+                raise ValueError(f"queues[{queue!r}] must be a positive int, got {size!r}")
+        # Accepted by the API, built by the issues that follow; refuse rather than ignore.
+        if executor == "processes":
+            raise DynflowError("executor='processes' is not available yet; use True (threads)")
+        if middleware:
+            raise DynflowError("world middleware is not available yet")
+        if clock is not None:
+            raise DynflowError("a custom clock is not available yet")
         self.id = str(uuid.uuid4())
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.db = db
@@ -211,6 +225,8 @@ class World:
 
         The plan is committed before this returns.
         """
+        if id is not None and self.storage.plan_exists(id):
+            raise PlanningError(f"an execution plan with id {id} already exists")
         plan = self._plan(action_class, args, kwargs, id, caller_action)
         self._save(plan, full=True, steps=plan.steps.values(), actions=plan.actions.values())
         return plan

@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import queue
 import sys
@@ -543,6 +544,43 @@ def _copy_result(source: PooledFuture[Any], target: asyncio.Future[Any]) -> None
     target.set_exception(exc_value)
 
 
+_actor_ids = itertools.count(1)
+
+
+class _StoppedFlag:
+    """`threading.Event` as pykka uses `actor_stopped`, without a condition per actor.
+
+    pykka only calls ``set`` and ``is_set`` on it (and ``wait`` in rare paths), so a plain
+    attribute does; a real event is made only for someone who waits.
+    """
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        with _callbacks_lock:
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        if self._set:
+            event.set()
+        return event.wait(timeout)
+
+
 class PooledActor(pykka.Actor):
     """Run as a pykka actor on a shared `Dispatcher` instead of its own thread.
 
@@ -559,6 +597,14 @@ class PooledActor(pykka.Actor):
 
     dispatcher: Dispatcher | None = None
     """The dispatcher to run on (`None`: the default). Once started, the one it runs on."""
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        # pykka's Actor.__init__, with a counter for the urn (uuid4 costs ~3 us an actor)
+        # and a flag for actor_stopped (an Event builds a Condition): step actors are many.
+        self.actor_urn = f"urn:pydynflow:actor:{next(_actor_ids)}"
+        self.actor_inbox = self._create_actor_inbox()
+        self.actor_stopped = _StoppedFlag()  # type: ignore[assignment]
+        self._actor_ref = ActorRef(self)
 
     @classmethod
     def start(

@@ -63,7 +63,15 @@ class PlanSupervisor(PooledActor):
         self.graph = FlowGraph(plan.run_flow)
         self.winding_down = False
         self.finishing = False
-        self.log = get_logger(world_id=runtime.world_id, plan_id=plan.id, label=plan.label)
+        root = plan.root_plan_step
+        self.log = get_logger(
+            world_id=runtime.world_id,
+            plan_id=plan.id,
+            label=plan.label,
+            step_id=None,  # plan-level lines; step lines override these three
+            action_class=root.action_class_name if root else None,
+            phase=None,
+        )
 
     # -- start ---------------------------------------------------------------------------
 
@@ -210,6 +218,12 @@ class PlanSupervisor(PooledActor):
                 self._step_outcome(step_id, failed_outcome(message.error))
                 continue
             event = Skip() if step.state == StepState.SKIPPING else None
+            self.log.debug(
+                "step started",
+                step_id=step_id,
+                action_class=step.action_class_name,
+                phase=str(step.phase),
+            )
             StepActor.start(
                 self.runtime,
                 self.actor_ref,
@@ -234,6 +248,13 @@ class PlanSupervisor(PooledActor):
         step.execution_time += outcome.execution_time
         step.progress_done = outcome.progress
         self._stamp(step)
+        self.log.debug(
+            "step finished",
+            step_id=step_id,
+            action_class=step.action_class_name,
+            phase=str(step.phase),
+            state=str(step.state),
+        )
         changed = [record] if outcome.output != record.output else []
         record.output = outcome.output
         if step.state in _DONE:

@@ -51,7 +51,7 @@ _KNOWN_FLAGS = FLAG_ZSTD | VERSION_MASK
 def _default(value: Any) -> Any:
     if isinstance(value, OutputReference):
         return {_REFERENCE_KEY: value.to_dict()}
-    raise TypeError(f"a {type(value).__qualname__} is not JSON-serialisable")
+    raise TypeError(f"a value of type {type(value).__qualname__} is not JSON-serialisable")
 
 
 def _object_hook(data: dict[str, Any]) -> Any:

@@ -421,6 +421,13 @@ class Storage:
             cursor.execute(sql, (to_state, plan_id, *from_states))
             return bool(cursor.rowcount == 1)
 
+    @_wrap_errors("plan_exists")
+    def plan_exists(self, plan_id: str) -> bool:
+        """Return whether a plan row with this id is stored."""
+        cursor = self._db.cursor()
+        cursor.execute(f'SELECT 1 FROM "{PLANS}" WHERE "uuid" = {self._db.param}', (plan_id,))
+        return cursor.fetchone() is not None
+
     @_wrap_errors("delete_plans")
     def delete_plans(self, plan_ids: Iterable[str] | str) -> int:
         """Delete plans with their actions, steps, chunks, delayed records and dependencies.
@@ -504,8 +511,10 @@ class Storage:
         """Return a page of plans, fully loaded, in three queries whatever the page size.
 
         Args:
-            state, result, label: a value or a list of values (a list means any of them, an
-                empty list matches nothing).
+            state: a state or a list of states (a list means any of them, an empty list
+                matches nothing).
+            result: a result or a list of results, likewise.
+            label: a label or a list of labels, likewise.
             caller_execution_plan_id: only plans with an action called by this plan
                 (sub-plans); ``caller_action_id`` narrows it to one calling action.
             limit: page size; ``None`` for all.

@@ -1,0 +1,70 @@
+"""The examples run as a user runs them: a subprocess, from another directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydynflow import PlanState, Result, World
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+
+
+def run_example(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "COLUMNS": "1000",  # rich wraps at the terminal width: keep paths on one line
+        "TERM": "dumb",
+        "NO_COLOR": "1",
+    }
+    env.pop("PYDYNFLOW_LOG_LEVEL", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def test_orchestrate_demo(tmp_path: Any) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    database = tmp_path / "demo.db"
+    url = f"sqlite:///{database}"
+
+    done = run_example("orchestrate.py", url, cwd=workdir)
+
+    report = f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    assert database.is_file(), report
+    assert not (workdir / "pydynflow.db").exists(), "the demo ignored its database argument"
+
+    world = World(url, executor=False)
+    try:
+        plans = world.plans(limit=None)
+        labelled = world.plans(label="create infrastructure", limit=None)
+    finally:
+        world.stop()
+    assert len(plans) == 1, [plan.label for plan in plans]
+    assert len(labelled) == 1
+    plan = labelled[0]
+    assert plan.valid, plan.exception
+
+    # the output names the plan and says where it is stored
+    assert "create infrastructure" in done.stdout, report
+    assert plan.id in done.stdout, report
+    assert str(database) in done.stdout, report
+
+    assert plan.state in (PlanState.PLANNED, PlanState.STOPPED), plan.state
+    if plan.state == PlanState.STOPPED:
+        assert plan.result == Result.SUCCESS, plan.error
+    else:
+        assert plan.result == Result.PENDING
+    assert plan.run_flow.all_step_ids()
