@@ -40,9 +40,16 @@ def new_action(record: ActionRecord, phase: str, input: dict[str, Any] | None = 
     return action
 
 
+_async_run: dict[type, bool] = {}
+
+
 def is_async_run(action_class: type[Action]) -> bool:
     """Return whether ``action_class.run`` is an ``async def``."""
-    return inspect.iscoroutinefunction(getattr(action_class, "run", None))
+    found = _async_run.get(action_class)
+    if found is None:
+        run = getattr(action_class, "run", None)
+        found = _async_run[action_class] = inspect.iscoroutinefunction(run)
+    return found
 
 
 def run_accepts_event(action_class: type[Action]) -> bool:

@@ -19,7 +19,7 @@ from pydynflow.action import Action
 from pydynflow.actors.dispatch import Dispatcher
 from pydynflow.actors.executor import ExecutorActor
 from pydynflow.actors.messages import ExecutePlan, Terminate
-from pydynflow.actors.persistence import PersistenceActor, Sync, changes, persist_and_wait
+from pydynflow.actors.persistence import Sync, changes, persist_and_wait, start_persistence
 from pydynflow.actors.runtime import Runtime
 from pydynflow.adapters.executors import ThreadWorkers
 from pydynflow.errors import DynflowError, PlanningError, UnknownStep
@@ -33,7 +33,7 @@ from pydynflow.storage import Storage
 from pydynflow.triggered import Triggered
 
 DEFAULT_DB = "sqlite:///pydynflow.db"
-DISPATCHER_THREADS = 3  # actor code is short and CPU-bound: more threads only fight the GIL
+DISPATCHER_THREADS = 2  # actor code is short and CPU-bound: more threads only fight the GIL
 
 
 class World:
@@ -141,11 +141,12 @@ class World:
                     queue: ThreadWorkers(size, name=f"pydynflow-{queue}")
                     for queue, size in self.queues.items()
                 }
+            persistence, self._persistence_dispatcher = start_persistence(self.storage, self.id)
             self._runtime = Runtime(
                 world_id=self.id,
                 storage=self.storage,
                 dispatcher=Dispatcher(DISPATCHER_THREADS, name=f"pydynflow-actors-{self.id[:8]}"),
-                persistence=PersistenceActor.start(self.storage, self.id),
+                persistence=persistence,
                 pools=pools,
                 auto_rescue=self.auto_rescue,
                 world=self,
@@ -182,6 +183,7 @@ class World:
                     self.log.warning("steps still running at stop", timeout=timeout)
             runtime.persistence.ask(Sync())
             runtime.persistence.stop()
+            self._persistence_dispatcher.shutdown()
             for pool in runtime.pools.values():
                 pool.shutdown(wait=False)
             runtime.dispatcher.shutdown(wait=finished)

@@ -7,8 +7,8 @@ commit is what makes a step count as done. With SQLite in WAL mode and
 ``synchronous=FULL`` (the default), a committed change survives a killed process and a
 power loss.
 
-The actor keeps a thread of its own: a commit waits on the disk, and the dispatcher's
-threads must never block.
+The actor runs on a one-thread dispatcher of its own: a commit waits on the disk, and the
+shared dispatcher's threads must never block.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import pykka
-
+from pydynflow.actors.dispatch import Dispatcher, PooledActor
 from pydynflow.actors.messages import Claim, Flush, Persist
 from pydynflow.errors import PersistenceError
 from pydynflow.logging import get_logger
@@ -62,8 +61,12 @@ class Sync:
     """Ask for a reply once everything sent before it is committed."""
 
 
-class PersistenceActor(pykka.ThreadingActor):
-    """Commit batches of state changes; acknowledge each sender after its commit."""
+class PersistenceActor(PooledActor):
+    """Commit batches of state changes; acknowledge each sender after its commit.
+
+    Start it on a dispatcher of its own with one thread (`start_persistence`): commits
+    block on the disk, which the shared dispatcher's threads must never do.
+    """
 
     RETRIES = 5
 
@@ -154,6 +157,12 @@ class PersistenceActor(pykka.ThreadingActor):
                 actions=list(actions.values()),
             )
         return refused
+
+
+def start_persistence(storage: Any, world_id: str) -> tuple[Any, Dispatcher]:
+    """Start a persistence actor on its own one-thread dispatcher; return both."""
+    dispatcher = Dispatcher(1, name=f"pydynflow-persistence-{world_id[:8]}")
+    return PersistenceActor.start(storage, world_id, _dispatcher=dispatcher), dispatcher
 
 
 def persist_and_wait(persistence: Any, message: Persist, timeout: float | None = None) -> None:

@@ -38,7 +38,14 @@ from pydynflow.actors.step import StepActor, failed_outcome
 from pydynflow.errors import DynflowError
 from pydynflow.events import Skip
 from pydynflow.logging import get_logger
-from pydynflow.phases import FINALIZE, PhaseOutcome, execute_finalize, new_action, run_accepts_event
+from pydynflow.phases import (
+    FINALIZE,
+    RUN,
+    PhaseOutcome,
+    execute_finalize,
+    new_action,
+    run_accepts_event,
+)
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
 from pydynflow.references import iter_references, resolve_references
 from pydynflow.scheduling import FlowGraph
@@ -229,7 +236,7 @@ class PlanSupervisor(PooledActor):
                 self.actor_ref,
                 step_id,
                 step.queue,
-                copy.copy(self.plan.actions[step.action_id]),
+                new_action(self.plan.actions[step.action_id], RUN),
                 event,
                 _dispatcher=self.runtime.dispatcher,
             )

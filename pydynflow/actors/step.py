@@ -12,23 +12,21 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pydynflow.action import Action
 from pydynflow.actors.dispatch import PooledActor
 from pydynflow.actors.messages import PhaseDone, StepOutcome
 from pydynflow.actors.runtime import Runtime
-from pydynflow.phases import (
-    RUN,
-    PhaseOutcome,
-    execute_run,
-    execute_run_async,
-    is_async_run,
-    new_action,
-)
-from pydynflow.plan import ActionRecord, StepError
+from pydynflow.phases import PhaseOutcome, execute_run, execute_run_async, is_async_run
+from pydynflow.plan import StepError
 from pydynflow.states import StepState
 
 
 class StepActor(PooledActor):
-    """Run one run step's user code and report its outcome to the plan supervisor."""
+    """Run one run step's user code and report its outcome to the plan supervisor.
+
+    The code is handed to the worker pool as the actor is built, so the actor starts idle
+    (holding no dispatcher turn); the pool's answer waits in its mailbox until it starts.
+    """
 
     def __init__(
         self,
@@ -36,23 +34,16 @@ class StepActor(PooledActor):
         supervisor: Any,
         step_id: int,
         queue: str,
-        record: ActionRecord,
+        action: Action,
         event: Any = None,
     ) -> None:
         super().__init__()
-        self.runtime = runtime
         self.supervisor = supervisor
         self.step_id = step_id
-        self.queue = queue
-        self.record = record  # a snapshot with the resolved input
-        self.event = event
-
-    def on_start(self) -> None:
-        action = new_action(self.record, RUN)
         me = self.actor_ref
-        if is_async_run(self.record.action_class):
-            coroutine = execute_run_async(action, self.event)
-            running = asyncio.run_coroutine_threadsafe(coroutine, self.runtime.loop)
+        if is_async_run(type(action)):
+            coroutine = execute_run_async(action, event)
+            running = asyncio.run_coroutine_threadsafe(coroutine, runtime.loop)
             running.add_done_callback(lambda done: me.tell(PhaseDone(_outcome(done))))
         else:
 
@@ -61,7 +52,7 @@ class StepActor(PooledActor):
                     outcome = failed_outcome(error or RuntimeError("worker returned nothing"))
                 me.tell(PhaseDone(outcome))
 
-            self.runtime.pool(self.queue).submit(execute_run, (action, self.event), on_done)
+            runtime.pool(queue).submit(execute_run, (action, event), on_done)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, PhaseDone):
