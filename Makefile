@@ -33,6 +33,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_planning.py
 	$(PY) bench/bench_storage.py
 	$(PY) bench/bench_actors.py
+	$(PY) bench/bench_workloads.py
 
 docs: $(VENV)/.installed-dev
 	$(PY) -m mkdocs build --strict

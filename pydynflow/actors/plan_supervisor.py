@@ -229,7 +229,7 @@ class PlanSupervisor(PooledActor):
                 "step started",
                 step_id=step_id,
                 action_class=step.action_class_name,
-                phase=str(step.phase),
+                phase=step.phase,
             )
             StepActor.start(
                 self.runtime,
@@ -259,8 +259,8 @@ class PlanSupervisor(PooledActor):
             "step finished",
             step_id=step_id,
             action_class=step.action_class_name,
-            phase=str(step.phase),
-            state=str(step.state),
+            phase=step.phase,
+            state=step.state,
         )
         changed = [record] if outcome.output != record.output else []
         record.output = outcome.output
