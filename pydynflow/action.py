@@ -7,11 +7,13 @@ defines ``finalize``. Planning methods (`Action.plan_self`, `Action.plan_action`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from pydynflow.errors import PlanningError, UnknownAction
+from pydynflow.errors import DynflowError, PlanningError, UnknownAction
+from pydynflow.events import Timeout
 from pydynflow.references import OutputReference
 from pydynflow.registry import class_name, register
 from pydynflow.rescue import Pause, RescuePolicy
@@ -21,6 +23,37 @@ if TYPE_CHECKING:
     from pydynflow.planning import Planner
 
 PLAN, RUN, FINALIZE, PRESENT = "plan", "run", "finalize", "present"
+
+
+class Suspend(BaseException):  # noqa: N818 - control flow, not an error
+    """Raised by `Action.suspend` to park the step; the engine catches it.
+
+    A `BaseException` so that user code's ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, callback: Callable[[SuspendedRef], Any] | None = None) -> None:
+        super().__init__("suspended")
+        self.callback = callback
+
+
+class SuspendedRef:
+    """The address of a suspended (or running) step: ``send(payload)`` delivers an event."""
+
+    __slots__ = ("execution_plan_id", "step_id", "world")
+
+    def __init__(self, world: Any, execution_plan_id: str, step_id: int) -> None:
+        self.world = world
+        self.execution_plan_id = execution_plan_id
+        self.step_id = step_id
+
+    def send(self, payload: Any, optional: bool = False) -> None:
+        """Send ``payload`` to the step (see `World.event`)."""
+        if self.world is None:
+            raise DynflowError("this step reference has no world to send events through")
+        self.world.event(self.execution_plan_id, self.step_id, payload, optional=optional)
+
+    def __repr__(self) -> str:
+        return f"SuspendedRef({self.execution_plan_id!r}, {self.step_id})"
 
 
 class ReadOnlyDict(dict):  # type: ignore[type-arg]
@@ -81,6 +114,10 @@ class Action:
         self.caller_action_id: int | None = None
         self._planner: Planner | None = None
         self._from_subscription = False
+        self.world: Any = None  # the world running this action (run and finalize phases)
+        self._planned_events: list[tuple[Any, float | None]] = []
+        self._chunks: list[tuple[Any, str | None, datetime]] = []
+        self._event_channel: Any = None  # set by the runtime for an async run
 
     # -- class-level facts -------------------------------------------------------------
 
@@ -203,6 +240,58 @@ class Action:
     def rescue_for_planned(self, action: Action) -> RescuePolicy | None:
         """Return a policy overriding that of ``action``, planned by this one (or None)."""
         return None
+
+    # -- run phase -----------------------------------------------------------------------
+
+    def suspend(self, callback: Callable[[SuspendedRef], Any] | None = None) -> NoReturn:
+        """Park this step until an event arrives; ``run(event)`` is called again with it.
+
+        ``output`` is stored first. ``callback(self.suspended_ref)`` runs right after the
+        step is parked (e.g. to register the reference with an external system); an event
+        sent before the step is parked, even from the callback, is queued, never lost.
+        """
+        self._require_phase(RUN, "suspend() can only be called")
+        raise Suspend(callback)
+
+    @property
+    def suspended_ref(self) -> SuspendedRef:
+        """Return the address of this step: ``ref.send(payload)`` delivers an event to it."""
+        if self.run_step_id is None:
+            raise PlanningError(f"{self.class_name()} has no run step to address events to")
+        return SuspendedRef(self.world, self.execution_plan_id, self.run_step_id)
+
+    def plan_event(self, event: Any, delay: float | None = None) -> None:
+        """Deliver ``event`` to this step after ``delay`` seconds (or once it is parked)."""
+        self._require_phase(RUN, "plan_event() can only be called")
+        if delay is not None and delay < 0:
+            raise ValueError(f"plan_event delay must be >= 0 seconds, got {delay!r}")
+        self._planned_events.append((event, delay))
+
+    def schedule_timeout(self, seconds: float) -> None:
+        """Deliver a `Timeout` event after ``seconds``; it calls `process_timeout`."""
+        self.plan_event(Timeout(), seconds)
+
+    def process_timeout(self) -> None:
+        """Handle a `Timeout` event (instead of ``run``); by default fail the step."""
+        raise TimeoutError("Timeout exceeded.")
+
+    async def wait_for_event(self, timeout: float | None = None) -> Any:
+        """In an ``async def run``: park the step until an event arrives and return it.
+
+        The step holds no thread while it waits. ``output`` is stored before it parks: a
+        restarted process runs ``run`` again from the top, so record there what must not
+        happen twice. Raises `TimeoutError` when ``timeout`` seconds pass first.
+        """
+        channel = self._event_channel
+        if channel is None:
+            raise DynflowError(
+                f"{self.class_name()}: wait_for_event() needs an async run on a world"
+            )
+        return await channel.wait(self, timeout)
+
+    def output_chunk(self, chunk: Any, kind: str | None = None) -> None:
+        """Append ``chunk`` to this action's streaming output (stored with the step)."""
+        self._chunks.append((chunk, kind, datetime.now(UTC)))
 
     # -- presentation --------------------------------------------------------------------
 

@@ -40,3 +40,30 @@ class Timeout(EngineEvent):
 
 class Poll(EngineEvent):
     """Wake a `Polling` step to poll its external task again."""
+
+
+_ENGINE_EVENTS = {cls.__name__: cls for cls in (Skip, Cancel, Abort, Timeout, Poll)}
+_MARKER = "__engine_event__"
+
+
+def encode_event(payload: Any) -> Any:
+    """Return ``payload`` in a storable form (engine events become a marked dict)."""
+    if isinstance(payload, EngineEvent):
+        return payload.to_dict()
+    return payload
+
+
+def decode_event(data: Any) -> Any:
+    """Invert `encode_event`."""
+    if isinstance(data, dict) and len(data) == 1 and _MARKER in data:
+        event_class = _ENGINE_EVENTS.get(data[_MARKER])
+        if event_class is not None:
+            return event_class()
+    return data
+
+
+def is_cancellable(action_class: type) -> bool:
+    """Return whether steps of ``action_class`` accept `Cancel` and `Abort`."""
+    from pydynflow.mixins import Cancellable
+
+    return isinstance(action_class, type) and issubclass(action_class, Cancellable)

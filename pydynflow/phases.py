@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import inspect
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydynflow.action import FINALIZE, RUN, Action
+from pydynflow.action import FINALIZE, RUN, Action, Suspend
+from pydynflow.events import Timeout
 from pydynflow.plan import ActionRecord, StepError
 from pydynflow.serialization import normalize
 from pydynflow.states import StepState
@@ -30,11 +31,17 @@ class PhaseOutcome:
     progress: float
     execution_time: float
     exception: BaseException | None = None  # the live exception, for in-process callers
+    suspend_callback: Any = None  # given to suspend(): run once the step is parked
+    events: list[tuple[Any, float | None]] = field(default_factory=list)  # plan_event()s
+    chunks: list[tuple[Any, str | None, Any]] = field(default_factory=list)  # output_chunk()s
 
 
-def new_action(record: ActionRecord, phase: str, input: dict[str, Any] | None = None) -> Action:
+def new_action(
+    record: ActionRecord, phase: str, input: dict[str, Any] | None = None, world: Any = None
+) -> Action:
     """Build the action object a phase runs on, from its stored record."""
     action = record.action_class.from_record(record, phase=phase)
+    action.world = world
     if input is not None:
         action._input = type(action._input)(input)
     return action
@@ -70,10 +77,18 @@ def _run_args(action: Action, event: Any) -> tuple[Any, ...]:
 
 
 def execute_run(action: Action, event: Any = None) -> PhaseOutcome:
-    """Call ``action.run(event)`` and return what happened (never raises for user errors)."""
+    """Call ``action.run(event)`` and return what happened (never raises for user errors).
+
+    A `Timeout` event goes to ``action.process_timeout()`` instead.
+    """
     started = time.perf_counter()
     try:
-        action.run(*_run_args(action, event))  # type: ignore[attr-defined]
+        if isinstance(event, Timeout):
+            action.process_timeout()
+        else:
+            action.run(*_run_args(action, event))  # type: ignore[attr-defined]
+    except Suspend as suspended:
+        return _finished(action, started, action.run_progress, suspended.callback)
     except Exception as exc:
         return _failed(action, exc, started)
     return _finished(action, started, action.run_progress)
@@ -83,7 +98,12 @@ async def execute_run_async(action: Action, event: Any = None) -> PhaseOutcome:
     """Await an ``async def run(event)`` and return what happened."""
     started = time.perf_counter()
     try:
-        await action.run(*_run_args(action, event))  # type: ignore[attr-defined]
+        if isinstance(event, Timeout):
+            action.process_timeout()
+        else:
+            await action.run(*_run_args(action, event))  # type: ignore[attr-defined]
+    except Suspend as suspended:
+        return _finished(action, started, action.run_progress, suspended.callback)
     except Exception as exc:
         return _failed(action, exc, started)
     return _finished(action, started, action.run_progress)
@@ -99,13 +119,23 @@ def execute_finalize(action: Action) -> PhaseOutcome:
     return _finished(action, started, action.finalize_progress)
 
 
-def _finished(action: Action, started: float, progress_of: Any) -> PhaseOutcome:
+def _finished(
+    action: Action, started: float, progress_of: Any, suspended: Any = False
+) -> PhaseOutcome:
     try:
         output = normalize(action.output, owner=action.class_name(), field="output")
     except Exception as exc:
         return _failed(action, exc, started)
+    state = StepState.SUCCESS if suspended is False else StepState.SUSPENDED
     return PhaseOutcome(
-        StepState.SUCCESS, output, None, _progress(progress_of), time.perf_counter() - started
+        state,
+        output,
+        None,
+        _progress(progress_of),
+        time.perf_counter() - started,
+        suspend_callback=None if suspended is False else suspended,
+        events=action._planned_events,
+        chunks=action._chunks,
     )
 
 
@@ -116,7 +146,7 @@ def _failed(action: Action, exc: Exception, started: float) -> PhaseOutcome:
         output = {}
     elapsed = time.perf_counter() - started
     error = StepError.from_exception(exc)
-    return PhaseOutcome(StepState.ERROR, output, error, 0.0, elapsed, exc)
+    return PhaseOutcome(StepState.ERROR, output, error, 0.0, elapsed, exc, chunks=action._chunks)
 
 
 def _progress(progress_of: Any) -> float:
@@ -137,3 +167,20 @@ __all__ = [
     "new_action",
     "run_accepts_event",
 ]
+
+
+def snapshot_outcome(action: Action) -> PhaseOutcome:
+    """Return the outcome of an async run parking in ``wait_for_event``: its output so far.
+
+    Raises `SerializationError` (inside the run) if the output cannot be stored.
+    """
+    output = normalize(action.output, owner=action.class_name(), field="output")
+    return PhaseOutcome(
+        StepState.SUSPENDED,
+        output,
+        None,
+        _progress(action.run_progress),
+        0.0,
+        events=list(action._planned_events),
+        chunks=list(action._chunks),
+    )

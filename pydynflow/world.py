@@ -16,17 +16,19 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from pydynflow.action import Action
+from pydynflow.actors.clock import RealClock
 from pydynflow.actors.dispatch import Dispatcher
 from pydynflow.actors.executor import ExecutorActor
-from pydynflow.actors.messages import ExecutePlan, Terminate
+from pydynflow.actors.messages import CancelPlan, DeliverEvent, ExecutePlan, HaltPlan, Terminate
 from pydynflow.actors.persistence import Sync, changes, persist_and_wait, start_persistence
 from pydynflow.actors.runtime import Runtime
 from pydynflow.adapters.executors import ThreadWorkers
-from pydynflow.errors import DynflowError, PlanningError, UnknownStep
+from pydynflow.errors import DynflowError, PlanningError, UnknownPlan, UnknownStep
 from pydynflow.logging import configure_logging, get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError
 from pydynflow.planning import Planner
 from pydynflow.registry import subscribed_actions
+from pydynflow.serialization import normalize
 from pydynflow.skipping import skip_plan_steps
 from pydynflow.states import Phase, PlanState, Result, StepState
 from pydynflow.storage import Storage
@@ -54,8 +56,8 @@ class World:
         auto_execute: on start, execute plans left ``planned`` or ``paused`` without errors.
         delayed_executor: run delayed plans when they are due.
         name: a name for logs and the console; defaults to ``<host>-<pid>``.
-        clock: the clock timers run on (``pydynflow.testing.ManagedClock`` for virtual time;
-            not built yet: passing one raises for now).
+        clock: the clock timers run on: ``plan_event`` delays, timeouts, polling
+            (``pydynflow.testing.ManagedClock`` for virtual time); one thread by default.
     """
 
     def __init__(
@@ -86,8 +88,6 @@ class World:
             raise DynflowError("executor='processes' is not available yet; use True (threads)")
         if middleware:
             raise DynflowError("world middleware is not available yet")
-        if clock is not None:
-            raise DynflowError("a custom clock is not available yet")
         self.id = str(uuid.uuid4())
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.db = db
@@ -150,6 +150,7 @@ class World:
                 pools=pools,
                 auto_rescue=self.auto_rescue,
                 world=self,
+                clock=self.clock if self.clock is not None else RealClock(),
             )
             if self.executor:
                 self._executor = ExecutorActor.start(
@@ -185,9 +186,11 @@ class World:
             runtime.persistence.stop()
             self._persistence_dispatcher.shutdown()
             for pool in runtime.pools.values():
-                pool.shutdown(wait=False)
+                pool.shutdown(wait=finished)
             runtime.dispatcher.shutdown(wait=finished)
             runtime.close_loop()
+            if self.clock is None:  # ours, not the caller's
+                runtime.clock.close()
         self.storage.close()
         self.log.info("world stopped")
 
@@ -306,6 +309,58 @@ class World:
         changed = skip_plan_steps(plan, step)
         self._save(plan, steps=changed)
 
+    def event(self, plan_id: str, step_id: int, payload: Any, optional: bool = False) -> bool:
+        """Send ``payload`` to a step waiting for events (suspended, or running: queued).
+
+        Returns once the event is stored (a crash cannot lose it): True if accepted.
+
+        Raises:
+            UnknownPlan: no plan has this id.
+            UnknownStep: the plan has no step with this id.
+            EventRejected: the step is not waiting for events (with ``optional``: return
+                False instead).
+            SerializationError: ``payload`` is not JSON-serialisable.
+        """
+        executor = self._require_executor("event")
+        payload = normalize_event(payload)
+        self._check_step(plan_id, step_id)
+        reply: Future[bool] = Future()
+        executor.tell(DeliverEvent(plan_id, step_id, payload, optional, reply))
+        return reply.result()
+
+    def cancel(self, plan_id: str, force: bool = False) -> int:
+        """Ask every running or suspended `Cancellable` step of a plan to cancel.
+
+        Sends `Cancel` (``force``: `Abort`); returns how many steps were asked (0: nothing
+        could be cancelled).
+        """
+        executor = self._require_executor("cancel")
+        self._check_step(plan_id, None)
+        reply: Future[int] = Future()
+        executor.tell(CancelPlan(plan_id, force, reply))
+        return reply.result()
+
+    def halt(self, plan_id: str) -> None:
+        """Stop a plan: running steps finish their current call, suspended steps stay
+        suspended, nothing new starts, and the plan ends ``stopped``."""
+        executor = self._require_executor("halt")
+        self._check_step(plan_id, None)
+        reply: Future[bool] = Future()
+        executor.tell(HaltPlan(plan_id, reply))
+        if reply.result():
+            return  # its supervisor stops it
+        plan = self.load(plan_id)  # not running here: stop it where it stands
+        if plan.state != PlanState.STOPPED:
+            plan.transition(PlanState.STOPPED, self.id)
+            self._save(plan)
+
+    def _check_step(self, plan_id: str, step_id: int | None) -> None:
+        state = self.storage.step_state(plan_id, step_id)
+        if state is None:
+            if step_id is None or not self.storage.plan_exists(plan_id):
+                raise UnknownPlan(f"no execution plan has id {plan_id}")
+            raise UnknownStep(f"execution plan {plan_id} has no step {step_id}")
+
     def _save(
         self,
         plan: ExecutionPlan,
@@ -384,3 +439,12 @@ class World:
 
     def __repr__(self) -> str:
         return f"<World {self.name} id={self.id[:8]} db={self.db}>"
+
+
+def normalize_event(payload: Any) -> Any:
+    """Return ``payload`` checked for storage: an engine event or JSON-shaped data."""
+    from pydynflow.events import EngineEvent
+
+    if isinstance(payload, EngineEvent):
+        return payload
+    return normalize(payload, owner="World.event", field="event")

@@ -702,3 +702,18 @@ class PooledActor(pykka.Actor):
                     error.__cause__ = exc
                     envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
                 ActorRegistry.stop_all(block=False)
+
+
+def tell_if_alive(ref: ActorRef[Any], message: Any) -> bool:
+    """Tell ``ref`` unless its actor has stopped (timers and acks may outlive it)."""
+    try:
+        ref.tell(message)
+    except ActorDeadError:
+        return False
+    return True
+
+
+def stop_if_alive(ref: ActorRef[Any]) -> None:
+    """Ask ``ref``'s actor to stop, without waiting, if it is still alive."""
+    with contextlib.suppress(ActorDeadError):
+        ref.stop(block=False)

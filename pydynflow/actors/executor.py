@@ -11,11 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 from pydynflow.actors.dispatch import PooledActor
-from pydynflow.actors.messages import ExecutePlan, PlanDone, Terminate, Wind
+from pydynflow.actors.messages import (
+    CancelPlan,
+    DeliverEvent,
+    ExecutePlan,
+    HaltPlan,
+    PlanDone,
+    Terminate,
+    Wind,
+)
 from pydynflow.actors.persistence import changes
 from pydynflow.actors.plan_supervisor import PlanSupervisor
 from pydynflow.actors.runtime import Runtime
-from pydynflow.errors import DynflowError, UnknownPlan
+from pydynflow.errors import DynflowError, EventRejected, UnknownPlan
 from pydynflow.logging import get_logger
 from pydynflow.plan import ExecutionPlan
 from pydynflow.states import PlanState
@@ -43,7 +51,28 @@ class ExecutorActor(PooledActor):
             self._plan_done(message)
         elif isinstance(message, Terminate):
             self._terminate(message.future)
+        elif isinstance(message, (DeliverEvent, CancelPlan, HaltPlan)):
+            supervisor = self.supervisors.get(message.plan_id)
+            if supervisor is None:
+                self._not_running(message)
+            else:
+                supervisor.tell(message)
         return None
+
+    @staticmethod
+    def _not_running(message: DeliverEvent | CancelPlan | HaltPlan) -> None:
+        """Answer a message for a plan this executor is not running."""
+        if isinstance(message, DeliverEvent):
+            if message.optional:
+                message.reply.set_result(False)
+            else:
+                message.reply.set_exception(
+                    EventRejected(f"execution plan {message.plan_id} is not running here")
+                )
+        elif isinstance(message, CancelPlan):
+            message.reply.set_result(0)
+        else:
+            message.reply.set_result(False)
 
     def _execute(self, message: ExecutePlan) -> None:
         plan_id, future = message.plan_id, message.future

@@ -35,6 +35,10 @@ class Persist:
     plans: tuple[PlanRow, ...] = ()
     claim: Claim | None = None
     on_commit: OnCommit | None = None
+    chunks: tuple[tuple[Any, ...], ...] = ()
+    envelope_add: tuple[tuple[str, int, Any], ...] = ()
+    envelope_pop: tuple[tuple[str, int], ...] = ()
+    envelope_clear: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +128,67 @@ class Terminate:
 @dataclass(frozen=True, slots=True)
 class Wind:
     """Tell a supervisor to start no new step and pause once its running steps return."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event for a step actor; ``persisted`` when it is stored as an envelope."""
+
+    payload: Any
+    persisted: bool = False
+    token: int | None = None  # a wait_for_event timeout: stale once that wait is over
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """The step's move to ``suspended`` is committed: it may take events now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """A parked step has an event: commit its move to ``running`` (and drop the envelope)."""
+
+    step_id: int
+    persisted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GoAhead:
+    """The step's move back to ``running`` is committed: run it with its event."""
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitEvent:
+    """An async run awaits ``wait_for_event``: park the step, then resolve ``future``."""
+
+    future: Any
+    outcome: PhaseOutcome
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverEvent:
+    """Deliver ``payload`` to a step of a running plan; answer through ``reply``."""
+
+    plan_id: str
+    step_id: int
+    payload: Any
+    optional: bool
+    reply: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CancelPlan:
+    """Send ``Cancel`` (or ``Abort`` when ``force``) to every cancellable step."""
+
+    plan_id: str
+    force: bool
+    reply: Any
+
+
+@dataclass(frozen=True, slots=True)
+class HaltPlan:
+    """Stop a running plan: start nothing new, stop once the running calls return."""
+
+    plan_id: str
+    reply: Any

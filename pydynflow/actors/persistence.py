@@ -44,8 +44,16 @@ def changes(
     actions: Iterable[ActionRecord] = (),
     claim: Claim | None = None,
     on_commit: Any = None,
+    chunks: Iterable[tuple[Any, ...]] = (),
+    envelope_add: tuple[tuple[str, int, Any], ...] = (),
+    envelope_pop: tuple[tuple[str, int], ...] = (),
+    envelope_clear: tuple[tuple[str, int], ...] = (),
 ) -> Persist:
-    """Encode a plan row, steps and actions now into a `Persist` message."""
+    """Encode a plan row, steps and actions now into a `Persist` message.
+
+    Also: output ``chunks`` rows to append, events to store (``envelope_add``), the oldest
+    stored event of a step to drop (``envelope_pop``) and all of a step's (``envelope_clear``).
+    """
     plans = () if plan is None else (PlanRow(plan.id, full, storage.plan_row(plan, full=full)),)
     return Persist(
         tuple(storage.step_row(step) for step in steps),
@@ -53,6 +61,10 @@ def changes(
         plans,
         claim,
         on_commit,
+        tuple(chunks),
+        envelope_add,
+        envelope_pop,
+        envelope_clear,
     )
 
 
@@ -156,6 +168,17 @@ class PersistenceActor(PooledActor):
                 steps=list(steps.values()),
                 actions=list(actions.values()),
             )
+            for index, message in enumerate(batch):  # rarer: events and streaming output
+                if index in refused:
+                    continue
+                if message.chunks:
+                    storage.add_output_chunks(message.chunks)
+                for plan_id, step_id, payload in message.envelope_add:
+                    storage.add_envelope(plan_id, step_id, payload)
+                for plan_id, step_id in message.envelope_pop:
+                    storage.pop_envelope(plan_id, step_id)
+                for plan_id, step_id in message.envelope_clear:
+                    storage.clear_envelopes(plan_id, step_id)
         return refused
 
 

@@ -19,24 +19,32 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from pydynflow.actors.dispatch import PooledActor
+from pydynflow.actors.dispatch import PooledActor, stop_if_alive, tell_if_alive
 from pydynflow.actors.messages import (
+    CancelPlan,
     Claim,
     Claimed,
+    DeliverEvent,
+    Event,
     FinalizeDone,
     Finished,
+    GoAhead,
+    HaltPlan,
     Launch,
+    Parked,
     PlanDone,
+    Resume,
     StepOutcome,
     Wind,
 )
 from pydynflow.actors.persistence import changes
 from pydynflow.actors.runtime import Runtime
 from pydynflow.actors.step import StepActor, failed_outcome
-from pydynflow.errors import DynflowError
-from pydynflow.events import Skip
+from pydynflow.errors import DynflowError, EventRejected
+from pydynflow.events import Abort, Cancel, Skip, decode_event, encode_event, is_cancellable
 from pydynflow.logging import get_logger
 from pydynflow.phases import (
     FINALIZE,
@@ -51,7 +59,9 @@ from pydynflow.references import iter_references, resolve_references
 from pydynflow.scheduling import FlowGraph
 from pydynflow.states import PlanState, StepState
 
-_RUNNABLE = (StepState.PENDING, StepState.ERROR, StepState.SKIPPING)
+# A suspended step runs again from run(None): after a crash, a halt or a graceful stop.
+_RUNNABLE = (StepState.PENDING, StepState.ERROR, StepState.SKIPPING, StepState.SUSPENDED)
+_TAKES_EVENTS = (StepState.RUNNING, StepState.SUSPENDED)
 _DONE = (StepState.SUCCESS, StepState.SKIPPED)
 
 
@@ -66,9 +76,14 @@ class PlanSupervisor(PooledActor):
         self.runtime = runtime
         self.plan = plan
         self.executor = executor
-        self.running: set[int] = set()  # steps whose running state is committed or pending
+        self.running: set[int] = set()  # steps in flight: running, or parked (suspended)
+        self.parked: set[int] = set()  # steps whose suspended state is committed
+        self.children: dict[int, Any] = {}  # step id -> its live StepActor
+        self.had_events: set[int] = set()  # steps that got stored events (envelopes)
+        self.stored_events: dict[int, list[Event]] = {}  # left by a previous run
         self.graph = FlowGraph(plan.run_flow)
         self.winding_down = False
+        self.halting = False
         self.finishing = False
         root = plan.root_plan_step
         self.log = get_logger(
@@ -88,6 +103,11 @@ class PlanSupervisor(PooledActor):
             self._give_up(DynflowError(f"execution plan {plan.id} is {plan.state}, not runnable"))
             return
         plan.transition(PlanState.RUNNING, self.runtime.world_id)
+        if self.stored is None:  # events accepted before a crash or stop: deliver them
+            for _, step_id, payload in self.runtime.storage.envelopes(plan.id):
+                event = Event(decode_event(payload), persisted=True)
+                self.stored_events.setdefault(step_id, []).append(event)
+                self.had_events.add(step_id)
         # The first steps move to running in the claim's own transaction: if the claim is
         # refused, none of it is written.
         done = [sid for sid, step in plan.steps.items() if step.state in _DONE]
@@ -133,6 +153,24 @@ class PlanSupervisor(PooledActor):
             self._finalize_done(message)
         elif isinstance(message, Finished):
             self._finished(message.error)
+        elif isinstance(message, _EventStored):
+            child = self.children.get(message.step_id)
+            if child is not None:
+                tell_if_alive(child, message.event)
+            else:  # not launched yet: it gets the event when it is
+                self.stored_events.setdefault(message.step_id, []).append(message.event)
+        elif isinstance(message, _StepParked):
+            self._step_parked(message.step_id)
+        elif isinstance(message, Resume):
+            self._resume(message)
+        elif isinstance(message, DeliverEvent):
+            self._deliver(message.step_id, message.payload, message.optional, message.reply)
+        elif isinstance(message, CancelPlan):
+            self._cancel(message)
+        elif isinstance(message, HaltPlan):
+            self.halting = self.winding_down = True
+            message.reply.set_result(True)
+            self._maybe_run_flow_finished()
         elif isinstance(message, Wind):
             self.winding_down = True
             self._maybe_run_flow_finished()
@@ -201,11 +239,13 @@ class PlanSupervisor(PooledActor):
         step.error = StepError.from_exception(exc)
         self.graph.fail(step.id)
 
-    def _commit_and_continue(self, steps: list[Step], actions: list[ActionRecord]) -> None:
+    def _commit_and_continue(
+        self, steps: list[Step], actions: list[ActionRecord], **extra: Any
+    ) -> None:
         """Commit state changes; then launch the steps moved to running, or finish."""
-        launch = tuple(step.id for step in steps if step.id in self.running)
+        launch = tuple(s.id for s in steps if s.id in self.running and s.id not in self.children)
         if not launch and self._run_flow_over():
-            self._after_run_flow(steps, actions)
+            self._after_run_flow(steps, actions, **extra)
             return
         if not steps and not actions:
             return
@@ -214,6 +254,7 @@ class PlanSupervisor(PooledActor):
             steps=steps,
             actions=actions,
             on_commit=(lambda error: me.tell(Launch(launch, error))) if launch else None,
+            **extra,
         )
 
     def _launch(self, message: Launch) -> None:
@@ -231,20 +272,31 @@ class PlanSupervisor(PooledActor):
                 action_class=step.action_class_name,
                 phase=step.phase,
             )
-            StepActor.start(
+            self.children[step_id] = StepActor.start(
                 self.runtime,
                 self.actor_ref,
                 step_id,
                 step.queue,
-                new_action(self.plan.actions[step.action_id], RUN),
+                new_action(self.plan.actions[step.action_id], RUN, world=self.runtime.world),
                 event,
+                tuple(self.stored_events.pop(step_id, ())),
                 _dispatcher=self.runtime.dispatcher,
             )
 
     def _step_outcome(self, step_id: int, outcome: PhaseOutcome) -> None:
         step = self.plan.steps[step_id]
         record = self.plan.actions[step.action_id]
+        chunks = [(self.plan.id, record.id, *chunk) for chunk in outcome.chunks]
+        step.execution_time += outcome.execution_time
+        step.progress_done = outcome.progress
+        changed = [record] if outcome.output != record.output else []
+        record.output = outcome.output
+        if outcome.state == StepState.SUSPENDED:
+            self._suspended(step, changed, chunks)
+            return
         self.running.discard(step_id)
+        self.parked.discard(step_id)
+        self.children.pop(step_id, None)
         skipping = step.state == StepState.SKIPPING
         if outcome.state == StepState.SUCCESS:
             step.transition(StepState.SKIPPED if skipping else StepState.SUCCESS)
@@ -252,8 +304,6 @@ class PlanSupervisor(PooledActor):
         else:
             step.transition(StepState.ERROR)
             step.error = outcome.error
-        step.execution_time += outcome.execution_time
-        step.progress_done = outcome.progress
         self._stamp(step)
         self.log.debug(
             "step finished",
@@ -262,14 +312,95 @@ class PlanSupervisor(PooledActor):
             phase=step.phase,
             state=step.state,
         )
-        changed = [record] if outcome.output != record.output else []
-        record.output = outcome.output
         if step.state in _DONE:
             steps, actions = self._start_steps(self.graph.complete(step_id))
         else:
             self.graph.fail(step_id)
             steps, actions = [], []
-        self._commit_and_continue([step, *steps], [*changed, *actions])
+        extra: dict[str, Any] = {"chunks": chunks}
+        if step_id in self.had_events:  # events still queued die with the step
+            self.had_events.discard(step_id)
+            extra["envelope_clear"] = ((self.plan.id, step_id),)
+        self._commit_and_continue([step, *steps], [*changed, *actions], **extra)
+
+    def _suspended(self, step: Step, changed: list[ActionRecord], chunks: list[Any]) -> None:
+        step.transition(StepState.SUSPENDED)
+        self.log.debug("step suspended", step_id=step.id, action_class=step.action_class_name)
+        child = self.children.get(step.id)
+        me = self.actor_ref
+
+        def on_commit(error: BaseException | None) -> None:
+            if error is None and child is not None:
+                tell_if_alive(child, Parked())
+            me.tell(_StepParked(step.id))
+
+        self._send(steps=(step,), actions=changed, chunks=chunks, on_commit=on_commit)
+
+    def _step_parked(self, step_id: int) -> None:
+        if self.plan.steps[step_id].state == StepState.SUSPENDED:
+            self.parked.add(step_id)
+            self._maybe_run_flow_finished()
+
+    def _resume(self, message: Resume) -> None:
+        step = self.plan.steps[message.step_id]
+        child = self.children.get(message.step_id)
+        if step.state != StepState.SUSPENDED or child is None:
+            return
+        self.parked.discard(step.id)
+        step.transition(StepState.RUNNING)
+        pop = ((self.plan.id, step.id),) if message.persisted else ()
+
+        def on_commit(error: BaseException | None) -> None:
+            if error is None:
+                tell_if_alive(child, GoAhead())
+
+        self._send(steps=(step,), envelope_pop=pop, on_commit=on_commit)
+
+    # -- events --------------------------------------------------------------------------
+
+    def _deliver(self, step_id: int, payload: Any, optional: bool, reply: Any) -> None:
+        """Store an event for a running or suspended step, then hand it to its actor."""
+        step = self.plan.steps.get(step_id)
+        if (
+            step is None
+            or step.state not in _TAKES_EVENTS
+            or step_id not in self.running
+            or self.finishing
+        ):
+            state = "unknown" if step is None else step.state
+            if optional:
+                reply.set_result(False)
+            else:
+                reply.set_exception(
+                    EventRejected(
+                        f"step {step_id} of execution plan {self.plan.id} is {state}, "
+                        "not waiting for events"
+                    )
+                )
+            return
+        self.had_events.add(step_id)
+
+        me = self.actor_ref
+
+        def on_commit(error: BaseException | None) -> None:
+            if error is not None:
+                reply.set_exception(error)
+                return
+            me.tell(_EventStored(step_id, Event(payload, persisted=True)))
+            reply.set_result(True)
+
+        envelope = ((self.plan.id, step_id, encode_event(payload)),)
+        self._send(envelope_add=envelope, on_commit=on_commit)
+
+    def _cancel(self, message: CancelPlan) -> None:
+        event = Abort() if message.force else Cancel()
+        asked = 0
+        for step_id in list(self.children):
+            step = self.plan.steps[step_id]
+            if step.state in _TAKES_EVENTS and is_cancellable(step.action_class):
+                self._deliver(step_id, event, True, _Ignore())
+                asked += 1
+        message.reply.set_result(asked)
 
     @staticmethod
     def _stamp(step: Step) -> None:
@@ -278,28 +409,40 @@ class PlanSupervisor(PooledActor):
             step.real_time = (step.ended_at - step.started_at).total_seconds()
 
     def _run_flow_over(self) -> bool:
-        return not self.running and not self.finishing and self.graph.is_done()
+        if self.finishing:
+            return False
+        if self.winding_down:  # parked steps stay suspended; running calls are awaited
+            return not (self.running - self.parked)
+        return not self.running and self.graph.is_done()
 
     def _maybe_run_flow_finished(self) -> None:
         if self._run_flow_over():
             self._after_run_flow([], [])
 
-    def _after_run_flow(self, steps: list[Step], actions: list[ActionRecord]) -> None:
-        if self.graph.is_complete() and not self.winding_down:
-            self._run_finalize_flow(steps, actions)
+    def _after_run_flow(self, steps: list[Step], actions: list[ActionRecord], **extra: Any) -> None:
+        if self.winding_down:
+            for child in self.children.values():  # parked steps: they stay suspended
+                stop_if_alive(child)
+            self.children.clear()
+            state = PlanState.STOPPED if self.halting else PlanState.PAUSED
+            self._finish(state, steps, actions, **extra)
+        elif self.graph.is_complete():
+            self._run_finalize_flow(steps, actions, **extra)
         else:
-            self._finish(PlanState.PAUSED, steps, actions)
+            self._finish(PlanState.PAUSED, steps, actions, **extra)
 
     # -- finalize flow -------------------------------------------------------------------
 
-    def _run_finalize_flow(self, steps: list[Step], actions: list[ActionRecord]) -> None:
+    def _run_finalize_flow(
+        self, steps: list[Step], actions: list[ActionRecord], **extra: Any
+    ) -> None:
         finalize = [self.plan.steps[sid] for sid in self.plan.finalize_flow.all_step_ids()]
         finalize = [step for step in finalize if step.state != StepState.SKIPPED]
         if not finalize:
-            self._finish(PlanState.STOPPED, steps, actions)
+            self._finish(PlanState.STOPPED, steps, actions, **extra)
             return
         self.finishing = True
-        self._pending_changes = (steps, actions)
+        self._pending_changes = (steps, actions, extra)
         snapshots = [copy.copy(step) for step in finalize]
         for step in snapshots:
             if step.state in (StepState.SUCCESS, StepState.ERROR):
@@ -318,7 +461,7 @@ class PlanSupervisor(PooledActor):
         self.runtime.pool("default").submit(_run_finalize_steps, args, on_done)
 
     def _finalize_done(self, message: FinalizeDone) -> None:
-        steps, actions = self._pending_changes
+        steps, actions, extra = self._pending_changes
         for step in message.steps:
             record = next(r for r in message.actions if r.id == step.action_id)
             stored = self.plan.actions[record.id]
@@ -328,11 +471,14 @@ class PlanSupervisor(PooledActor):
             steps.append(step)
             actions.append(stored)
         failed = any(step.state == StepState.ERROR for step in message.steps)
-        self._finish(PlanState.PAUSED if failed else PlanState.STOPPED, steps, actions)
+        state = PlanState.PAUSED if failed else PlanState.STOPPED
+        self._finish(state, steps, actions, **extra)
 
     # -- end -----------------------------------------------------------------------------
 
-    def _finish(self, state: PlanState, steps: list[Step], actions: list[ActionRecord]) -> None:
+    def _finish(
+        self, state: PlanState, steps: list[Step], actions: list[ActionRecord], **extra: Any
+    ) -> None:
         self.finishing = True
         self.plan.transition(state, self.runtime.world_id)
         me = self.actor_ref
@@ -341,6 +487,7 @@ class PlanSupervisor(PooledActor):
             actions=actions,
             plan_row=True,
             on_commit=lambda error: me.tell(Finished(error)),
+            **extra,
         )
 
     def _finished(self, error: BaseException | None) -> None:
@@ -358,6 +505,7 @@ class PlanSupervisor(PooledActor):
         plan_row: bool = False,
         claim: Claim | None = None,
         on_commit: Callable[[BaseException | None], None] | None = None,
+        **extra: Any,
     ) -> None:
         message = changes(
             self.runtime.storage,
@@ -366,8 +514,34 @@ class PlanSupervisor(PooledActor):
             actions=actions,
             claim=claim,
             on_commit=on_commit,
+            **extra,
         )
         self.runtime.persistence.tell(message)
+
+
+@dataclass(frozen=True, slots=True)
+class _StepParked:
+    """The supervisor's own note: a step's suspended state is committed."""
+
+    step_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _EventStored:
+    """The supervisor's own note: an event is stored; hand it to the step's actor."""
+
+    step_id: int
+    event: Event
+
+
+class _Ignore:
+    """A reply sink for events the supervisor sends itself (cancel)."""
+
+    def set_result(self, value: Any) -> None:
+        """Drop the answer."""
+
+    def set_exception(self, error: BaseException) -> None:
+        """Drop the answer."""
 
 
 def _run_finalize_steps(steps: list[Step], records: dict[int, ActionRecord]) -> FinalizeDone:

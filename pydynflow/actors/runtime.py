@@ -25,6 +25,7 @@ class Runtime:
     pools: dict[str, WorkerPool]
     auto_rescue: bool = True
     world: Any = None
+    clock: Any = None  # pydynflow.clock.Clock: timers for plan_event, timeouts, polling
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _loop_thread: threading.Thread | None = field(default=None, repr=False)
     _loop_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

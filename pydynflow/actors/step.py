@@ -1,32 +1,47 @@
-"""`StepActor`: one per running step; runs the user code off the dispatcher and reports.
+"""`StepActor`: one per running or suspended step; runs the user code and carries its events.
 
-Its supervisor has already made the step's move to ``running`` durable when the actor
-starts (a step is never run before that is committed, so after a crash it is found
-``running`` and paused for a person, not re-run blindly). The actor hands the user code to
-its queue's worker pool (or the world's asyncio loop for ``async def run``) and sends the
-outcome to the supervisor, which commits it.
+Its supervisor has already made the step's move to ``running`` durable when the actor is
+built (so after a crash such a step is found ``running`` and paused for a person, never
+re-run blindly). The actor hands the user code to its queue's worker pool (or the world's
+asyncio loop for ``async def run``) and sends each outcome to the supervisor, which commits
+it. A step that suspends stays alive holding no thread: its mailbox carries the events sent
+to it. An event that arrives while the code runs waits in the queue and is delivered, one at
+a time and in order, once the step is parked; each delivery is committed (``running``)
+before ``run(event)`` starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
-from pydynflow.action import Action
-from pydynflow.actors.dispatch import PooledActor
-from pydynflow.actors.messages import PhaseDone, StepOutcome
+from pydynflow.action import RUN, Action
+from pydynflow.actors.dispatch import PooledActor, tell_if_alive
+from pydynflow.actors.messages import (
+    AwaitEvent,
+    Event,
+    GoAhead,
+    Parked,
+    PhaseDone,
+    Resume,
+    StepOutcome,
+)
 from pydynflow.actors.runtime import Runtime
-from pydynflow.phases import PhaseOutcome, execute_run, execute_run_async, is_async_run
+from pydynflow.clock import ClockClosedError
+from pydynflow.events import Timeout
+from pydynflow.phases import (
+    PhaseOutcome,
+    execute_run,
+    execute_run_async,
+    is_async_run,
+)
 from pydynflow.plan import StepError
 from pydynflow.states import StepState
 
 
 class StepActor(PooledActor):
-    """Run one run step's user code and report its outcome to the plan supervisor.
-
-    The code is handed to the worker pool as the actor is built, so the actor starts idle
-    (holding no dispatcher turn); the pool's answer waits in its mailbox until it starts.
-    """
+    """Run one run step's user code, park it between events, report every outcome."""
 
     def __init__(
         self,
@@ -36,29 +51,185 @@ class StepActor(PooledActor):
         queue: str,
         action: Action,
         event: Any = None,
+        events: tuple[Event, ...] = (),
     ) -> None:
         super().__init__()
+        self.runtime = runtime
         self.supervisor = supervisor
         self.step_id = step_id
-        me = self.actor_ref
-        if is_async_run(type(action)):
+        self.queue = queue
+        self.action = action
+        self.pending: deque[Event] = deque(events)
+        self.current: Event | None = None
+        self.state = "running"  # running -> parking -> parked -> resuming -> running
+        self.suspend_callback: Any = None
+        self.waiter: asyncio.Future[Any] | None = None  # an awaited wait_for_event
+        self.wait_token = 0
+        self.timer: Any = None
+        self.is_async = is_async_run(type(action))
+        if self.is_async:
+            action._event_channel = EventChannel(self.actor_ref, runtime)
             coroutine = execute_run_async(action, event)
             running = asyncio.run_coroutine_threadsafe(coroutine, runtime.loop)
+            me = self.actor_ref
             running.add_done_callback(lambda done: me.tell(PhaseDone(_outcome(done))))
         else:
+            self._run(event)
 
-            def on_done(outcome: PhaseOutcome | None, error: BaseException | None) -> None:
-                if outcome is None or error is not None:
-                    outcome = failed_outcome(error or RuntimeError("worker returned nothing"))
-                me.tell(PhaseDone(outcome))
+    def _run(self, event: Any) -> None:
+        me = self.actor_ref
 
-            runtime.pool(queue).submit(execute_run, (action, event), on_done)
+        def on_done(outcome: PhaseOutcome | None, error: BaseException | None) -> None:
+            if outcome is None or error is not None:
+                outcome = failed_outcome(error or RuntimeError("worker returned nothing"))
+            me.tell(PhaseDone(outcome))
+
+        self.runtime.pool(self.queue).submit(execute_run, (self.action, event), on_done)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, PhaseDone):
-            self.supervisor.tell(StepOutcome(self.step_id, message.outcome))
-            self.stop()
+            self._phase_done(message.outcome)
+        elif isinstance(message, Event):
+            self._event(message)
+        elif isinstance(message, Parked):
+            self._parked()
+        elif isinstance(message, GoAhead):
+            self._go_ahead()
+        elif isinstance(message, AwaitEvent):
+            self._await_event(message)
         return None
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def _phase_done(self, outcome: PhaseOutcome) -> None:
+        self.supervisor.tell(StepOutcome(self.step_id, outcome))
+        if outcome.state != StepState.SUSPENDED:
+            self.stop()  # events still queued are dropped with the step (Dynflow's rule)
+            return
+        self._park(outcome)
+        self.suspend_callback = outcome.suspend_callback
+
+    def _await_event(self, message: AwaitEvent) -> None:
+        self.waiter = message.future
+        self.wait_token += 1
+        if message.timeout is not None:
+            token, me = self.wait_token, self.actor_ref
+            self.timer = self._schedule(
+                message.timeout, lambda: tell_if_alive(me, Event(Timeout(), token=token))
+            )
+        self.supervisor.tell(StepOutcome(self.step_id, message.outcome))
+        self._park(message.outcome)
+
+    def _park(self, outcome: PhaseOutcome) -> None:
+        self.state = "parking"
+        if not self.is_async:  # an async run keeps its own action object across waits
+            self.action._output = dict(outcome.output)
+        me = self.actor_ref
+        for event, delay in outcome.events:
+            if delay is None:
+                self.pending.append(Event(event))
+            else:
+                self._schedule(delay, lambda e=event: tell_if_alive(me, Event(e)))
+
+    def _schedule(self, delay: float, callback: Any) -> Any:
+        try:
+            return self.runtime.clock.schedule(delay, callback)
+        except ClockClosedError:  # the world is stopping: the step restarts with run(None)
+            return None
+
+    def _parked(self) -> None:
+        self.state = "parked"
+        callback, self.suspend_callback = self.suspend_callback, None
+        if callback is not None:  # user code: on a worker, never on the dispatcher
+            ref = self.action.suspended_ref
+            self.runtime.pool(self.queue).submit(callback, (ref,), _log_callback_error)
+        self._next()
+
+    # -- events --------------------------------------------------------------------------
+
+    def _event(self, event: Event) -> None:
+        if event.token is not None and (event.token != self.wait_token or self.waiter is None):
+            return  # the timeout of a wait that is already over
+        self.pending.append(event)
+        if self.state == "parked":
+            self._next()
+
+    def _next(self) -> None:
+        if not self.pending:
+            return
+        self.current = self.pending.popleft()
+        self.state = "resuming"
+        self.supervisor.tell(Resume(self.step_id, self.current.persisted))
+
+    def _go_ahead(self) -> None:
+        self.state = "running"
+        event, self.current = self.current, None
+        assert event is not None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            loop = self.runtime.loop
+            if isinstance(event.payload, Timeout):
+                error = TimeoutError("Timeout exceeded.")
+                loop.call_soon_threadsafe(_settle, waiter, None, error)
+            else:
+                loop.call_soon_threadsafe(_settle, waiter, event.payload, None)
+            return
+        self.action = _fresh(self.action)
+        self._run(event.payload)
+
+
+class EventChannel:
+    """What an async run's ``wait_for_event`` uses to park on its step actor."""
+
+    def __init__(self, step: Any, runtime: Runtime) -> None:
+        self.step = step
+        self.runtime = runtime
+
+    async def wait(self, action: Action, timeout: float | None) -> Any:
+        """Park the step (its output stored first) and return the next event."""
+        from pydynflow.phases import snapshot_outcome
+
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        outcome = snapshot_outcome(action)
+        action._planned_events = []
+        action._chunks = []
+        self.step.tell(AwaitEvent(future, outcome, timeout))
+        return await future
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+def _fresh(action: Action) -> Action:
+    """Return a new action object for the next ``run(event)``, with the stored output."""
+    fresh = type(action)(
+        id=action.id,
+        execution_plan_id=action.execution_plan_id,
+        input=dict(action.input),
+        output=dict(action._output),
+        phase=RUN,
+    )
+    for name in ("plan_step_id", "run_step_id", "finalize_step_id", "world"):
+        setattr(fresh, name, getattr(action, name))
+    fresh.caller_execution_plan_id = action.caller_execution_plan_id
+    fresh.caller_action_id = action.caller_action_id
+    return fresh
+
+
+def _log_callback_error(result: Any, error: BaseException | None) -> None:
+    if error is not None:
+        from pydynflow.logging import get_logger
+
+        get_logger(component="step").error("suspend callback failed", error=repr(error))
 
 
 def _outcome(done: Any) -> PhaseOutcome:

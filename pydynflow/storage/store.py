@@ -72,7 +72,9 @@ ORDERABLE_COLUMNS: dict[str, str] = {
 PLANS = "dynflow_execution_plans"
 ACTIONS = "dynflow_actions"
 STEPS = "dynflow_steps"
-_CHILD_TABLES = ("dynflow_output_chunks", "dynflow_delayed_plans", STEPS, ACTIONS)
+ENVELOPES = "dynflow_envelopes"
+CHUNKS = "dynflow_output_chunks"
+_CHILD_TABLES = (CHUNKS, "dynflow_delayed_plans", STEPS, ACTIONS)
 
 PLAN_COLUMNS = (
     "uuid",
@@ -453,9 +455,206 @@ class Storage:
                     f"WHERE execution_plan_uuid IN ({marks}) OR blocked_by_uuid IN ({marks})",
                     chunk + chunk,
                 )
+                self._delete_envelope_ids(
+                    cursor, [row[0] for row in self._envelope_rows(cursor, chunk)]
+                )
                 cursor.execute(f'DELETE FROM "{PLANS}" WHERE uuid IN ({marks})', chunk)
                 deleted += max(cursor.rowcount, 0)
         return deleted
+
+    # -- envelopes: events accepted for a step, not yet processed ----------------------------
+    #
+    # ``dynflow_envelopes`` rows whose ``receiver_id`` is ``"<plan id>:<step id>"``; ``data``
+    # holds ``encode({"plan_id": ..., "step_id": ..., "payload": ...})``. Other receivers
+    # (a world's inbox, say) share the table and are never returned or deleted here.
+
+    @_wrap_errors("add_envelope")
+    def add_envelope(self, plan_id: str, step_id: int, payload: Any) -> int:
+        """Store an event for step ``step_id`` of plan ``plan_id`` and return its id.
+
+        The plan row need not exist (the table has no foreign key). Ids grow with insertion
+        order among the stored envelopes. On SQLite the id of the envelope with the highest id
+        is reused once that envelope is deleted (the column is a rowid without
+        ``AUTOINCREMENT``), so delete an envelope only once.
+
+        Raises:
+            SerializationError: if ``payload`` cannot be encoded.
+            PersistenceError: if the database refuses the write.
+        """
+        plan_id, step_id = str(plan_id), int(step_id)
+        data = encode({"plan_id": plan_id, "step_id": step_id, "payload": payload})
+        param = self._db.param
+        sql = f'INSERT INTO "{ENVELOPES}" ("receiver_id", "data") VALUES ({param}, {param})'
+        params = (f"{plan_id}:{step_id}", data)
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            if self._sqlite:
+                cursor.execute(sql, params)
+                return int(cursor.lastrowid)
+            cursor.execute(sql + ' RETURNING "id"', params)
+            return int(cursor.fetchone()[0])
+
+    @_wrap_errors("envelopes")
+    def envelopes(self, plan_id: str, step_id: int | None = None) -> list[tuple[int, int, Any]]:
+        """Return the pending envelopes of a plan (or of one of its steps), in id order.
+
+        Returns:
+            ``(envelope id, step id, payload)`` tuples.
+
+        Raises:
+            CorruptData: if an envelope's data does not decode.
+            DataConsistencyError: if it decodes to something that is not an envelope.
+        """
+        plan_id = str(plan_id)
+        cursor = self._db.cursor()
+        if step_id is None:
+            rows = self._envelope_rows(cursor, [plan_id], with_data=True)
+        else:
+            cursor.execute(
+                f'SELECT "id", "receiver_id", "data" FROM "{ENVELOPES}" '
+                f'WHERE "receiver_id" = {self._db.param} ORDER BY "id"',
+                (f"{plan_id}:{int(step_id)}",),
+            )
+            rows = cursor.fetchall()
+        envelopes = []
+        for envelope_id, receiver_id, blob in rows:
+            where = f"execution plan {plan_id}: envelope {envelope_id} ({receiver_id})"
+            data = _decode_at(blob, where)
+            if not isinstance(data, dict) or "payload" not in data:
+                raise DataConsistencyError(f"{where} is a {type(data).__name__} without payload")
+            envelopes.append((envelope_id, _receiver(receiver_id)[1], data["payload"]))
+        return envelopes
+
+    @_wrap_errors("delete_envelopes")
+    def delete_envelopes(self, ids: Iterable[int]) -> int:
+        """Delete envelopes by id and return how many were deleted (unknown ids are ignored)."""
+        unique = list(dict.fromkeys(int(envelope_id) for envelope_id in ids))
+        if not unique:
+            return 0
+        with self._write_atomic():
+            return self._delete_envelope_ids(self._db.cursor(), unique)
+
+    @_wrap_errors("pop_envelope")
+    def pop_envelope(self, plan_id: str, step_id: int) -> int:
+        """Delete the oldest envelope of a step (the event it is now processing).
+
+        Returns:
+            how many were deleted (0 or 1).
+        """
+        param = self._db.param
+        receiver = f"{plan_id}:{int(step_id)}"
+        sql = (
+            f'DELETE FROM "{ENVELOPES}" WHERE "id" = (SELECT MIN("id") FROM "{ENVELOPES}" '
+            f'WHERE "receiver_id" = {param})'
+        )
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(sql, (receiver,))
+            return int(cursor.rowcount)
+
+    @_wrap_errors("clear_envelopes")
+    def clear_envelopes(self, plan_id: str, step_id: int) -> int:
+        """Delete every envelope of a step (its events die with it); return how many."""
+        sql = f'DELETE FROM "{ENVELOPES}" WHERE "receiver_id" = {self._db.param}'
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(sql, (f"{plan_id}:{int(step_id)}",))
+            return int(cursor.rowcount)
+
+    @_wrap_errors("step_state")
+    def step_state(self, plan_id: str, step_id: int | None = None) -> str | None:
+        """Return a step's stored state (the plan's with no ``step_id``), or None if absent."""
+        param = self._db.param
+        cursor = self._db.cursor()
+        if step_id is None:
+            cursor.execute(f'SELECT "state" FROM "{PLANS}" WHERE "uuid" = {param}', (plan_id,))
+        else:
+            cursor.execute(
+                f'SELECT "state" FROM "{STEPS}" '
+                f'WHERE "execution_plan_uuid" = {param} AND "id" = {param}',
+                (plan_id, int(step_id)),
+            )
+        row = cursor.fetchone()
+        return None if row is None else str(row[0])
+
+    # -- output chunks: an action's append-only streaming output ----------------------------
+
+    @_wrap_errors("add_output_chunks")
+    def add_output_chunks(
+        self, chunks: Iterable[tuple[str, int, Any, str | None, datetime]]
+    ) -> None:
+        """Append output chunks in one transaction, in the given order.
+
+        Args:
+            chunks: ``(plan id, action id, chunk, kind, timestamp)`` tuples; ``chunk`` is any
+                value `encode` accepts, ``kind`` a free label such as ``"stdout"`` (or
+                ``None``), ``timestamp`` an aware datetime (a naive one is taken as UTC).
+                The plan rows must exist.
+
+        Raises:
+            SerializationError: if a chunk cannot be encoded.
+            PersistenceError: if the database refuses the write.
+        """
+        dt = self._dt
+        rows = [
+            (str(plan_id), int(action_id), encode(chunk), kind, dt(timestamp))
+            for plan_id, action_id, chunk, kind, timestamp in chunks
+        ]
+        if not rows:
+            return
+        param = self._db.param
+        sql = (
+            f'INSERT INTO "{CHUNKS}" ("execution_plan_uuid", "action_id", "chunk", "kind", '
+            f'"timestamp") VALUES ({", ".join([param] * 5)})'
+        )
+        with self._write_atomic():
+            self._executemany(self._db.cursor(), sql, rows)
+
+    @_wrap_errors("output_chunks")
+    def output_chunks(self, plan_id: str, action_id: int) -> list[dict[str, Any]]:
+        """Return an action's output chunks in insertion order.
+
+        Returns:
+            ``{"chunk": value, "kind": str | None, "timestamp": aware UTC datetime}`` dicts.
+
+        Raises:
+            CorruptData: if a stored chunk does not decode.
+        """
+        plan_id, action_id = str(plan_id), int(action_id)
+        param = self._db.param
+        cursor = self._db.cursor()
+        cursor.execute(
+            f'SELECT "id", "chunk", "kind", "timestamp" FROM "{CHUNKS}" '
+            f'WHERE "execution_plan_uuid" = {param} AND "action_id" = {param} ORDER BY "id"',
+            (plan_id, action_id),
+        )
+        where = f"execution plan {plan_id}: action {action_id} output chunk"
+        return [
+            {
+                "chunk": _decode_at(blob, f"{where} {chunk_id}"),
+                "kind": kind,
+                "timestamp": from_db_datetime(timestamp),
+            }
+            for chunk_id, blob, kind, timestamp in cursor.fetchall()
+        ]
+
+    @_wrap_errors("delete_output_chunks")
+    def delete_output_chunks(self, plan_id: str, action_id: int | None = None) -> int:
+        """Delete the output chunks of one action, or of the whole plan when ``action_id`` is None.
+
+        Returns:
+            how many chunks were deleted.
+        """
+        param = self._db.param
+        sql = f'DELETE FROM "{CHUNKS}" WHERE "execution_plan_uuid" = {param}'
+        params: tuple[Any, ...] = (str(plan_id),)
+        if action_id is not None:
+            sql += f' AND "action_id" = {param}'
+            params += (int(action_id),)
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(sql, params)
+            return max(cursor.rowcount, 0)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -592,6 +791,49 @@ class Storage:
             psycopg2.extras.execute_batch(cursor, sql, rows, page_size=200)
         else:
             cursor.executemany(sql, rows)
+
+    def _envelope_rows(
+        self, cursor: Any, plan_ids: list[str], *, with_data: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """Return ``(id, receiver_id[, data])`` of the envelopes of ``plan_ids``, in id order.
+
+        Served by the ``receiver_id`` index: on SQLite a ``[plan_id + ":", plan_id + ";")``
+        range (``BINARY`` collation, byte order); on PostgreSQL a ``LIKE 'plan_id:%'`` prefix
+        match, because a range in a linguistic collation (``en_US``, ICU) does not hold every
+        string with that prefix (punctuation is ignored at the first level). The prefix also
+        matches a plan whose id extends the given one with ``:...``, so rows are then kept
+        only if their receiver id is exactly ``<one of plan_ids>:<integer>``.
+        """
+        columns = '"id", "receiver_id", "data"' if with_data else '"id", "receiver_id"'
+        param = self._db.param
+        wanted = set(plan_ids)
+        rows: list[tuple[Any, ...]] = []
+        step = max(_IN_CHUNK // 2, 1)
+        for start in range(0, len(plan_ids), step):
+            part = plan_ids[start : start + step]
+            if self._sqlite:
+                clause = f'("receiver_id" >= {param} AND "receiver_id" < {param})'
+                params = [bound for plan_id in part for bound in (f"{plan_id}:", f"{plan_id};")]
+            else:
+                clause = f"\"receiver_id\" LIKE {param} ESCAPE '!'"
+                params = [_like_escape(plan_id) + ":%" for plan_id in part]
+            where = " OR ".join([clause] * len(part))
+            cursor.execute(
+                f'SELECT {columns} FROM "{ENVELOPES}" WHERE {where} ORDER BY "id"', params
+            )
+            rows.extend(row for row in cursor.fetchall() if _receiver(row[1])[0] in wanted)
+        if len(plan_ids) > step:
+            rows.sort(key=lambda row: row[0])
+        return rows
+
+    def _delete_envelope_ids(self, cursor: Any, ids: list[int]) -> int:
+        deleted = 0
+        for start in range(0, len(ids), _IN_CHUNK):
+            part = ids[start : start + _IN_CHUNK]
+            marks = ", ".join([self._db.param] * len(part))
+            cursor.execute(f'DELETE FROM "{ENVELOPES}" WHERE "id" IN ({marks})', part)
+            deleted += max(cursor.rowcount, 0)
+        return deleted
 
     def _after_driver_error(self) -> None:
         """Drop this thread's connection if it broke, so the next call reconnects."""
@@ -968,6 +1210,23 @@ def _flow_at(blob: Any, where: str) -> Flow:
         return decode_flow(data)
     except (UnknownIdentifier, TypeError, ValueError) as exc:
         raise DataConsistencyError(f"{where}: {exc}") from exc
+
+
+def _receiver(receiver_id: str) -> tuple[str | None, int]:
+    """Split an envelope's ``"<plan id>:<step id>"``; ``(None, 0)`` for any other receiver."""
+    plan_id, sep, step = receiver_id.rpartition(":")
+    if not sep:
+        return None, 0
+    try:
+        return plan_id, int(step)
+    except ValueError:
+        return None, 0
+
+
+def _like_escape(text: str) -> str:
+    """Escape ``text`` for a ``LIKE ... ESCAPE '!'`` pattern (no backslash: it would depend on
+    PostgreSQL's ``standard_conforming_strings``)."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
 def _redact(url: str) -> str:

@@ -15,8 +15,9 @@ from pydynflow.phases import execute_finalize, execute_run
 from pydynflow.plan import ExecutionPlan
 from pydynflow.planning import Planner
 from pydynflow.states import StepState
+from pydynflow.testing.clock import ManagedClock
 
-__all__ = ["create_and_plan_action", "finalize_action", "run_action"]
+__all__ = ["ManagedClock", "create_and_plan_action", "finalize_action", "run_action"]
 
 
 class _IsolatedPlanner(Planner):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pydynflow.errors import PersistenceError, UnknownPlan
+from pydynflow.errors import CorruptData, PersistenceError, UnknownPlan
 from pydynflow.flows import Atom, Concurrence, Sequence
 from pydynflow.plan import ActionRecord, ExecutionPlan, HistoryEntry, Step, StepError
 from pydynflow.references import OutputReference
@@ -135,6 +135,35 @@ def make_plan(
             HistoryEntry(NOW - timedelta(seconds=11), "pause execution", None),
         ],
     )
+
+
+UNPICKLED: list[str] = []
+
+
+def _record_unpickling(what: str) -> str:
+    UNPICKLED.append(what)
+    return what
+
+
+class PickleBomb:
+    """Pickles to a call of `_record_unpickling`: unpickling it would leave a trace."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _record_unpickling, ("unpickled!",)
+
+
+ENVELOPE_PAYLOADS: list[Any] = [
+    {"event": "done", "n": 1, "ratio": 2.5, "ok": True, "none": None},
+    [1, "two", [3.0, {"four": 4}], False],
+    "žluťoučký kůň 🐴",
+    -(2**53),
+    0.1,
+    None,
+    {},
+    [],
+    {"ref": OutputReference("p", 2, 1, ("something",))},
+    {"big": "x" * 5000, "list": list(range(300))},  # zstd-compressed
+]
 
 
 def one_step_plan(
@@ -683,6 +712,228 @@ class StorageContract:
         assert self._count(storage, "dynflow_execution_plan_dependencies", "b") == 0
         assert storage.load_plan("b").valid
 
+    # -- envelopes ----------------------------------------------------------------------------
+
+    def test_envelope_round_trip(self, storage: Storage) -> None:
+        ids = [storage.add_envelope("env", 2, payload) for payload in ENVELOPE_PAYLOADS]
+        assert all(type(envelope_id) is int for envelope_id in ids)
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        found = storage.envelopes("env")
+        assert found == [
+            (envelope_id, 2, p) for envelope_id, p in zip(ids, ENVELOPE_PAYLOADS, strict=True)
+        ]
+        assert storage.envelopes("env", 2) == found
+        ref = found[8][2]["ref"]
+        assert isinstance(ref, OutputReference) and ref == OutputReference(
+            "p", 2, 1, ("something",)
+        )
+        receivers = self._sql(
+            storage, "SELECT DISTINCT receiver_id FROM dynflow_envelopes WHERE id = ?", (ids[0],)
+        )
+        assert receivers == [("env:2",)]
+
+    def test_envelopes_per_plan_and_per_step_in_id_order(self, storage: Storage) -> None:
+        # Plan ids that share prefixes, contain LIKE wildcards or the ":" separator.
+        plans = ["plan1", "plan10", "plan1-x", "plan", "plan1:9", "a_b", "aXb", "c%", "cd", "e!"]
+        expected: dict[str, list[tuple[int, int, Any]]] = {plan_id: [] for plan_id in plans}
+        for round_ in range(3):
+            for plan_id in plans:
+                for step_id in (3, 1, 12):
+                    payload = {"plan": plan_id, "step": step_id, "round": round_}
+                    envelope_id = storage.add_envelope(plan_id, step_id, payload)
+                    expected[plan_id].append((envelope_id, step_id, payload))
+        # Rows of other receivers (a world's inbox) share the table and are never listed.
+        for receiver in ("plan1", "plan1:abc", "plan1:", "11111111-2222-4333-8444-555555555555"):
+            self._sql(
+                storage,
+                "INSERT INTO dynflow_envelopes (receiver_id, data) VALUES (?, ?)",
+                (receiver, encode({"payload": "foreign"})),
+            )
+        for plan_id in plans:
+            assert storage.envelopes(plan_id) == expected[plan_id], plan_id
+            for step_id in (1, 3, 12):
+                assert storage.envelopes(plan_id, step_id) == [
+                    envelope for envelope in expected[plan_id] if envelope[1] == step_id
+                ], (plan_id, step_id)
+        assert storage.envelopes("plan1", 2) == []
+        assert storage.envelopes("nope") == []
+        assert storage.envelopes("plan1:") == []  # a receiver "plan1:" has no step id
+
+    def test_delete_envelopes(self, storage: Storage) -> None:
+        ids = [storage.add_envelope("del", step_id, {"n": step_id}) for step_id in range(1, 6)]
+        kept = storage.add_envelope("other", 1, "kept")
+        assert storage.delete_envelopes([ids[1], ids[3], 999_999]) == 2
+        assert storage.envelopes("del") == [(ids[n], n + 1, {"n": n + 1}) for n in (0, 2, 4)]
+        assert storage.delete_envelopes(iter([ids[0], ids[0]])) == 1
+        assert storage.delete_envelopes([]) == 0
+        assert storage.delete_envelopes([ids[1]]) == 0
+        assert storage.delete_envelopes(envelope[0] for envelope in storage.envelopes("del")) == 2
+        assert storage.envelopes("del") == []
+        assert storage.envelopes("other") == [(kept, 1, "kept")]
+
+    def test_deleting_a_plan_deletes_its_envelopes(self, storage: Storage) -> None:
+        for plan_id in ("plan1", "plan10", "plan1:2"):
+            storage.save_plan(make_plan(plan_id))
+            storage.add_envelope(plan_id, 4, {"for": plan_id})
+            storage.add_envelope(plan_id, 6, {"for": plan_id})
+        storage.add_envelope("never-saved", 1, "orphan")
+        assert storage.delete_plans(["plan1"]) == 1
+        assert storage.envelopes("plan1") == []
+        assert [e[1:] for e in storage.envelopes("plan10")] == [
+            (4, {"for": "plan10"}),
+            (6, {"for": "plan10"}),
+        ]
+        assert len(storage.envelopes("plan1:2")) == 2
+        assert storage.delete_plans(["never-saved", "plan1:2"]) == 1  # counts plans only
+        assert storage.envelopes("never-saved") == [] and storage.envelopes("plan1:2") == []
+        assert len(storage.envelopes("plan10")) == 2
+
+    def test_envelope_writes_join_the_surrounding_transaction(self, storage: Storage) -> None:
+        storage.save_plan(one_step_plan("tx"))
+        kept = storage.add_envelope("tx", 1, "kept")
+        with pytest.raises(RuntimeError), storage.transaction():
+            storage.add_envelope("tx", 1, "rolled back")
+            storage.delete_envelopes([kept])
+            storage.add_output_chunks([("tx", 1, "rolled back", None, NOW)])
+            raise RuntimeError("abort")
+        assert storage.envelopes("tx") == [(kept, 1, "kept")]
+        assert storage.output_chunks("tx", 1) == []
+        with storage.transaction():
+            second = storage.add_envelope("tx", 2, "second")
+            storage.save_plan_row(one_step_plan("tx", state=PlanState.RUNNING))
+            with pytest.raises(ValueError), storage.transaction():
+                storage.add_envelope("tx", 3, "inner block only")
+                raise ValueError("inner")
+            assert storage.envelopes("tx") == [(kept, 1, "kept"), (second, 2, "second")]
+        assert storage.envelopes("tx") == [(kept, 1, "kept"), (second, 2, "second")]
+        assert storage.load_plan("tx").state == PlanState.RUNNING
+
+    def test_an_unencodable_envelope_is_refused(self, storage: Storage) -> None:
+        from pydynflow.errors import SerializationError
+
+        with pytest.raises(SerializationError):
+            storage.add_envelope("bad", 1, {"obj": object()})
+        assert storage.envelopes("bad") == []
+
+    def test_a_corrupted_envelope_raises_corrupt_data(self, storage: Storage) -> None:
+        import pickle
+
+        envelope_id = storage.add_envelope("corrupt-env", 1, {"n": 1})
+        self._sql(
+            storage,
+            "UPDATE dynflow_envelopes SET data = ? WHERE id = ?",
+            (pickle.dumps(PickleBomb()), envelope_id),
+        )
+        UNPICKLED.clear()
+        with pytest.raises(CorruptData, match="bad magic") as info:
+            storage.envelopes("corrupt-env")
+        assert f"envelope {envelope_id}" in str(info.value)
+        with pytest.raises(CorruptData):
+            storage.envelopes("corrupt-env", 1)
+        assert UNPICKLED == []
+
+    # -- output chunks --------------------------------------------------------------------------
+
+    def test_output_chunks_round_trip_in_insertion_order(self, storage: Storage) -> None:
+        storage.save_plan(make_plan("out"))
+        zone = timezone(timedelta(hours=-7))
+        rows = [
+            ("out", 1, "line 1\n", "stdout", NOW),
+            ("out", 1, {"progress": 0.5, "msg": "žluť"}, None, NOW - timedelta(seconds=5)),
+            ("out", 2, "other action", "stdout", NOW),
+            ("out", 1, ["big", "y" * 4000], "stderr", datetime(2026, 1, 2, 3, 4, 5, 1, zone)),
+        ]
+        storage.add_output_chunks(rows[:2])
+        storage.add_output_chunks(iter(rows[2:]))
+        storage.add_output_chunks([])
+        storage.add_output_chunks([("out", 1, 42, "stdout", NOW + timedelta(microseconds=999999))])
+
+        chunks = storage.output_chunks("out", 1)
+        assert chunks == [
+            {"chunk": "line 1\n", "kind": "stdout", "timestamp": NOW},
+            {
+                "chunk": {"progress": 0.5, "msg": "žluť"},
+                "kind": None,
+                "timestamp": NOW - timedelta(seconds=5),
+            },
+            {
+                "chunk": ["big", "y" * 4000],
+                "kind": "stderr",
+                "timestamp": datetime(2026, 1, 2, 10, 4, 5, 1, UTC),
+            },
+            {"chunk": 42, "kind": "stdout", "timestamp": NOW + timedelta(microseconds=999999)},
+        ]
+        for chunk in chunks:
+            assert chunk["timestamp"].tzinfo is UTC
+        assert chunks[0]["timestamp"].microsecond == 535897
+        assert chunks[2]["timestamp"].microsecond == 1
+        assert storage.output_chunks("out", 2) == [
+            {"chunk": "other action", "kind": "stdout", "timestamp": NOW}
+        ]
+        assert storage.output_chunks("out", 3) == []
+        assert storage.output_chunks("nope", 1) == []
+
+    def test_delete_output_chunks_per_action_and_per_plan(self, storage: Storage) -> None:
+        for plan_id in ("chunks-a", "chunks-b"):
+            storage.save_plan(make_plan(plan_id))
+            storage.add_output_chunks(
+                [
+                    (plan_id, action_id, n, "stdout", NOW)
+                    for action_id in (1, 2, 3)
+                    for n in range(3)
+                ]
+            )
+        assert storage.delete_output_chunks("chunks-a", 2) == 3
+        assert storage.output_chunks("chunks-a", 2) == []
+        assert [c["chunk"] for c in storage.output_chunks("chunks-a", 1)] == [0, 1, 2]
+        assert storage.delete_output_chunks("chunks-a", 2) == 0
+        assert storage.delete_output_chunks("chunks-a") == 6
+        assert storage.output_chunks("chunks-a", 1) == storage.output_chunks("chunks-a", 3) == []
+        assert len(storage.output_chunks("chunks-b", 2)) == 3
+        assert storage.delete_output_chunks("nope") == 0
+        assert storage.delete_plans(["chunks-b"]) == 1
+        assert self._count(storage, "dynflow_output_chunks", "chunks-b") == 0
+
+    def test_chunks_of_an_unsaved_plan_are_refused(self, storage: Storage) -> None:
+        with pytest.raises(PersistenceError, match="add_output_chunks"):
+            storage.add_output_chunks([("never-saved", 1, "x", None, NOW)])
+        storage.save_plan(one_step_plan("after-chunks"))  # the storage is still usable
+        storage.add_output_chunks([("after-chunks", 1, "x", None, NOW)])
+        assert len(storage.output_chunks("after-chunks", 1)) == 1
+
+    def test_a_corrupted_chunk_raises_corrupt_data_and_is_never_unpickled(
+        self, storage: Storage
+    ) -> None:
+        import pickle
+
+        storage.save_plan(make_plan("bad-chunks"))
+        storage.add_output_chunks([("bad-chunks", 1, n, "stdout", NOW) for n in range(3)])
+        (chunk_id,) = self._sql(
+            storage,
+            "SELECT MAX(id) FROM dynflow_output_chunks WHERE execution_plan_uuid = ?",
+            ("bad-chunks",),
+        )[0]
+        self._sql(
+            storage,
+            "UPDATE dynflow_output_chunks SET chunk = ? WHERE id = ?",
+            (pickle.dumps(PickleBomb()), chunk_id),
+        )
+        UNPICKLED.clear()
+        with pytest.raises(CorruptData, match="bad magic") as info:
+            storage.output_chunks("bad-chunks", 1)
+        assert f"action 1 output chunk {chunk_id}" in str(info.value)
+        assert UNPICKLED == []
+
+        flipped = bytearray(encode({"line": "z" * 600}))
+        flipped[-3] ^= 0x01
+        self._sql(
+            storage,
+            "UPDATE dynflow_output_chunks SET chunk = ? WHERE id = ?",
+            (bytes(flipped), chunk_id),
+        )
+        with pytest.raises(CorruptData, match="checksum mismatch"):
+            storage.output_chunks("bad-chunks", 1)
+
     # -- concurrency --------------------------------------------------------------------------
 
     def test_threads_share_the_database_and_write_concurrently(self, storage: Storage) -> None:
@@ -832,3 +1083,28 @@ def test_a_database_object_passed_in_stays_open_after_close(sqlite_url: str) -> 
         assert Storage(database).load_plan("borrowed").valid
     finally:
         close_database(database)
+
+
+@pytest.mark.postgres
+def test_envelopes_are_found_under_a_linguistic_collation(postgres_url: str) -> None:
+    """A ``[plan:, plan;)`` range misses rows under ICU/en_US collations; the LIKE query does not."""
+    with Storage(postgres_url) as storage:
+        collation = storage.database.execute_sql(
+            "SELECT collname FROM pg_collation WHERE collname IN ('en-x-icu', 'und-x-icu') "
+            "ORDER BY collname LIMIT 1"
+        ).fetchone()
+        if collation is None:
+            pytest.skip("this PostgreSQL has no ICU collation")
+        with storage.transaction():
+            storage.database.execute_sql(
+                "ALTER TABLE dynflow_envelopes ALTER COLUMN receiver_id "
+                f'TYPE VARCHAR(255) COLLATE "{collation[0]}"'
+            )
+        ids = {
+            plan_id: storage.add_envelope(plan_id, 5, plan_id) for plan_id in ("plan1", "plan10")
+        }
+        assert storage.envelopes("plan1") == [(ids["plan1"], 5, "plan1")]
+        assert storage.envelopes("plan10") == [(ids["plan10"], 5, "plan10")]
+        assert storage.delete_plans(["plan1"]) == 0
+        assert storage.envelopes("plan1") == []
+        assert storage.envelopes("plan10") == [(ids["plan10"], 5, "plan10")]

@@ -1,0 +1,254 @@
+"""Suspend and events: EXEC-*/DISP-*/HALT-* scenarios about events, polling, cancel, halt."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pydynflow import (
+    Action,
+    EventRejected,
+    PlanState,
+    Result,
+    StepState,
+    UnknownPlan,
+    UnknownStep,
+    World,
+)
+from tests.support import code_workflow as ex1
+from tests.support.dummy_example import (
+    POLL_PAUSE,
+    CancelableSuspended,
+    DeprecatedEventedAction,
+    PlanEventsAction,
+    PollingExample,
+)
+
+TIMEOUT = 30
+
+
+@pytest.fixture
+def world(sqlite_url: str) -> Iterator[World]:
+    with World(sqlite_url, auto_rescue=False, auto_execute=False) as started:
+        yield started
+
+
+@pytest.fixture(autouse=True)
+def _release_pauses() -> Iterator[None]:
+    POLL_PAUSE.reset()
+    yield
+    POLL_PAUSE.release.set()
+
+
+class Parked(Action):
+    """Suspend with a callback that tells the test where the step is."""
+
+    parked: dict[str, threading.Event] = {}
+
+    def run(self, event: Any = None) -> None:
+        if event is None:
+            self.output["runs"] = self.output.get("runs", 0) + 1
+            key = self.input["key"]
+            self.suspend(lambda ref: Parked.parked[key].set())
+        self.output["event"] = event
+
+
+def park(world: World, key: str) -> tuple[Any, int]:
+    Parked.parked[key] = threading.Event()
+    triggered = world.trigger(Parked, {"key": key})
+    assert Parked.parked[key].wait(TIMEOUT)
+    return triggered, 2
+
+
+def test_event_resumes_a_suspended_step(world: World) -> None:
+    triggered, step_id = park(world, "resume")
+    assert world.load(triggered.id).steps[step_id].state == StepState.SUSPENDED
+    assert world.event(triggered.id, step_id, {"hello": "world"}) is True
+    finished = triggered.wait(TIMEOUT)
+    assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS)
+    assert finished.steps[step_id].output == {"runs": 1, "event": {"hello": "world"}}
+
+
+def test_disp02_event_sent_while_running_is_queued(world: World) -> None:
+    triggered = world.trigger(DeprecatedEventedAction, {"timeout": 3600})
+    world.event(triggered.id, 2, "finish")  # the step may still be running: queued
+    finished = triggered.wait(TIMEOUT)
+    assert finished.result == Result.SUCCESS
+    assert finished.steps[2].output == {"event": "finish"}
+
+
+def test_events_race_with_suspend_and_are_never_lost(world: World) -> None:
+    triggered = [world.trigger(DeprecatedEventedAction, {}) for _ in range(100)]
+    for one in triggered:
+        world.event(one.id, 2, "finish")
+    finished = [one.wait(TIMEOUT) for one in triggered]
+    assert all(plan.steps[2].output == {"event": "finish"} for plan in finished)
+
+
+def test_disp03_event_to_a_finished_plan_is_rejected(world: World) -> None:
+    finished = world.trigger(ex1.Dummy).wait(TIMEOUT)
+    with pytest.raises(EventRejected):
+        world.event(finished.id, 1, "finish")
+    assert world.event(finished.id, 1, "finish", optional=True) is False
+
+
+def test_unknown_plan_and_step(world: World) -> None:
+    with pytest.raises(UnknownPlan):
+        world.event("no-such-plan", 1, "x")
+    triggered, step_id = park(world, "unknown")
+    with pytest.raises(UnknownStep):
+        world.event(triggered.id, 99, "x")
+    world.event(triggered.id, step_id, "done")
+    triggered.wait(TIMEOUT)
+
+
+def test_event_payload_must_be_json(world: World) -> None:
+    triggered, step_id = park(world, "json")
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        world.event(triggered.id, step_id, {"when": object()})
+    world.event(triggered.id, step_id, "ok")
+    triggered.wait(TIMEOUT)
+
+
+def test_plan_event_with_a_delay(world: World) -> None:
+    finished = world.trigger(PlanEventsAction, {"ping_time": 0.01}).wait(TIMEOUT)
+    assert finished.result == Result.SUCCESS
+    assert finished.steps[2].output == {"result": "pinged"}
+
+
+def test_plan_event_timeout_fails_the_step(world: World) -> None:
+    finished = world.trigger(DeprecatedEventedAction, {"timeout": 0.01}).wait(TIMEOUT)
+    assert (finished.state, finished.result) == (PlanState.PAUSED, Result.ERROR)
+    assert finished.steps[2].error.message == "action timeouted"
+    assert finished.steps[2].output == {"event": "timeout"}
+
+
+def test_exec21_exec22_polling_to_completion_with_times(world: World) -> None:
+    finished = world.trigger(PollingExample, {"external_task_id": "123"}).wait(TIMEOUT)
+    assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS)
+    step = finished.steps[2]
+    assert step.output["task"] == {"progress": 100, "done": True}
+    assert step.started_at is not None and step.ended_at is not None
+    assert step.execution_time < step.real_time  # suspended time is not execution time
+    plan_step = finished.steps[1]
+    assert plan_step.execution_time == plan_step.real_time
+    assert finished.execution_time == pytest.approx(
+        sum(s.execution_time for s in finished.steps.values()), abs=1e-6
+    )
+
+
+def test_exec19_error_in_invoke(world: World) -> None:
+    finished = world.trigger(PollingExample, {"text": "troll setup"}).wait(TIMEOUT)
+    assert (finished.state, finished.result) == (PlanState.PAUSED, Result.ERROR)
+    assert finished.steps[2].state == StepState.ERROR
+
+
+def test_polling_retries_a_failing_poll(world: World) -> None:
+    finished = world.trigger(PollingExample, {"text": "troll progress"}).wait(TIMEOUT)
+    assert finished.result == Result.SUCCESS
+    assert finished.steps[2].output["trolled"] is True
+
+
+def test_exec23_progress_while_polling(world: World) -> None:
+    triggered = world.trigger(PollingExample, {"text": "pause in progress 20"})
+    assert POLL_PAUSE.reached.wait(TIMEOUT)
+    assert round(world.load(triggered.id).progress(), 2) == 0.2
+    POLL_PAUSE.release.set()
+    assert triggered.wait(TIMEOUT).result == Result.SUCCESS
+
+
+def test_exec14_cancellable_not_cancelled(world: World) -> None:
+    assert world.trigger(CancelableSuspended, {}).wait(TIMEOUT).result == Result.SUCCESS
+
+
+def test_exec17_external_cancel(world: World) -> None:
+    triggered = world.trigger(CancelableSuspended, {"text": "cancel-external"})
+    assert world.cancel(triggered.id) == 1
+    finished = triggered.wait(TIMEOUT)
+    assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS)
+    assert finished.steps[2].output["task"]["cancelled"] is True
+
+
+def test_exec18_force_cancel(world: World) -> None:
+    triggered = world.trigger(CancelableSuspended, {"text": "cancel-external"})
+    assert world.cancel(triggered.id, force=True) == 1
+    assert triggered.wait(TIMEOUT).state == PlanState.STOPPED
+
+
+def test_exec16_cancel_handler_fails(world: World) -> None:
+    triggered = world.trigger(CancelableSuspended, {"text": "cancel-fail cancel-self"})
+    finished = triggered.wait(TIMEOUT)
+    assert (finished.state, finished.result) == (PlanState.PAUSED, Result.ERROR)
+    assert finished.steps[2].error.message == "action cancelled"
+    assert finished.steps[2].output["task"]["progress"] == 30
+
+
+def test_cancel_of_nothing_cancellable(world: World) -> None:
+    triggered, step_id = park(world, "not-cancellable")
+    assert world.cancel(triggered.id) == 0
+    world.event(triggered.id, step_id, "done")
+    triggered.wait(TIMEOUT)
+
+
+def test_halt01_running_plan_with_a_suspended_step(world: World) -> None:
+    triggered, step_id = park(world, "halt")
+    world.halt(triggered.id)
+    halted = triggered.wait(TIMEOUT)
+    assert halted.state == PlanState.STOPPED
+    assert world.load(triggered.id).steps[step_id].state == StepState.SUSPENDED
+
+
+def test_halt02_paused_plan(world: World) -> None:
+    plan = world.trigger(ex1.IncomingIssue, {"author": "x", "text": "trolling"}).wait(TIMEOUT)
+    assert plan.state == PlanState.PAUSED
+    world.halt(plan.id)
+    halted = world.load(plan.id)
+    assert halted.state == PlanState.STOPPED
+    assert halted.steps[3].state == StepState.ERROR  # Triage's run step
+
+
+def test_halt03_planned_plan(world: World) -> None:
+    plan = world.plan(ex1.DummyWithFinalize, {})
+    world.halt(plan.id)
+    halted = world.load(plan.id)
+    assert halted.state == PlanState.STOPPED
+    assert halted.steps[2].state == StepState.PENDING
+
+
+class AsyncWaiter(Action):
+    """An async run that records progress in output before each await."""
+
+    async def run(self, event: Any = None) -> None:
+        self.output["before"] = True
+        first = await self.wait_for_event()
+        self.output["first"] = first
+        try:
+            await self.wait_for_event(timeout=self.input.get("timeout"))
+        except TimeoutError as error:
+            self.output["timed_out"] = str(error)
+
+
+def test_async_wait_for_event_and_timeout(world: World) -> None:
+    triggered = world.trigger(AsyncWaiter, {"timeout": 0.01})
+    world.event(triggered.id, 2, "one")
+    finished = triggered.wait(TIMEOUT)
+    assert finished.result == Result.SUCCESS
+    assert finished.steps[2].output == {
+        "before": True,
+        "first": "one",
+        "timed_out": "Timeout exceeded.",
+    }
+
+
+def test_output_chunks_are_stored(world: World) -> None:
+    class Chatty(Action):
+        def run(self) -> None:
+            self.output_chunk("line 1")
+            self.output_chunk({"line": 2}, kind="json")
+
+    finished = world.trigger(Chatty, {}).wait(TIMEOUT)
+    chunks = world.storage.output_chunks(finished.id, finished.steps[2].action_id)
+    assert [(c["chunk"], c["kind"]) for c in chunks] == [("line 1", None), ({"line": 2}, "json")]
