@@ -157,3 +157,22 @@ def test_getting_started_samples_use_existing_apis() -> None:
     assert used, "no World calls found"
     missing = sorted(name for name in used if not callable(getattr(World, name, None)))
     assert not missing, f"getting-started.md calls World methods that do not exist: {missing}"
+
+
+def test_readme_sample_runs(tmp_path: Path) -> None:
+    """The README's python example runs as shown and prints what its comments say."""
+    blocks = python_blocks(ROOT / "README.md")
+    assert blocks, "README.md lost its example"
+    script = tmp_path / "readme.py"
+    script.write_text("\n\n".join(blocks), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.stdout.splitlines()[:2] == ["stopped success", "Concurrence([Atom(3), Atom(5)])"]

@@ -272,12 +272,14 @@ class PlanSupervisor(PooledActor):
                 action_class=step.action_class_name,
                 phase=step.phase,
             )
+            action = new_action(self.plan.actions[step.action_id], RUN, world=self.runtime.world)
+            action.error = step.error  # e.g. what a step being skipped failed with
             self.children[step_id] = StepActor.start(
                 self.runtime,
                 self.actor_ref,
                 step_id,
                 step.queue,
-                new_action(self.plan.actions[step.action_id], RUN, world=self.runtime.world),
+                action,
                 event,
                 tuple(self.stored_events.pop(step_id, ())),
                 _dispatcher=self.runtime.dispatcher,

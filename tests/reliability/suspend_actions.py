@@ -1,0 +1,57 @@
+"""The action shared by the suspended-recovery tests and their child (`suspend_worker`).
+
+Both processes import it as ``tests.reliability.suspend_actions`` so the stored class name
+resolves in each. `Approval.run(None)` counts its runs in ``output["runs"]``, records the
+process it ran in, then suspends; its suspend callback prints ``parked <plan> <step> <runs>``
+and puts ``(plan id, step id, runs)`` on `PARKED`, where a test in this process waits for it.
+An event finishes the step: ``output["event"]`` is the payload.
+
+Only the child gets ``PYDYNFLOW_TEST_BLOCK_RUN=1``: ``run(None)`` then prints
+``running <plan> <step>``, sets `RUNNING` and blocks forever before it suspends.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+from typing import Any
+
+from pydynflow import Action
+from pydynflow.action import SuspendedRef
+
+BLOCK_RUN = "PYDYNFLOW_TEST_BLOCK_RUN"
+
+PARKED: queue.Queue[tuple[str, int, int]] = queue.Queue()
+RUNNING = threading.Event()
+
+_lock = threading.Lock()
+
+
+def emit(line: str) -> None:
+    """Write one line to stdout at once (the test synchronises on these lines)."""
+    with _lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+class Approval(Action):
+    """Suspend until an event arrives; count the runs that started from ``run(None)``."""
+
+    def run(self, event: Any = None) -> None:
+        if event is not None:
+            self.output["event"] = event
+            return
+        runs = self.output["runs"] = self.output.get("runs", 0) + 1
+        self.output.setdefault("pids", []).append(os.getpid())
+        if os.environ.get(BLOCK_RUN) == "1":
+            emit(f"running {self.execution_plan_id} {self.run_step_id}")
+            RUNNING.set()
+            threading.Event().wait()  # killed here, never suspends
+
+        def parked(ref: SuspendedRef) -> None:
+            emit(f"parked {ref.execution_plan_id} {ref.step_id} {runs}")
+            PARKED.put((ref.execution_plan_id, ref.step_id, runs))
+
+        self.suspend(parked)

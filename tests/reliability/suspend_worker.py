@@ -1,0 +1,48 @@
+"""Child process of the suspended-recovery tests.
+
+``python -m tests.reliability.suspend_worker MODE DB_PATH``
+
+MODE ``park``: trigger one `Approval` plan (prints ``plan <id>``); its step suspends and its
+callback prints ``parked <plan> <step> 1``. Then wait to be killed.
+
+MODE ``event``: with ``PYDYNFLOW_TEST_BLOCK_RUN=1``, trigger one `Approval` plan (prints
+``plan <id>``); its ``run(None)`` prints ``running <plan> <step>`` and blocks. Send the event
+``{"approved": True}`` to the running step; once ``world.event`` returned (the event is
+stored), print ``event-accepted``. Then wait to be killed.
+
+Either way the process exits 1 after `TIMEOUT` seconds if nobody killed it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from pydynflow import World
+from tests.reliability.suspend_actions import PARKED, RUNNING, Approval, emit
+
+TIMEOUT = 120
+EVENT = {"approved": True}
+
+
+def main(argv: list[str]) -> int:
+    mode, path = argv
+    world = World(f"sqlite:///{path}").start()
+    triggered = world.trigger(Approval)
+    emit(f"plan {triggered.id}")
+    if mode == "park":
+        PARKED.get(timeout=TIMEOUT)
+    elif mode == "event":
+        if not RUNNING.wait(TIMEOUT):
+            return 1
+        step_id = world.load(triggered.id).actions[1].run_step_id
+        accepted = world.event(triggered.id, step_id, EVENT)
+        emit(f"event-accepted {accepted}")
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+    threading.Event().wait(TIMEOUT)  # the test kills us here
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
