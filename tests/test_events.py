@@ -252,3 +252,79 @@ def test_output_chunks_are_stored(world: World) -> None:
     finished = world.trigger(Chatty, {}).wait(TIMEOUT)
     chunks = world.storage.output_chunks(finished.id, finished.steps[2].action_id)
     assert [(c["chunk"], c["kind"]) for c in chunks] == [("line 1", None), ({"line": 2}, "json")]
+
+
+class PingWithClock(Action):
+    """plan_event with a delay, then signal the test once parked."""
+
+    parked = threading.Event()
+
+    def run(self, event: Any = None) -> None:
+        if event is None:
+            self.plan_event("ping", 30)
+            self.schedule_timeout(60)
+            self.suspend(lambda ref: PingWithClock.parked.set())
+        self.output["event"] = event
+
+
+def test_managed_clock_drives_plan_event_and_timeouts(sqlite_url: str) -> None:
+    from pydynflow.testing import ManagedClock
+
+    PingWithClock.parked.clear()
+    clock = ManagedClock()
+    with World(sqlite_url, clock=clock, auto_execute=False) as world:
+        triggered = world.trigger(PingWithClock, {})
+        assert PingWithClock.parked.wait(TIMEOUT)
+        assert [timer.due for timer in clock.pending()] == [30.0, 60.0]
+        assert clock.advance(29) == 0
+        assert clock.advance(1) == 1  # virtual time: no one waited 30 s
+        finished = triggered.wait(TIMEOUT)
+        assert finished.steps[2].output == {"event": "ping"}
+        assert clock.advance(30) == 1  # the timeout fires for a finished step: dropped
+        assert world.load(triggered.id).result == Result.SUCCESS
+
+
+class Window(Action):
+    """run(None) signals that it started, waits until the test sent its event, suspends."""
+
+    started: dict[str, threading.Event] = {}
+    sent: dict[str, threading.Event] = {}
+
+    def run(self, event: Any = None) -> None:
+        key = self.input["key"]
+        if event is None:
+            Window.started[key].set()
+            Window.sent[key].wait(TIMEOUT)
+            self.suspend()
+        self.output["event"] = event
+
+
+def test_event_in_the_window_between_run_and_suspend_is_not_lost(world: World) -> None:
+    for index in range(50):
+        key = f"w{index}"
+        Window.started[key], Window.sent[key] = threading.Event(), threading.Event()
+        triggered = world.trigger(Window, {"key": key})
+        assert Window.started[key].wait(TIMEOUT)
+        assert world.event(triggered.id, 2, key) is True  # queued: the step is running
+        Window.sent[key].set()
+        assert triggered.wait(TIMEOUT).steps[2].output == {"event": key}
+
+
+def test_timeout_fails_the_step_with_a_managed_clock(sqlite_url: str) -> None:
+    from pydynflow.testing import ManagedClock
+
+    class TimesOut(Action):
+        parked = threading.Event()
+
+        def run(self, event: Any = None) -> None:
+            self.schedule_timeout(5)
+            self.suspend(lambda ref: TimesOut.parked.set())
+
+    clock = ManagedClock()
+    with World(sqlite_url, clock=clock, auto_rescue=False) as world:
+        triggered = world.trigger(TimesOut, {})
+        assert TimesOut.parked.wait(TIMEOUT)
+        clock.advance(5)
+        failed = triggered.wait(TIMEOUT)
+        assert (failed.state, failed.result) == (PlanState.PAUSED, Result.ERROR)
+        assert failed.steps[2].error.message == "Timeout exceeded."
