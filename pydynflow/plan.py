@@ -223,6 +223,13 @@ class ExecutionPlan:
         return compute_result([step.state for step in self.steps.values()])
 
     @property
+    def rescue_strategy(self) -> Any:
+        """Return the rescue strategy (`Pause`, `Skip` or `Fail`) for this plan's failures."""
+        from pydynflow.rescue import plan_rescue_strategy
+
+        return plan_rescue_strategy(self)
+
+    @property
     def error(self) -> StepError | None:
         """Return the first error recorded on a step, if any."""
         for step in self.steps.values():

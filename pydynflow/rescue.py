@@ -7,6 +7,10 @@ re-runs the step before one of them applies.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydynflow.plan import ExecutionPlan
 
 
 class RescuePolicy:
@@ -63,3 +67,51 @@ def combine(strategies: list[RescuePolicy]) -> RescuePolicy:
     if strategies and all(s is Fail for s in strategies):
         return Fail
     return Pause
+
+
+def strategy_of(policy: RescuePolicy) -> RescuePolicy:
+    """Return the rescue strategy a policy ends in (a `Retry`'s ``then``, recursively)."""
+    while isinstance(policy, Retry):
+        policy = policy.then
+    return policy
+
+
+def plan_rescue_strategy(plan: ExecutionPlan) -> RescuePolicy:
+    """Return the strategy Dynflow would apply to a failed plan.
+
+    Each action suggests its own strategy (its class's ``rescue``) if one of its steps
+    failed, and takes the suggestion of every action it planned: the planned action's own
+    combined strategy, unless ``rescue_for_planned`` overrides it. Suggestions combine as
+    in `combine`; a plan with no failure at all gets `Skip` (Dynflow's default).
+    """
+    root = plan.root_plan_step
+    if root is None:
+        return Pause
+    return _action_strategy(plan, root.action_id) or Skip
+
+
+def _action_strategy(plan: ExecutionPlan, action_id: int) -> RescuePolicy | None:
+    from pydynflow.states import StepState
+
+    record = plan.actions[action_id]
+    own = (record.plan_step_id, record.run_step_id, record.finalize_step_id)
+    suggested: list[RescuePolicy] = []
+    action_class = record.action_class
+    if any(sid is not None and plan.steps[sid].state == StepState.ERROR for sid in own):
+        suggested.append(strategy_of(action_class.rescue))
+    if record.plan_step_id is None:
+        return combine(suggested) if suggested else None
+    parent = None
+    for child_step_id in plan.steps[record.plan_step_id].children:
+        child_id = plan.steps[child_step_id].action_id
+        if parent is None:
+            parent = action_class.from_record(record)
+        child = plan.actions[child_id]
+        override = parent.rescue_for_planned(child.action_class.from_record(child))
+        if override is not None:
+            suggested.append(strategy_of(override))
+        else:
+            child_strategy = _action_strategy(plan, child_id)
+            if child_strategy is not None:
+                suggested.append(child_strategy)
+    return combine(suggested) if suggested else None

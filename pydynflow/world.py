@@ -51,8 +51,9 @@ class World:
         queues: extra queues and their pool sizes, e.g. ``{"slow": 1}``.
         middleware: world-wide middleware classes, outermost first (not built yet: a
             non-empty sequence raises for now).
-        auto_rescue: apply the combined rescue strategy when a plan fails (rescue
-            strategies other than ``Pause`` are not built yet: a failed plan pauses).
+        auto_rescue: when a plan fails, apply its combined rescue strategy at once
+            (``Skip``: skip the failed steps and go on; ``Fail``: stop; otherwise pause).
+            ``Retry`` policies act whatever this says.
         auto_execute: on start, execute plans left ``planned`` or ``paused`` without errors.
         delayed_executor: run delayed plans when they are due.
         name: a name for logs and the console; defaults to ``<host>-<pid>``.

@@ -68,3 +68,40 @@ def test_orchestrate_demo(tmp_path: Any) -> None:
     else:
         assert plan.result == Result.PENDING
     assert plan.run_flow.all_step_ids()
+
+
+def test_wait_for_approval(tmp_path: Any) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    database = tmp_path / "approvals.db"
+    url = f"sqlite:///{database}"
+
+    done = run_example("wait_for_approval.py", url, cwd=workdir)
+
+    report = f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    assert "approval service: ada reviews 'deploy v2.1 to production'" in done.stdout, report
+    assert "plan stopped / success" in done.stdout, report
+    assert "status: applied: deploy v2.1 to production" in done.stdout, report
+    assert str(database) in done.stdout, report
+    assert not (workdir / "pydynflow.db").exists(), "the example ignored its database argument"
+
+    world = World(url, executor=False)
+    try:
+        (plan,) = world.plans(label="change request", limit=None)
+    finally:
+        world.stop()
+    assert plan.id in done.stdout, report
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
+    assert plan.actions[1].output == {
+        "requested": True,
+        "decision": {"approved": True, "by": "ada", "reason": "looks good"},
+        "status": "applied: deploy v2.1 to production",
+    }
+
+
+def test_wait_for_approval_default_database(tmp_path: Any) -> None:
+    done = run_example("wait_for_approval.py", cwd=tmp_path)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "status: applied: deploy v2.1 to production" in done.stdout
+    assert (tmp_path / "pydynflow.db").is_file()  # the default: a file in the cwd

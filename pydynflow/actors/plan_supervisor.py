@@ -43,8 +43,10 @@ from pydynflow.actors.messages import (
 from pydynflow.actors.persistence import changes
 from pydynflow.actors.runtime import Runtime
 from pydynflow.actors.step import StepActor, failed_outcome
+from pydynflow.clock import ClockClosedError
 from pydynflow.errors import DynflowError, EventRejected
-from pydynflow.events import Abort, Cancel, Skip, decode_event, encode_event, is_cancellable
+from pydynflow.events import Abort, Cancel, decode_event, encode_event, is_cancellable
+from pydynflow.events import Skip as SkipEvent
 from pydynflow.logging import get_logger
 from pydynflow.phases import (
     FINALIZE,
@@ -56,8 +58,10 @@ from pydynflow.phases import (
 )
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
 from pydynflow.references import iter_references, resolve_references
+from pydynflow.rescue import Fail, Pause, Retry, Skip, plan_rescue_strategy
 from pydynflow.scheduling import FlowGraph
-from pydynflow.states import PlanState, StepState
+from pydynflow.skipping import skip_plan_steps
+from pydynflow.states import Phase, PlanState, StepState
 
 # A suspended step runs again from run(None): after a crash, a halt or a graceful stop.
 _RUNNABLE = (StepState.PENDING, StepState.ERROR, StepState.SKIPPING, StepState.SUSPENDED)
@@ -84,6 +88,8 @@ class PlanSupervisor(PooledActor):
         self.graph = FlowGraph(plan.run_flow)
         self.winding_down = False
         self.halting = False
+        self.rescued = False
+        self.retrying: set[int] = set()  # failed steps waiting out a Retry backoff
         self.finishing = False
         root = plan.root_plan_step
         self.log = get_logger(
@@ -159,6 +165,8 @@ class PlanSupervisor(PooledActor):
                 tell_if_alive(child, message.event)
             else:  # not launched yet: it gets the event when it is
                 self.stored_events.setdefault(message.step_id, []).append(message.event)
+        elif isinstance(message, _RetryStep):
+            self._retry(message.step_id)
         elif isinstance(message, _StepParked):
             self._step_parked(message.step_id)
         elif isinstance(message, Resume):
@@ -265,7 +273,7 @@ class PlanSupervisor(PooledActor):
             if message.error is not None:
                 self._step_outcome(step_id, failed_outcome(message.error))
                 continue
-            event = Skip() if step.state == StepState.SKIPPING else None
+            event = SkipEvent() if step.state == StepState.SKIPPING else None
             self.log.debug(
                 "step started",
                 step_id=step_id,
@@ -316,6 +324,9 @@ class PlanSupervisor(PooledActor):
         )
         if step.state in _DONE:
             steps, actions = self._start_steps(self.graph.complete(step_id))
+        elif self._retry_later(step):
+            self._send(steps=(step,), actions=changed, chunks=chunks)
+            return
         else:
             self.graph.fail(step_id)
             steps, actions = [], []
@@ -324,6 +335,45 @@ class PlanSupervisor(PooledActor):
             self.had_events.discard(step_id)
             extra["envelope_clear"] = ((self.plan.id, step_id),)
         self._commit_and_continue([step, *steps], [*changed, *actions], **extra)
+
+    def _retry_later(self, step: Step) -> bool:
+        """Arm a retry of a failed step if its action's policy allows one more attempt.
+
+        The step stays in flight (``error``, counted in ``attempts``) while the clock waits
+        out the backoff: no thread is held.
+        """
+        policy = step.action_class.rescue
+        if not isinstance(policy, Retry) or step.attempts >= policy.attempts:
+            return False
+        if self.winding_down:
+            return False
+        step.attempts += 1
+        delay = policy.delay(step.attempts)
+        self.log.warning(
+            "step failed, retrying",
+            step_id=step.id,
+            action_class=step.action_class_name,
+            phase=step.phase,
+            attempt=step.attempts,
+            of=policy.attempts,
+            backoff=delay,
+            error=str(step.error),
+        )
+        me = self.actor_ref
+        try:
+            self.runtime.clock.schedule(delay, lambda: tell_if_alive(me, _RetryStep(step.id)))
+        except ClockClosedError:  # the world is stopping: leave the step failed
+            return False
+        self.retrying.add(step.id)
+        return True
+
+    def _retry(self, step_id: int) -> None:
+        if step_id not in self.retrying or self.finishing:  # wound down meanwhile
+            return
+        self.retrying.discard(step_id)
+        self.running.discard(step_id)
+        steps, actions = self._start_steps([step_id])
+        self._commit_and_continue(steps, actions)
 
     def _suspended(self, step: Step, changed: list[ActionRecord], chunks: list[Any]) -> None:
         step.transition(StepState.SUSPENDED)
@@ -414,7 +464,7 @@ class PlanSupervisor(PooledActor):
         if self.finishing:
             return False
         if self.winding_down:  # parked steps stay suspended; running calls are awaited
-            return not (self.running - self.parked)
+            return not (self.running - self.parked - self.retrying)
         return not self.running and self.graph.is_done()
 
     def _maybe_run_flow_finished(self) -> None:
@@ -423,6 +473,7 @@ class PlanSupervisor(PooledActor):
 
     def _after_run_flow(self, steps: list[Step], actions: list[ActionRecord], **extra: Any) -> None:
         if self.winding_down:
+            self.retrying.clear()  # their steps stay failed, to be resumed
             for child in self.children.values():  # parked steps: they stay suspended
                 stop_if_alive(child)
             self.children.clear()
@@ -431,7 +482,37 @@ class PlanSupervisor(PooledActor):
         elif self.graph.is_complete():
             self._run_finalize_flow(steps, actions, **extra)
         else:
-            self._finish(PlanState.PAUSED, steps, actions, **extra)
+            strategy = self._rescue_strategy()
+            if strategy is Skip:
+                self._skip_failed_run_steps(steps, actions, **extra)
+            else:
+                state = PlanState.STOPPED if strategy is Fail else PlanState.PAUSED
+                self._finish(state, steps, actions, **extra)
+
+    def _rescue_strategy(self) -> Any:
+        """Return the strategy to apply now: Pause unless auto-rescue may act (once)."""
+        if not self.runtime.auto_rescue or self.rescued:
+            return Pause
+        self.rescued = True  # a rescue that fails again pauses: no second rescue
+        strategy = plan_rescue_strategy(self.plan)
+        self.log.info("rescuing plan", strategy=strategy.name)
+        return strategy
+
+    def _skip_failed_run_steps(
+        self, steps: list[Step], actions: list[ActionRecord], **extra: Any
+    ) -> None:
+        """Skip every failed run step (and what depends on it) and go on with the flow."""
+        changed = {step.id: step for step in steps}
+        for step in self.plan.steps_of_phase(Phase.RUN):
+            if step.state == StepState.ERROR:
+                for skipped in skip_plan_steps(self.plan, step):
+                    changed[skipped.id] = skipped
+        self.graph = FlowGraph(self.plan.run_flow)
+        done = [sid for sid, step in self.plan.steps.items() if step.state in _DONE]
+        started, resolved = self._start_steps(self.graph.start(done))
+        for step in started:
+            changed[step.id] = step
+        self._commit_and_continue(list(changed.values()), [*actions, *resolved], **extra)
 
     # -- finalize flow -------------------------------------------------------------------
 
@@ -472,8 +553,18 @@ class PlanSupervisor(PooledActor):
             self.plan.steps[step.id] = step
             steps.append(step)
             actions.append(stored)
-        failed = any(step.state == StepState.ERROR for step in message.steps)
-        state = PlanState.PAUSED if failed else PlanState.STOPPED
+        failed = [step for step in message.steps if step.state == StepState.ERROR]
+        if not failed:
+            self._finish(PlanState.STOPPED, steps, actions, **extra)
+            return
+        strategy = self._rescue_strategy()
+        if strategy is Skip:  # skip the failed finalize steps, run the phase again
+            for step in failed:
+                step.transition(StepState.SKIPPED)
+            self.finishing = False
+            self._run_finalize_flow(steps, actions, **extra)
+            return
+        state = PlanState.STOPPED if strategy is Fail else PlanState.PAUSED
         self._finish(state, steps, actions, **extra)
 
     # -- end -----------------------------------------------------------------------------
@@ -524,6 +615,13 @@ class PlanSupervisor(PooledActor):
 @dataclass(frozen=True, slots=True)
 class _StepParked:
     """The supervisor's own note: a step's suspended state is committed."""
+
+    step_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class _RetryStep:
+    """The supervisor's own timer: a failed step's backoff is over."""
 
     step_id: int
 

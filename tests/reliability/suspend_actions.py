@@ -6,6 +6,11 @@ process it ran in, then suspends; its suspend callback prints ``parked <plan> <s
 and puts ``(plan id, step id, runs)`` on `PARKED`, where a test in this process waits for it.
 An event finishes the step: ``output["event"]`` is the payload.
 
+`AsyncApproval` is the same with an ``async def run``: it counts its starts in
+``output["starts"]``, appends one line to the file ``input["ledger"]`` (the side effect that
+must not happen twice) unless ``output["requested"]`` says it already did, and then awaits
+``wait_for_event``: ``output["event"]`` is what it gets.
+
 Only the child gets ``PYDYNFLOW_TEST_BLOCK_RUN=1``: ``run(None)`` then prints
 ``running <plan> <step>``, sets `RUNNING` and blocks forever before it suspends.
 """
@@ -55,3 +60,15 @@ class Approval(Action):
             PARKED.put((ref.execution_plan_id, ref.step_id, runs))
 
         self.suspend(parked)
+
+
+class AsyncApproval(Action):
+    """An async run that follows the rule: record before each await what must not repeat."""
+
+    async def run(self, event: Any = None) -> None:
+        self.output["starts"] = self.output.get("starts", 0) + 1
+        if not self.output.get("requested"):
+            with open(self.input["ledger"], "a", encoding="utf-8") as ledger:
+                ledger.write(f"request from {os.getpid()}\n")
+            self.output["requested"] = True
+        self.output["event"] = await self.wait_for_event()

@@ -10,16 +10,22 @@ MODE ``event``: with ``PYDYNFLOW_TEST_BLOCK_RUN=1``, trigger one `Approval` plan
 ``{"approved": True}`` to the running step; once ``world.event`` returned (the event is
 stored), print ``event-accepted``. Then wait to be killed.
 
-Either way the process exits 1 after `TIMEOUT` seconds if nobody killed it.
+MODE ``async``: trigger one `AsyncApproval` plan with ``ledger`` ``requests.log`` next to the
+database (prints ``plan <id> <step>``); once its step is stored ``suspended`` (awaiting
+``wait_for_event``), print ``waiting``. Then wait to be killed.
+
+Any way the process exits 1 after `TIMEOUT` seconds if nobody killed it.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
+from pathlib import Path
 
 from pydynflow import World
-from tests.reliability.suspend_actions import PARKED, RUNNING, Approval, emit
+from tests.reliability.suspend_actions import PARKED, RUNNING, Approval, AsyncApproval, emit
 
 TIMEOUT = 120
 EVENT = {"approved": True}
@@ -28,6 +34,19 @@ EVENT = {"approved": True}
 def main(argv: list[str]) -> int:
     mode, path = argv
     world = World(f"sqlite:///{path}").start()
+    if mode == "async":
+        ledger = Path(path).parent / "requests.log"
+        triggered = world.trigger(AsyncApproval, {"ledger": str(ledger)})
+        step_id = world.load(triggered.id).actions[1].run_step_id
+        emit(f"plan {triggered.id} {step_id}")
+        deadline = time.monotonic() + TIMEOUT
+        while world.storage.step_state(triggered.id, step_id) != "suspended":
+            if time.monotonic() > deadline:
+                return 1
+            threading.Event().wait(0.01)  # the child may poll; the test only reads lines
+        emit("waiting")
+        threading.Event().wait(TIMEOUT)  # the test kills us here
+        return 1
     triggered = world.trigger(Approval)
     emit(f"plan {triggered.id}")
     if mode == "park":

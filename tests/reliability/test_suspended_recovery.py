@@ -1,0 +1,245 @@
+"""SIGKILL with a suspended step, or with an accepted event not yet delivered: nothing is lost.
+
+Acceptance criteria of suspend and events:
+
+* a step suspended in a process that is killed and restarted gets ``run(None)`` again, with
+  the output it had persisted, and completes when the event comes;
+* an event accepted (``world.event`` returned) just before a crash is not lost: it is
+  delivered from storage once the step runs again;
+* an async run parked in ``wait_for_event`` starts again from the top after a kill, with its
+  persisted output: what it recorded before the await is not done twice.
+
+The child is a real process (`suspend_worker`); the test synchronises only on the lines it
+prints, and, in this process, on the suspend callback of the same action class.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pydynflow import PlanState, Result, StepState, World
+from pydynflow.storage import Storage
+from tests.reliability.suspend_actions import BLOCK_RUN, PARKED, Approval, AsyncApproval
+from tests.reliability.suspend_worker import EVENT
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 30
+ABNORMAL = "Abnormal termination (previous state: running)"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps never block in this process; no parked note is left over from another test."""
+    monkeypatch.delenv(BLOCK_RUN, raising=False)
+    while not PARKED.empty():
+        PARKED.get_nowait()
+
+
+class Child:
+    """A `suspend_worker` process whose stdout lines arrive on a queue (read by a thread)."""
+
+    def __init__(self, mode: str, db_path: Path, stderr_path: Path, env: dict[str, str]) -> None:
+        self.stderr_path = stderr_path
+        self._stderr = stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.reliability.suspend_worker", mode, str(db_path)],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def read_until(self, wanted: Callable[[str], bool]) -> str:
+        """Return the first line for which ``wanted`` holds; fail if the child ends first."""
+        while True:
+            try:
+                line = self.lines.get(timeout=TIMEOUT)
+            except queue.Empty:
+                pytest.fail(f"no wanted line from the child in {TIMEOUT}s; saw {self.seen}")
+            if line is None:
+                self.proc.wait(TIMEOUT)
+                pytest.fail(
+                    f"the child ended (rc={self.proc.returncode}) before the wanted line; "
+                    f"saw {self.seen}; stderr: {self.stderr_tail()}"
+                )
+            self.seen.append(line)
+            if wanted(line):
+                return line
+
+    def sigkill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        assert self.proc.wait(TIMEOUT) == -signal.SIGKILL
+
+    def stderr_tail(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")[-2000:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+@contextmanager
+def child(mode: str, tmp_path: Path, **env: str) -> Iterator[Child]:
+    started = Child(mode, tmp_path / "pydynflow.db", tmp_path / f"{mode}.stderr", env)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def stored(url: str, plan_id: str) -> tuple[Any, list[tuple[int, int, Any]]]:
+    """Read a plan and its pending events straight from the store, as the kill left them."""
+    storage = Storage(url)
+    try:
+        return storage.load_plan(plan_id), storage.envelopes(plan_id)
+    finally:
+        storage.close()
+
+
+def parked_again(plan_id: str) -> tuple[int, int]:
+    """Wait until the step of ``plan_id`` is parked in this process; return (step, runs)."""
+    try:
+        parked_plan, step_id, runs = PARKED.get(timeout=TIMEOUT)
+    except queue.Empty:
+        pytest.fail(f"the step of {plan_id} did not suspend again in {TIMEOUT}s")
+    assert parked_plan == plan_id
+    return step_id, runs
+
+
+def test_a_suspended_step_runs_again_after_a_kill_and_completes_on_the_event(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'pydynflow.db'}"
+    with child("park", tmp_path) as worker:
+        _, plan_id = worker.read_until(lambda line: line.startswith("plan ")).split()
+        line = worker.read_until(lambda line: line.startswith("parked "))
+        assert line.split()[1] == plan_id
+        step_id = int(line.split()[2])
+        child_pid = worker.proc.pid
+        worker.sigkill()
+
+    before, envelopes = stored(url, plan_id)
+    assert before.state == PlanState.RUNNING
+    assert before.steps[step_id].state == StepState.SUSPENDED
+    assert before.steps[step_id].output == {"runs": 1, "pids": [child_pid]}
+    assert envelopes == []
+
+    with World(url) as world:
+        (triggered,) = world.auto_executed  # suspended, not running: nothing to fix by hand
+        assert triggered.id == plan_id
+        assert parked_again(plan_id) == (step_id, 2)
+        parked = world.load(plan_id).steps[step_id]
+        assert parked.state == StepState.SUSPENDED
+        # run(None) again, on the output the killed process had persisted
+        assert parked.output == {"runs": 2, "pids": [child_pid, os.getpid()]}
+
+        assert world.event(plan_id, step_id, "go") is True
+        finished = triggered.wait(TIMEOUT)
+        assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS)
+        step = finished.steps[step_id]
+        assert step.state == StepState.SUCCESS and step.error is None
+        assert step.output == {"runs": 2, "pids": [child_pid, os.getpid()], "event": "go"}
+        assert world.storage.envelopes(plan_id) == []
+
+
+def test_an_event_accepted_before_a_kill_is_delivered_after_the_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pydynflow.db'}"
+    with child("event", tmp_path, **{BLOCK_RUN: "1"}) as worker:
+        _, plan_id = worker.read_until(lambda line: line.startswith("plan ")).split()
+        line = worker.read_until(lambda line: line.startswith("running "))
+        assert line.split()[1] == plan_id
+        step_id = int(line.split()[2])
+        # world.event returned True while the step was still running: queued and stored
+        assert worker.read_until(lambda line: line.startswith("event-accepted")) == (
+            "event-accepted True"
+        )
+        worker.sigkill()
+
+    before, envelopes = stored(url, plan_id)
+    assert before.state == PlanState.RUNNING
+    assert before.steps[step_id].state == StepState.RUNNING
+    assert before.steps[step_id].output == {}  # the killed run never returned
+    assert envelopes == [(envelopes[0][0], step_id, EVENT)]
+
+    with World(url) as world:
+        # A step killed while running is never re-run blindly: the plan waits for a person.
+        assert plan_id not in {triggered.id for triggered in world.auto_executed}
+        paused = world.load(plan_id)
+        assert (paused.state, paused.result) == (PlanState.PAUSED, Result.ERROR)
+        failed = paused.steps[step_id]
+        assert failed.state == StepState.ERROR
+        assert failed.error is not None and failed.error.message == ABNORMAL
+        assert [payload for _, _, payload in world.storage.envelopes(plan_id)] == [EVENT]
+
+        resumed = world.resume(plan_id)
+        # run(None) again (no block here): it suspends, then gets the stored event
+        assert parked_again(plan_id) == (step_id, 1)
+        finished = resumed.wait(TIMEOUT)
+        assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS)
+        step = finished.steps[step_id]
+        assert step.state == StepState.SUCCESS and step.error is None
+        assert step.output == {"runs": 1, "pids": [os.getpid()], "event": EVENT}
+        assert world.storage.envelopes(plan_id) == []  # delivered once, then gone
+
+
+def test_an_async_run_starts_again_from_the_top_after_a_kill(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pydynflow.db'}"
+    ledger = tmp_path / "requests.log"
+    with child("async", tmp_path) as worker:
+        _, plan_id, step = worker.read_until(lambda line: line.startswith("plan ")).split()
+        step_id = int(step)
+        worker.read_until(lambda line: line == "waiting")
+        child_pid = worker.proc.pid
+        worker.sigkill()
+
+    before, _ = stored(url, plan_id)
+    assert before.steps[step_id].state == StepState.SUSPENDED
+    assert before.steps[step_id].output == {"starts": 1, "requested": True}
+    assert ledger.read_text().splitlines() == [f"request from {child_pid}"]
+
+    with World(url) as world:
+        (triggered,) = world.auto_executed
+        assert triggered.id == plan_id
+        # Sent at once: if the restarted run has not reached its await yet, it is queued.
+        assert world.event(plan_id, step_id, "go") is True
+        finished = triggered.wait(TIMEOUT)
+    assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS)
+    # run started again from the top (starts == 2), on the persisted output, so the request
+    # recorded before the await was not sent a second time
+    assert finished.steps[step_id].output == {"starts": 2, "requested": True, "event": "go"}
+    assert ledger.read_text().splitlines() == [f"request from {child_pid}"]
+
+
+def test_the_actions_resolve_under_one_name() -> None:
+    """Both processes store and resolve the classes as ``tests.reliability.suspend_actions``."""
+    for cls in (Approval, AsyncApproval):
+        assert cls.class_name() == f"tests.reliability.suspend_actions.{cls.__name__}"

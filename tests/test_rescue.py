@@ -1,0 +1,202 @@
+"""RESC-* scenarios: rescue strategies, auto-rescue, and Retry as a restart policy."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pydynflow import Action, Fail, Pause, PlanState, Result, Retry, Skip, StepState, World
+from pydynflow.testing import ManagedClock
+from tests.support.rescue_example import (
+    ActionWithSkip,
+    ComplexActionWithFail,
+    ComplexActionWithoutSkip,
+    ComplexActionWithSkip,
+)
+
+TIMEOUT = 30
+
+
+@pytest.fixture
+def world(sqlite_url: str) -> Iterator[World]:
+    with World(sqlite_url, auto_rescue=False, auto_execute=False) as started:
+        yield started
+
+
+@pytest.fixture
+def rescuing(sqlite_url: str) -> Iterator[World]:
+    with World(sqlite_url, auto_rescue=True, auto_execute=False) as started:
+        yield started
+
+
+@pytest.mark.parametrize(
+    ("action", "args", "strategy"),
+    [
+        (ActionWithSkip, (1, "error_on_run"), Skip),  # RESC-01
+        (ActionWithSkip, (1, "error_on_finalize"), Skip),  # RESC-02
+        (ComplexActionWithSkip, ("error_on_run",), Skip),  # RESC-03
+        (ComplexActionWithSkip, ("error_on_finalize",), Skip),  # RESC-04
+        (ComplexActionWithFail, ("error_on_run",), Fail),  # RESC-06
+        (ComplexActionWithoutSkip, ("error_on_run",), Pause),
+    ],
+)
+def test_resc01_06_strategy_without_auto_rescue(world: World, action, args, strategy) -> None:
+    plan = world.trigger(action, *args).wait(TIMEOUT)
+    assert plan.rescue_strategy is strategy
+    assert world.load(plan.id).state == PlanState.PAUSED
+
+
+def test_resc07_skippable_action_in_run_phase(rescuing: World) -> None:
+    plan = rescuing.trigger(ActionWithSkip, 1, "error_on_run").wait(TIMEOUT)
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.WARNING)
+    assert plan.steps[2].state == StepState.SKIPPED
+    assert plan.steps[2].output["message"] == "skipped because some error as you wish"
+
+
+def test_resc08_skippable_action_in_finalize_phase(rescuing: World) -> None:
+    plan = rescuing.trigger(ActionWithSkip, 1, "error_on_finalize").wait(TIMEOUT)
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.WARNING)
+    assert plan.steps[2].output["message"] == "Been here"
+    assert plan.steps[3].state == StepState.SKIPPED
+
+
+def test_resc09_plan_with_skips(rescuing: World) -> None:
+    plan = rescuing.trigger(ComplexActionWithSkip, "error_on_run").wait(TIMEOUT)
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.WARNING)
+    for step_id in (6, 9):
+        assert plan.steps[step_id].state == StepState.SKIPPED
+        assert plan.steps[step_id].output["message"] == "skipped because some error as you wish"
+    assert plan.steps[12].state == StepState.SUCCESS  # ActionWithSkip 6 ran
+    assert plan.steps[7].state == plan.steps[10].state == StepState.SKIPPED  # their finalize
+
+
+def test_resc11_no_second_rescue(rescuing: World) -> None:
+    plan = rescuing.trigger(ActionWithSkip, 1, "error_on_skip").wait(TIMEOUT)
+    assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
+    assert plan.steps[2].error.message == "we failed on skip as well"
+
+
+def test_resc12_plan_without_skips(rescuing: World) -> None:
+    plan = rescuing.trigger(ComplexActionWithoutSkip, "error_on_run").wait(TIMEOUT)
+    assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
+    assert [entry.name for entry in plan.history] == ["start execution", "pause execution"]
+    assert {entry.world_id for entry in plan.history} == {rescuing.id}
+
+
+def test_resc13_plan_with_fail(rescuing: World) -> None:
+    plan = rescuing.trigger(ComplexActionWithFail, "error_on_run").wait(TIMEOUT)
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.ERROR)
+    states = Counter(step.state for step in plan.steps.values())
+    assert states == {StepState.SUCCESS: 6, StepState.PENDING: 6, StepState.ERROR: 1}
+    assert [entry.name for entry in plan.history] == ["start execution", "finish execution"]
+
+
+class Flaky(Action):
+    """Fails its first ``failures`` runs (counted per plan in a class-level dict)."""
+
+    rescue = Retry(2, backoff=10, factor=2, then=Pause)
+    runs: Counter[str] = Counter()
+    failed = threading.Event()
+
+    def run(self) -> None:
+        Flaky.runs[self.execution_plan_id] += 1
+        if Flaky.runs[self.execution_plan_id] <= self.input["failures"]:
+            Flaky.failed.set()
+            raise RuntimeError(f"flaky failure {Flaky.runs[self.execution_plan_id]}")
+        self.output["runs"] = Flaky.runs[self.execution_plan_id]
+
+
+class SignallingClock(ManagedClock):
+    """A ManagedClock that notifies a condition whenever a timer is armed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = threading.Condition()
+
+    def schedule(self, delay: float, callback: Any) -> Any:
+        timer = super().schedule(delay, callback)
+        with self.changed:
+            self.changed.notify_all()
+        return timer
+
+    def notify(self, *_: Any) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+
+def _advance_until_done(clock: SignallingClock, triggered: Any) -> None:
+    """Fire backoff timers as they get armed (virtual time), until the plan ends."""
+    triggered.future.add_done_callback(clock.notify)
+    while True:
+        with clock.changed:
+            assert clock.changed.wait_for(
+                lambda: triggered.done() or clock.pending(), timeout=TIMEOUT
+            )
+        if triggered.done():
+            return
+        clock.advance_to_next()
+
+
+@pytest.mark.parametrize("auto_rescue", [False, True])
+def test_retry_restarts_the_step_then_succeeds(sqlite_url: str, auto_rescue: bool) -> None:
+    clock = SignallingClock()
+    with World(sqlite_url, clock=clock, auto_rescue=auto_rescue) as world:
+        triggered = world.trigger(Flaky, {"failures": 2})
+        _advance_until_done(clock, triggered)
+        plan = triggered.wait(TIMEOUT)
+        assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
+        assert plan.steps[2].attempts == 2 and plan.steps[2].output == {"runs": 3}
+        assert clock.now() == 30.0  # backoffs of 10 s then 20 s, virtual
+
+
+@pytest.mark.parametrize("auto_rescue", [False, True])
+def test_retry_runs_out_then_its_then_applies(sqlite_url: str, auto_rescue: bool) -> None:
+    clock = SignallingClock()
+    with World(sqlite_url, clock=clock, auto_rescue=auto_rescue) as world:
+        triggered = world.trigger(Flaky, {"failures": 5})
+        _advance_until_done(clock, triggered)
+        plan = triggered.wait(TIMEOUT)
+        assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
+        assert plan.steps[2].attempts == 2
+        assert plan.steps[2].error.message == "flaky failure 3"
+
+
+class FailsOnce(Action):
+    rescue = Retry(1, backoff=30)
+    failed: set[str] = set()
+
+    def run(self) -> None:
+        if self.execution_plan_id not in FailsOnce.failed:
+            FailsOnce.failed.add(self.execution_plan_id)
+            raise RuntimeError("first attempt fails")
+
+
+def test_retry_backoff_on_a_thousand_steps_holds_no_thread(sqlite_url: str) -> None:
+    clock = SignallingClock()
+    with World(sqlite_url, clock=clock) as world:
+        before = threading.active_count()
+        triggered = [world.trigger(FailsOnce, {"n": n}) for n in range(1000)]
+        with clock.changed:
+            assert clock.changed.wait_for(lambda: len(clock.pending()) == 1000, timeout=60)
+        assert threading.active_count() <= before + world.pool_size  # workers, no more
+        assert {timer.due for timer in clock.pending()} == {30.0}
+        clock.advance(30)
+        plans = [one.wait(60) for one in triggered]
+        assert all(plan.result == Result.SUCCESS for plan in plans)
+        assert all(plan.steps[2].attempts == 1 for plan in plans)
+
+
+def test_stopping_a_world_during_a_backoff_pauses_the_plan(sqlite_url: str) -> None:
+    clock = SignallingClock()
+    world = World(sqlite_url, clock=clock, auto_execute=False).start()
+    triggered = world.trigger(Flaky, {"failures": 5})
+    with clock.changed:
+        assert clock.changed.wait_for(lambda: len(clock.pending()) == 1, timeout=TIMEOUT)
+    world.stop(TIMEOUT)
+    plan = triggered.wait(TIMEOUT)
+    assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
+    assert plan.steps[2].attempts == 1
