@@ -328,3 +328,19 @@ def test_timeout_fails_the_step_with_a_managed_clock(sqlite_url: str) -> None:
         failed = triggered.wait(TIMEOUT)
         assert (failed.state, failed.result) == (PlanState.PAUSED, Result.ERROR)
         assert failed.steps[2].error.message == "Timeout exceeded."
+
+
+def test_finalize_sees_its_world_and_stores_its_chunks(world: World) -> None:
+    class Finishing(Action):
+        def run(self) -> None:
+            self.output_chunk("from run")
+
+        def finalize(self) -> None:
+            self.output_chunk(f"world {self.world.id}", kind="finalize")
+
+    finished = world.trigger(Finishing, {}).wait(TIMEOUT)
+    chunks = world.storage.output_chunks(finished.id, finished.steps[2].action_id)
+    assert [(c["chunk"], c["kind"]) for c in chunks] == [
+        ("from run", None),
+        (f"world {world.id}", "finalize"),
+    ]

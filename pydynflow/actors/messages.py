@@ -89,10 +89,11 @@ class Finished:
 
 @dataclass(frozen=True, slots=True)
 class FinalizeDone:
-    """The finalize flow ran: its steps and records as they ended."""
+    """The finalize flow ran: its steps and records as they ended, and their output chunks."""
 
     steps: tuple[Step, ...]
     actions: tuple[ActionRecord, ...]
+    chunks: tuple[tuple[Any, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -540,7 +540,7 @@ class PlanSupervisor(PooledActor):
                 result = FinalizeDone(tuple(snapshots), tuple(records.values()))
             me.tell(result)
 
-        args = (snapshots, records)
+        args = (snapshots, records, self.runtime.world_for_workers)
         self.runtime.pool("default").submit(_run_finalize_steps, args, on_done)
 
     def _finalize_done(self, message: FinalizeDone) -> None:
@@ -553,6 +553,8 @@ class PlanSupervisor(PooledActor):
             self.plan.steps[step.id] = step
             steps.append(step)
             actions.append(stored)
+        if message.chunks:
+            extra = {**extra, "chunks": (*extra.get("chunks", ()), *message.chunks)}
         failed = [step for step in message.steps if step.state == StepState.ERROR]
         if not failed:
             self._finish(PlanState.STOPPED, steps, actions, **extra)
@@ -644,16 +646,20 @@ class _Ignore:
         """Drop the answer."""
 
 
-def _run_finalize_steps(steps: list[Step], records: dict[int, ActionRecord]) -> FinalizeDone:
+def _run_finalize_steps(
+    steps: list[Step], records: dict[int, ActionRecord], world: Any = None
+) -> FinalizeDone:
     """Run finalize steps in order on a worker; stop at the first failure."""
     failed = False
+    chunks: list[tuple[Any, ...]] = []
     for step in steps:
         if failed:
             break
         record = records[step.action_id]
         step.transition(StepState.RUNNING)
         step.started_at = step.started_at or utcnow()
-        outcome = execute_finalize(new_action(record, FINALIZE))
+        outcome = execute_finalize(new_action(record, FINALIZE, world=world))
+        chunks.extend((record.execution_plan_id, record.id, *chunk) for chunk in outcome.chunks)
         step.transition(outcome.state)
         step.error = outcome.error
         step.execution_time += outcome.execution_time
@@ -662,4 +668,4 @@ def _run_finalize_steps(steps: list[Step], records: dict[int, ActionRecord]) -> 
         step.real_time = (step.ended_at - step.started_at).total_seconds()
         record.output = outcome.output
         failed = outcome.state == StepState.ERROR
-    return FinalizeDone(tuple(steps), tuple(records.values()))
+    return FinalizeDone(tuple(steps), tuple(records.values()), tuple(chunks))

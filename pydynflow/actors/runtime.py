@@ -26,9 +26,15 @@ class Runtime:
     auto_rescue: bool = True
     world: Any = None
     clock: Any = None  # pydynflow.clock.Clock: timers for plan_event, timeouts, polling
+    processes: bool = False  # user code runs in worker processes
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _loop_thread: threading.Thread | None = field(default=None, repr=False)
     _loop_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def world_for_workers(self) -> Any:
+        """Return the world user code may reach (``None`` when it runs in processes)."""
+        return None if self.processes else self.world
 
     def pool(self, queue: str) -> WorkerPool:
         """Return the worker pool of ``queue`` (unknown queues fall back to ``default``)."""

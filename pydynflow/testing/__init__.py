@@ -1,94 +1,55 @@
-"""Test helpers shipped with the package: run one action's phases in isolation.
+"""Test helpers shipped with the package, after Dynflow's ``Dynflow::Testing``.
 
-`create_and_plan_action` plans an action alone: the actions it plans are recorded in
-``action.planned_actions`` with their arguments, not planned. `run_action` and
-`finalize_action` then call its phases directly, with no world, thread or database.
+One action in isolation (`pydynflow.testing.isolation`): `create_and_plan_action` plans it
+alone (the actions it plans are recorded in ``action.planned_actions``, not planned);
+`run_action` and `finalize_action` call its phases in the calling thread, with no world,
+thread or database; a run that suspends waits on virtual time: `progress_action_time` and
+`process_action_events` deliver what it planned. Assertions about what was planned are in
+`pydynflow.testing.assertions`.
+
+Whole plans (`pydynflow.testing.in_thread`): `InThreadWorld` executes them step by step in
+the calling thread, on a `ManagedClock`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydynflow.action import FINALIZE, RUN, Action
-from pydynflow.errors import DynflowError
-from pydynflow.phases import execute_finalize, execute_run
-from pydynflow.plan import ExecutionPlan
-from pydynflow.planning import Planner
-from pydynflow.states import StepState
+from pydynflow.testing.assertions import (
+    assert_action_planned,
+    assert_action_planned_matching,
+    assert_action_planned_with,
+    assert_finalize_phase,
+    assert_run_phase,
+    refute_action_planned,
+    refute_finalize_phase,
+    refute_run_phase,
+)
 from pydynflow.testing.clock import ManagedClock
+from pydynflow.testing.in_thread import InThreadTriggered, InThreadWorld
+from pydynflow.testing.isolation import (
+    DummyWorld,
+    create_and_plan_action,
+    finalize_action,
+    process_action_events,
+    progress_action_time,
+    run_action,
+)
 
-__all__ = ["ManagedClock", "create_and_plan_action", "finalize_action", "run_action"]
-
-
-class _IsolatedPlanner(Planner):
-    """A planner that records children instead of planning them."""
-
-    def plan_child(
-        self, parent: Action, action_class: type[Action], args: tuple[Any, ...], kwargs: dict
-    ) -> Action:
-        step, child = self._add_plan_step(action_class, parent=parent)
-        step.state = StepState.SUCCESS
-        if action_class.has_run():  # so that its output can still be referenced
-            child.run_step_id = self._take_step_id()
-        parent.planned_actions.append((action_class, args, kwargs))  # type: ignore[attr-defined]
-        return child
-
-    def _execute_plan_step(self, step: Any, action: Action, *args: Any, **kwargs: Any) -> None:
-        action.planned_actions = []  # type: ignore[attr-defined]
-        super()._execute_plan_step(step, action, *args, **kwargs)
-
-
-def create_and_plan_action(action_class: type[Action], *args: Any, **kwargs: Any) -> Action:
-    """Plan ``action_class(*args, **kwargs)`` alone and return the planned action.
-
-    Raises the planning error, if any. ``action.planned_actions`` lists ``(class, args,
-    kwargs)`` for each action it planned.
-    """
-    plan = ExecutionPlan(id="testing-plan", label=action_class.label)
-    planner = _IsolatedPlanner(plan, subscriptions=lambda _: [])
-    step, action = planner._add_plan_step(action_class, parent=None)
-    plan.root_plan_step_id = step.id
-    plan.state = plan.state.PLANNING
-    planner._execute_plan_step(step, action, args, kwargs, trigger=None)
-    action._plan = plan  # type: ignore[attr-defined]
-    return action
-
-
-def run_action(action: Action, event: Any = None) -> Action:
-    """Run the run phase of a planned (or already run) action; return it in the run phase.
-
-    Raises the error the run raised, or `SerializationError` for an output JSON cannot hold.
-    """
-    if not type(action).has_run():
-        raise DynflowError(f"{action.class_name()} has no run phase")
-    running = _rephase(action, RUN)
-    outcome = execute_run(running, event)
-    if outcome.exception is not None:
-        raise outcome.exception
-    running._output = outcome.output
-    return running
-
-
-def finalize_action(action: Action) -> Action:
-    """Run the finalize phase of an action; return it in the finalize phase."""
-    if not type(action).has_finalize():
-        raise DynflowError(f"{action.class_name()} has no finalize phase")
-    finalizing = _rephase(action, FINALIZE)
-    outcome = execute_finalize(finalizing)
-    if outcome.exception is not None:
-        raise outcome.exception
-    return finalizing
-
-
-def _rephase(action: Action, phase: str) -> Action:
-    fresh = type(action)(
-        id=action.id,
-        execution_plan_id=action.execution_plan_id,
-        input=dict(action.input),
-        output=dict(action._output),
-        phase=phase,
-    )
-    for name in ("plan_step_id", "run_step_id", "finalize_step_id", "planned_actions"):
-        if hasattr(action, name):
-            setattr(fresh, name, getattr(action, name))
-    return fresh
+__all__ = [
+    "DummyWorld",
+    "InThreadTriggered",
+    "InThreadWorld",
+    "ManagedClock",
+    "assert_action_planned",
+    "assert_action_planned_matching",
+    "assert_action_planned_with",
+    "assert_finalize_phase",
+    "assert_run_phase",
+    "create_and_plan_action",
+    "finalize_action",
+    "process_action_events",
+    "progress_action_time",
+    "refute_action_planned",
+    "refute_finalize_phase",
+    "refute_run_phase",
+    "run_action",
+]
