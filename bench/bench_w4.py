@@ -585,8 +585,8 @@ def main(argv: list[str] | None = None) -> int:
             c = r.commits
             print(
                 f"  persistence: parking {c['park_commits']:,} commits for {c['park_records']:,}"
-                f" records; events {c['events_commits']:,} commits for {c['events_records']:,}"
-                f" records ({c['events_records'] / r.n:.1f} per event); raw sqlite3 commit in"
+                f" Persist messages; events {c['events_commits']:,} commits for {c['events_records']:,}"
+                f" messages ({c['events_records'] / r.n:.1f} per event); raw sqlite3 commit in"
                 f" this run: {r.floor_commit_ms:.2f} ms"
             )
         print(f"  threads while waiting: {r.thread_groups}")

@@ -65,6 +65,11 @@ class ReadOnlyDict(dict):  # type: ignore[type-arg]
     __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _refuse
     __ior__ = _refuse  # type: ignore[assignment]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Unpickling a dict subclass replays __setitem__, which this class refuses: rebuild
+        # from a plain dict instead (steps travel to worker processes pickled).
+        return (ReadOnlyDict, (dict(self),))
+
 
 class Action:
     """Base class of every action; subclass it and define ``plan``, ``run``, ``finalize``.

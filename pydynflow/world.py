@@ -22,7 +22,7 @@ from pydynflow.actors.executor import ExecutorActor
 from pydynflow.actors.messages import CancelPlan, DeliverEvent, ExecutePlan, HaltPlan, Terminate
 from pydynflow.actors.persistence import Sync, changes, persist_and_wait, start_persistence
 from pydynflow.actors.runtime import Runtime
-from pydynflow.adapters.executors import ThreadWorkers
+from pydynflow.adapters.executors import ProcessWorkers, ThreadWorkers
 from pydynflow.errors import DynflowError, PlanningError, UnknownPlan, UnknownStep
 from pydynflow.logging import configure_logging, get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError
@@ -44,9 +44,11 @@ class World:
     Args:
         db: database URL: ``sqlite:///path.db`` (the default, ``pydynflow.db`` in the current
             directory), ``sqlite:///:memory:`` or ``postgresql://user@host/db``.
-        executor: ``True``/``"threads"`` to execute plans here, ``False`` for a client world
-            that only plans and reads. (``"processes"``, user code in supervised worker
-            processes, is part of the API but not built yet: it raises for now.)
+        executor: ``True``/``"threads"`` to execute plans here; ``"processes"`` to run the
+            user code of sync ``run`` and ``finalize`` phases in supervised worker processes
+            (``pool_size`` per queue; a worker that dies fails only its step, which its
+            action's policy then handles); ``False`` for a client world that only plans and
+            reads.
         pool_size: worker threads of the ``default`` queue.
         queues: extra queues and their pool sizes, e.g. ``{"slow": 1}``.
         middleware: world-wide middleware classes, outermost first (not built yet: a
@@ -85,8 +87,6 @@ class World:
             if not isinstance(size, int) or size < 1:
                 raise ValueError(f"queues[{queue!r}] must be a positive int, got {size!r}")
         # Accepted by the API, built by the issues that follow; refuse rather than ignore.
-        if executor == "processes":
-            raise DynflowError("executor='processes' is not available yet; use True (threads)")
         if middleware:
             raise DynflowError("world middleware is not available yet")
         self.id = str(uuid.uuid4())
@@ -137,9 +137,11 @@ class World:
                 raise DynflowError(f"{self!r} was stopped; create a new World")
             configure_logging()
             pools: dict[str, Any] = {}
+            processes = self.executor == "processes"
             if self.executor:
+                workers = ProcessWorkers if processes else ThreadWorkers
                 pools = {
-                    queue: ThreadWorkers(size, name=f"pydynflow-{queue}")
+                    queue: workers(size, name=f"pydynflow-{queue}")
                     for queue, size in self.queues.items()
                 }
             persistence, self._persistence_dispatcher = start_persistence(self.storage, self.id)
@@ -152,6 +154,7 @@ class World:
                 auto_rescue=self.auto_rescue,
                 world=self,
                 clock=self.clock if self.clock is not None else RealClock(),
+                processes=processes,
             )
             if self.executor:
                 self._executor = ExecutorActor.start(
@@ -190,6 +193,7 @@ class World:
                 pool.shutdown(wait=finished)
             runtime.dispatcher.shutdown(wait=finished)
             runtime.close_loop()
+            runtime.close_callbacks()
             if self.clock is None:  # ours, not the caller's
                 runtime.clock.close()
         self.storage.close()

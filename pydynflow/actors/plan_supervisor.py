@@ -53,6 +53,7 @@ from pydynflow.phases import (
     RUN,
     PhaseOutcome,
     execute_finalize,
+    is_async_run,
     new_action,
     run_accepts_event,
 )
@@ -280,7 +281,10 @@ class PlanSupervisor(PooledActor):
                 action_class=step.action_class_name,
                 phase=step.phase,
             )
-            action = new_action(self.plan.actions[step.action_id], RUN, world=self.runtime.world)
+            record = self.plan.actions[step.action_id]
+            in_process = not self.runtime.processes or is_async_run(record.action_class)
+            world = self.runtime.world if in_process else None  # a world does not pickle
+            action = new_action(record, RUN, world=world)
             action.error = step.error  # e.g. what a step being skipped failed with
             self.children[step_id] = StepActor.start(
                 self.runtime,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydynflow.actors.dispatch import Dispatcher
-from pydynflow.adapters.executors import WorkerPool
+from pydynflow.adapters.executors import ThreadWorkers, WorkerPool
 
 
 @dataclass
@@ -30,11 +30,27 @@ class Runtime:
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _loop_thread: threading.Thread | None = field(default=None, repr=False)
     _loop_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _callbacks: Any = field(default=None, repr=False)
 
     @property
     def world_for_workers(self) -> Any:
         """Return the world user code may reach (``None`` when it runs in processes)."""
         return None if self.processes else self.world
+
+    @property
+    def callbacks(self) -> WorkerPool:
+        """Return where suspend callbacks run: a queue's threads, or (processes) our own."""
+        if not self.processes:
+            return self.pool("default")
+        with self._loop_lock:
+            if self._callbacks is None:
+                self._callbacks = ThreadWorkers(2, name="pydynflow-callbacks")
+            return self._callbacks
+
+    def close_callbacks(self) -> None:
+        """Stop the callback threads of a process executor, if any were started."""
+        if self._callbacks is not None:
+            self._callbacks.shutdown(wait=False)
 
     def pool(self, queue: str) -> WorkerPool:
         """Return the worker pool of ``queue`` (unknown queues fall back to ``default``)."""

@@ -16,7 +16,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from pydynflow.action import RUN, Action
+from pydynflow.action import RUN, Action, SuspendedRef
 from pydynflow.actors.dispatch import PooledActor, tell_if_alive
 from pydynflow.actors.messages import (
     AwaitEvent,
@@ -141,8 +141,8 @@ class StepActor(PooledActor):
         self.state = "parked"
         callback, self.suspend_callback = self.suspend_callback, None
         if callback is not None:  # user code: on a worker, never on the dispatcher
-            ref = self.action.suspended_ref
-            self.runtime.pool(self.queue).submit(callback, (ref,), _log_callback_error)
+            ref = SuspendedRef(self.runtime.world, self.action.execution_plan_id, self.step_id)
+            self.runtime.callbacks.submit(callback, (ref,), _log_callback_error)
         self._next()
 
     # -- events --------------------------------------------------------------------------

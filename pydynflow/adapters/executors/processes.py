@@ -118,6 +118,7 @@ class ProcessWorkers:
         if start_method == "forkserver":
             _preload_in_forkserver(self._context)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified when a worker is added
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
         self._pending: deque[Job] = deque()
@@ -183,8 +184,16 @@ class ProcessWorkers:
     def workers(self) -> int:
         """Return how many worker processes are alive."""
         with self._lock:
-            sentinels = [worker.process.sentinel for worker in self._workers]
-            return len(sentinels) - len(wait(sentinels, 0)) if sentinels else 0
+            return self._alive()
+
+    def wait_for_workers(self, timeout: float | None = None) -> bool:
+        """Wait until ``size`` workers are alive (dead ones replaced); return whether so."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._alive() == self.size, timeout)
+
+    def _alive(self) -> int:
+        sentinels = [worker.process.sentinel for worker in self._workers]
+        return len(sentinels) - len(wait(sentinels, 0)) if sentinels else 0
 
     def __enter__(self) -> ProcessWorkers:
         return self
@@ -337,6 +346,7 @@ class ProcessWorkers:
     def _add(self, worker: _Worker) -> None:
         with self._lock:
             self._workers.append(worker)
+            self._changed.notify_all()
             payload = self._next_job(worker)
         if payload is not None:
             _send(worker, payload)

@@ -36,7 +36,9 @@ class ThreadWorkers:
         if self._closed:
             raise RuntimeError(f"worker pool {self.name!r} is shut down")
         self._jobs.put((fn, args, on_done))
-        if not self._idle and len(self._threads) < self.size:
+        # An idle thread may be about to take an earlier job: count queued jobs against the
+        # idle threads, not just whether one is idle.
+        if len(self._threads) < self.size and self._jobs.qsize() > self._idle:
             self._spawn()
 
     def shutdown(self, wait: bool = False) -> None:
