@@ -176,3 +176,23 @@ def test_readme_sample_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert done.stdout.splitlines()[:2] == ["stopped success", "Concurrence([Atom(3), Atom(5)])"]
+
+
+def test_suspend_guide_samples_run(tmp_path: Path) -> None:
+    """The suspend-and-events guide's ```python blocks run, in order, as one script."""
+    blocks = python_blocks(DOCS / "guides" / "suspend-and-events.md")
+    assert len(blocks) >= 5, "the guide lost its samples"
+    script = tmp_path / "guide.py"
+    script.write_text("\n\n".join(blocks), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYDYNFLOW_LOG_LEVEL", None)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "Task was destroyed" not in done.stderr

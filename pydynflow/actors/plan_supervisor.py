@@ -544,7 +544,13 @@ class PlanSupervisor(PooledActor):
                 result = FinalizeDone(tuple(snapshots), tuple(records.values()))
             me.tell(result)
 
-        args = (snapshots, records, self.runtime.world_for_workers)
+        # Build the action objects here: a worker process imports their classes from the
+        # pickles, while a stored class name would not resolve there.
+        world = self.runtime.world_for_workers
+        finalizers = {
+            aid: new_action(record, FINALIZE, world=world) for aid, record in records.items()
+        }
+        args = (snapshots, records, finalizers)
         self.runtime.pool("default").submit(_run_finalize_steps, args, on_done)
 
     def _finalize_done(self, message: FinalizeDone) -> None:
@@ -651,7 +657,7 @@ class _Ignore:
 
 
 def _run_finalize_steps(
-    steps: list[Step], records: dict[int, ActionRecord], world: Any = None
+    steps: list[Step], records: dict[int, ActionRecord], actions: dict[int, Any]
 ) -> FinalizeDone:
     """Run finalize steps in order on a worker; stop at the first failure."""
     failed = False
@@ -662,7 +668,7 @@ def _run_finalize_steps(
         record = records[step.action_id]
         step.transition(StepState.RUNNING)
         step.started_at = step.started_at or utcnow()
-        outcome = execute_finalize(new_action(record, FINALIZE, world=world))
+        outcome = execute_finalize(actions[step.action_id])
         chunks.extend((record.execution_plan_id, record.id, *chunk) for chunk in outcome.chunks)
         step.transition(outcome.state)
         step.error = outcome.error

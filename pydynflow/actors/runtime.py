@@ -76,10 +76,21 @@ class Runtime:
             return self._loop
 
     def close_loop(self) -> None:
-        """Stop the asyncio loop thread, if it was started."""
+        """Cancel what still runs on the asyncio loop (parked async runs) and stop it.
+
+        A cancelled run is not lost: its step is stored ``suspended`` (or ``running``) and
+        runs again from the top when its plan is executed next.
+        """
         with self._loop_lock:
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
+                loop = self._loop
+
+                def cancel_and_stop() -> None:
+                    for task in asyncio.all_tasks(loop):
+                        task.cancel()
+                    loop.call_soon(loop.stop)  # after the cancellations are processed
+
+                loop.call_soon_threadsafe(cancel_and_stop)
                 if self._loop_thread is not None:
                     self._loop_thread.join(5)
                 self._loop = None

@@ -72,7 +72,7 @@ class StepActor(PooledActor):
             coroutine = execute_run_async(action, event)
             running = asyncio.run_coroutine_threadsafe(coroutine, runtime.loop)
             me = self.actor_ref
-            running.add_done_callback(lambda done: me.tell(PhaseDone(_outcome(done))))
+            running.add_done_callback(lambda done: tell_if_alive(me, PhaseDone(_outcome(done))))
         else:
             self._run(event)
 

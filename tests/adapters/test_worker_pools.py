@@ -252,11 +252,15 @@ class TestProcessWorkers(WorkerPoolContract):
     def test_a_failing_on_done_does_not_stop_the_pool(
         self, pool: ProcessWorkers, caplog: pytest.LogCaptureFixture
     ) -> None:
+        exploded = threading.Event()
+
         def explode(result: Any, error: Any) -> None:
+            exploded.set()
             raise RuntimeError("callback bug")
 
         pool.submit(square, (2,), explode)
-        assert run_one(pool, square, 5) == (25, None)
+        assert exploded.wait(20)
+        assert run_one(pool, square, 5) == (25, None)  # on_done runs, and logs, before this
         assert "on_done callback of worker pool 'contract' failed" in caplog.text
 
     def test_phase_outcome_drops_an_unpicklable_exception(self, pool: ProcessWorkers) -> None:

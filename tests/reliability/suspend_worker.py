@@ -55,6 +55,7 @@ def main(argv: list[str]) -> int:
         if not RUNNING.wait(TIMEOUT):
             return 1
         step_id = world.load(triggered.id).actions[1].run_step_id
+        assert step_id is not None
         accepted = world.event(triggered.id, step_id, EVENT)
         emit(f"event-accepted {accepted}")
     else:

@@ -142,8 +142,8 @@ def test_a_suspended_step_runs_again_after_a_kill_and_completes_on_the_event(
     with child("park", tmp_path) as worker:
         # the suspend callback's line (it may come before or after the child's "plan" line)
         line = worker.read_until(lambda line: line.startswith("parked "))
-        _, plan_id, step, runs = line.split()
-        step_id = int(step)
+        _, plan_id, step_text, runs = line.split()
+        step_id = int(step_text)
         assert runs == "1"
         child_pid = worker.proc.pid
         worker.sigkill()
@@ -176,8 +176,8 @@ def test_an_event_accepted_before_a_kill_is_delivered_after_the_restart(tmp_path
     url = f"sqlite:///{tmp_path / 'pydynflow.db'}"
     with child("event", tmp_path, **{BLOCK_RUN: "1"}) as worker:
         # The step may start before trigger() returns in the child: "running" can come first.
-        _, plan_id, step = worker.read_until(lambda line: line.startswith("running ")).split()
-        step_id = int(step)
+        _, plan_id, step_text = worker.read_until(lambda line: line.startswith("running ")).split()
+        step_id = int(step_text)
         # world.event returned True while the step was still running: queued and stored
         assert worker.read_until(lambda line: line.startswith("event-accepted")) == (
             "event-accepted True"
@@ -216,8 +216,8 @@ def test_an_async_run_starts_again_from_the_top_after_a_kill(tmp_path: Path) -> 
     url = f"sqlite:///{tmp_path / 'pydynflow.db'}"
     ledger = tmp_path / "requests.log"
     with child("async", tmp_path) as worker:
-        _, plan_id, step = worker.read_until(lambda line: line.startswith("plan ")).split()
-        step_id = int(step)
+        _, plan_id, step_text = worker.read_until(lambda line: line.startswith("plan ")).split()
+        step_id = int(step_text)
         worker.read_until(lambda line: line == "waiting")
         child_pid = worker.proc.pid
         worker.sigkill()
