@@ -601,7 +601,7 @@ class PlanSupervisor(PooledActor):
         else:
             self.log.info("plan finished", state=str(self.plan.state), result=str(self.plan.result))
         self.executor.tell(PlanDone(self.plan.id, self.plan, error))
-        self.stop()
+        self.stop_now()
 
     def _send(
         self,

@@ -104,7 +104,7 @@ class StepActor(PooledActor):
     def _phase_done(self, outcome: PhaseOutcome) -> None:
         self.supervisor.tell(StepOutcome(self.step_id, outcome))
         if outcome.state != StepState.SUSPENDED:
-            self.stop()  # events still queued are dropped with the step (Dynflow's rule)
+            self.stop_now()  # events still queued are dropped with the step (Dynflow's rule)
             return
         self._park(outcome)
         self.suspend_callback = outcome.suspend_callback
