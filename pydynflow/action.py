@@ -158,6 +158,28 @@ class Action:
         action.caller_action_id = record.caller_action_id
         return action
 
+    def renewed(self, phase: str) -> Action:
+        """Return a fresh action object for ``phase`` with this one's ids, input and output.
+
+        The engine builds one per call of a phase (e.g. each ``run(event)`` after a
+        suspend), so nothing but the stored data carries over.
+        """
+        fresh = type(self)(
+            id=self.id,
+            execution_plan_id=self.execution_plan_id,
+            input=dict(self.input),
+            output=dict(self._output),
+            phase=phase,
+        )
+        fresh.plan_step_id = self.plan_step_id
+        fresh.run_step_id = self.run_step_id
+        fresh.finalize_step_id = self.finalize_step_id
+        fresh.caller_execution_plan_id = self.caller_execution_plan_id
+        fresh.caller_action_id = self.caller_action_id
+        fresh.world = self.world
+        fresh.error = self.error
+        return fresh
+
     # -- data ----------------------------------------------------------------------------
 
     @property

@@ -20,12 +20,11 @@ from pydynflow.actors.messages import (
     Terminate,
     Wind,
 )
-from pydynflow.actors.persistence import changes
+from pydynflow.actors.persistence import store_plan
 from pydynflow.actors.plan_supervisor import PlanSupervisor
 from pydynflow.actors.runtime import Runtime
 from pydynflow.errors import DynflowError, EventRejected, UnknownPlan
 from pydynflow.logging import get_logger
-from pydynflow.plan import ExecutionPlan
 from pydynflow.states import PlanState
 
 
@@ -78,7 +77,8 @@ class ExecutorActor(PooledActor):
         plan_id, future = message.plan_id, message.future
         if self.terminating is not None:
             if message.stored is not None and message.plan is not None:
-                self._store_only(message.plan, message.stored)
+                runtime = self.runtime  # store it, but do not run it
+                store_plan(runtime.persistence, runtime.storage, message.plan, message.stored)
             future.set_exception(ExecutorTerminated("the executor is terminated: no new work"))
             return
         if plan_id in self.supervisors:
@@ -106,25 +106,6 @@ class ExecutorActor(PooledActor):
             message.stored,
             _dispatcher=self.runtime.dispatcher,
         )
-
-    def _store_only(self, plan: ExecutionPlan, stored: Any) -> None:
-        """Store a freshly planned plan without running it (the executor is terminating)."""
-
-        def on_commit(error: BaseException | None) -> None:
-            if error is None:
-                stored.set_result(None)
-            else:
-                stored.set_exception(error)
-
-        message = changes(
-            self.runtime.storage,
-            plan=plan,
-            full=True,
-            steps=plan.steps.values(),
-            actions=plan.actions.values(),
-            on_commit=on_commit,
-        )
-        self.runtime.persistence.tell(message)
 
     def _plan_done(self, message: PlanDone) -> None:
         self.supervisors.pop(message.plan_id, None)

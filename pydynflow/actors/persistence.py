@@ -182,6 +182,34 @@ class PersistenceActor(PooledActor):
         return refused
 
 
+def store_plan(
+    persistence: Any, storage: Any, plan: ExecutionPlan, stored: Future[None], then: Any = None
+) -> None:
+    """Store a freshly planned plan whole; resolve ``stored`` once it is committed.
+
+    ``then(error)``, if given, runs after ``stored`` is resolved (from the persistence
+    thread: it should only tell an actor).
+    """
+
+    def on_commit(error: BaseException | None) -> None:
+        if error is None:
+            stored.set_result(None)
+        else:
+            stored.set_exception(error)
+        if then is not None:
+            then(error)
+
+    message = changes(
+        storage,
+        plan=plan,
+        full=True,
+        steps=plan.steps.values(),
+        actions=plan.actions.values(),
+        on_commit=on_commit,
+    )
+    persistence.tell(message)
+
+
 def start_persistence(storage: Any, world_id: str) -> tuple[Any, Dispatcher]:
     """Start a persistence actor on its own one-thread dispatcher; return both."""
     dispatcher = Dispatcher(1, name=f"pydynflow-persistence-{world_id[:8]}")

@@ -40,7 +40,7 @@ from pydynflow.actors.messages import (
     StepOutcome,
     Wind,
 )
-from pydynflow.actors.persistence import changes
+from pydynflow.actors.persistence import changes, store_plan
 from pydynflow.actors.runtime import Runtime
 from pydynflow.actors.step import StepActor, failed_outcome
 from pydynflow.clock import ClockClosedError
@@ -122,24 +122,14 @@ class PlanSupervisor(PooledActor):
         launch = tuple(step.id for step in steps if step.id in self.running)
         me = self.actor_ref
         if self.stored is not None:  # a fresh plan: its first write is the claim
-            stored = self.stored
-
-            def on_commit(error: BaseException | None) -> None:
-                if error is None:
-                    stored.set_result(None)
-                else:
-                    stored.set_exception(error)
-                me.tell(Claimed(launch, error))
-
-            message = changes(
-                self.runtime.storage,
-                plan=plan,
-                full=True,
-                steps=plan.steps.values(),
-                actions=plan.actions.values(),
-                on_commit=on_commit,
+            runtime = self.runtime
+            store_plan(
+                runtime.persistence,
+                runtime.storage,
+                plan,
+                self.stored,
+                then=lambda error: me.tell(Claimed(launch, error)),
             )
-            self.runtime.persistence.tell(message)
             return
         self._send(
             steps=steps,

@@ -177,7 +177,7 @@ class StepActor(PooledActor):
             else:
                 loop.call_soon_threadsafe(_settle, waiter, event.payload, None)
             return
-        self.action = _fresh(self.action)
+        self.action = self.action.renewed(RUN)
         self._run(event.payload)
 
 
@@ -207,22 +207,6 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
         future.set_exception(error)
     else:
         future.set_result(value)
-
-
-def _fresh(action: Action) -> Action:
-    """Return a new action object for the next ``run(event)``, with the stored output."""
-    fresh = type(action)(
-        id=action.id,
-        execution_plan_id=action.execution_plan_id,
-        input=dict(action.input),
-        output=dict(action._output),
-        phase=RUN,
-    )
-    for name in ("plan_step_id", "run_step_id", "finalize_step_id", "world"):
-        setattr(fresh, name, getattr(action, name))
-    fresh.caller_execution_plan_id = action.caller_execution_plan_id
-    fresh.caller_action_id = action.caller_action_id
-    return fresh
 
 
 def _log_callback_error(result: Any, error: BaseException | None) -> None:

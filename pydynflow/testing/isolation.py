@@ -286,22 +286,8 @@ def _require_world(action: Action, helper: str) -> DummyWorld:
 
 
 def _rephase(action: Action, phase: str, world: DummyWorld) -> Action:
-    fresh = type(action)(
-        id=action.id,
-        execution_plan_id=action.execution_plan_id,
-        input=dict(action.input),
-        output=dict(action._output),
-        phase=phase,
-    )
-    for name in (
-        "plan_step_id",
-        "run_step_id",
-        "finalize_step_id",
-        "caller_execution_plan_id",
-        "caller_action_id",
-        "planned_actions",
-        "_plan",
-    ):
+    fresh = action.renewed(phase)
+    for name in ("planned_actions", "_plan"):  # what planning in isolation recorded
         if hasattr(action, name):
             setattr(fresh, name, getattr(action, name))
     fresh.world = world
