@@ -9,14 +9,6 @@ synchronises only on the lines it prints.
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +16,7 @@ import pytest
 
 from pydynflow import Phase, PlanState, Result, StepState, World
 from pydynflow.storage import Storage
+from tests.reliability.child import running_child
 from tests.reliability.kill_actions import STEPS_PER_CHAIN, Block, Chain
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,73 +35,9 @@ def _steps_never_block_here(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-class Child:
-    """A `w1_worker` process whose stdout lines arrive on a queue (read by a thread)."""
-
-    def __init__(self, mode: str, db_path: Path, stderr_path: Path, env: dict[str, str]) -> None:
-        self.stderr_path = stderr_path
-        self._stderr = stderr_path.open("wb")
-        child_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.reliability.w1_worker", mode, str(db_path)],
-            cwd=REPO_ROOT,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def read_until(self, wanted: Callable[[str], bool], timeout: float = TIMEOUT) -> str:
-        """Return the first line for which ``wanted`` holds; fail if the child ends first."""
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                pytest.fail(f"no wanted line from the child in {timeout}s; saw {self.seen[-5:]}")
-            if line is None:
-                self.proc.wait(TIMEOUT)
-                pytest.fail(
-                    f"the child ended (rc={self.proc.returncode}) before the wanted line; "
-                    f"saw {self.seen[-5:]}; stderr: {self.stderr_tail()}"
-                )
-            self.seen.append(line)
-            if wanted(line):
-                return line
-
-    def sigkill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        assert self.proc.wait(TIMEOUT) == -signal.SIGKILL
-
-    def stderr_tail(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text(errors="replace")[-2000:]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(TIMEOUT)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
-
-
-@contextmanager
-def child(mode: str, tmp_path: Path, **env: str) -> Iterator[Child]:
-    started = Child(mode, tmp_path / "pydynflow.db", tmp_path / f"{mode}.stderr", env)
-    try:
-        yield started
-    finally:
-        started.close()
+def child(mode: str, tmp_path: Path, **env: str) -> Any:
+    """Run the `w1_worker` child in ``mode``; kill it on the way out."""
+    return running_child("tests.reliability.w1_worker", mode, tmp_path, **env)
 
 
 def snapshot(url: str) -> dict[str, Any]:
