@@ -45,11 +45,9 @@ class StepError:
     def from_exception(cls, exc: BaseException) -> StepError:
         """Record ``exc`` with its class name, message and formatted backtrace."""
         klass = type(exc)
-        name = (
-            klass.__qualname__
-            if klass.__module__ == "builtins"
-            else (f"{klass.__module__}.{klass.__qualname__}")
-        )
+        # A worker process imports the user's script as __mp_main__: it is still __main__.
+        module = "__main__" if klass.__module__ == "__mp_main__" else klass.__module__
+        name = klass.__qualname__ if module == "builtins" else f"{module}.{klass.__qualname__}"
         backtrace = [
             line.rstrip("\n")
             for entry in traceback.format_tb(exc.__traceback__)

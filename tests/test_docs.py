@@ -196,3 +196,29 @@ def test_suspend_guide_samples_run(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert "Task was destroyed" not in done.stderr
+
+
+def test_rescue_guide_samples_run(tmp_path: Path) -> None:
+    """The rescue-and-supervision guide's ```python blocks run, in order, as one script."""
+    blocks = python_blocks(DOCS / "guides" / "rescue-and-supervision.md")
+    assert len(blocks) >= 7, "the guide lost its samples"
+    script = tmp_path / "guide.py"
+    script.write_text("\n\n".join(blocks), encoding="utf-8")
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYDYNFLOW_LOG_LEVEL", None)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "ConnectionError: database unreachable" in done.stdout
+    assert "CreateVM skipped, RegisterDNS skipped, Announce success" in done.stdout
+    assert re.search(r"^warning 1 worker process \d+ died with exit code 3$", done.stdout, re.M)
+    assert "bootstrapping phase" not in done.stderr  # the __main__ guards hold
+    assert "Task was destroyed" not in done.stderr

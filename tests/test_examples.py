@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from pydynflow import PlanState, Result, World
+import pytest
+
+from pydynflow import Phase, PlanState, Result, World
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -105,3 +108,45 @@ def test_wait_for_approval_default_database(tmp_path: Any) -> None:
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert "status: applied: deploy v2.1 to production" in done.stdout
     assert (tmp_path / "pydynflow.db").is_file()  # the default: a file in the cwd
+
+
+@pytest.mark.parametrize("flags", [(), ("--threads",)], ids=["processes", "threads"])
+def test_flaky_deploy(tmp_path: Any, flags: tuple[str, ...]) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    database = tmp_path / "deploy.db"
+    url = f"sqlite:///{database}"
+
+    done = run_example("flaky_deploy.py", url, *flags, cwd=workdir)
+
+    report = f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    assert f"steps run in worker {'threads' if flags else 'processes'}" in done.stdout, report
+    assert "result: stopped / warning" in done.stdout, report
+    assert str(database) in done.stdout, report
+    assert not (workdir / "pydynflow.db").exists(), "the example ignored its database argument"
+
+    # one row per run step: id, action (and host), state, attempts, error
+    row = re.compile(r"^\s*(\d+)  (.+?)\s+(\w+)\s+(\d+)  (.*)$")
+    rows = {
+        match[2]: (match[3], int(match[4]), match[5])
+        for match in map(row.match, done.stdout.splitlines())
+        if match
+    }
+    retried = ["UploadArtifact", "Rollout web1", "Rollout web2", "HealthCheck"]
+    assert sorted(rows) == sorted([*retried, "WarmCache"]), report
+    for name in retried:  # the API fails twice: two restarts, then success
+        state, attempts, error = rows[name]
+        assert (state, attempts) == ("success", 2), report
+        assert "recovered after 2 failed calls" in error, report
+    assert rows["WarmCache"][:2] == ("skipped", 0), report
+
+    world = World(url, executor=False)
+    try:
+        (plan,) = world.plans(label="deploy", limit=None)
+    finally:
+        world.stop()
+    assert plan.id in done.stdout, report
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.WARNING)
+    stored = sorted(step.attempts for step in plan.steps_of_phase(Phase.RUN))
+    assert stored == [0, 2, 2, 2, 2]

@@ -204,3 +204,48 @@ def test_stopping_a_world_during_a_backoff_pauses_the_plan(sqlite_url: str) -> N
     plan = triggered.wait(TIMEOUT)
     assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
     assert plan.steps[2].attempts == 1
+
+
+class SkipsFirst(Action):
+    rescue = Skip
+
+    def run(self) -> None:
+        raise RuntimeError(f"failure of {self.input['name']}")
+
+
+class TwoSkippablesInSequence(Action):
+    def plan(self) -> None:
+        with self.sequence():
+            self.plan_action(SkipsFirst, {"name": "a"})
+            self.plan_action(SkipsFirst, {"name": "b"})
+
+
+def test_each_failed_step_is_rescued_once(rescuing: World) -> None:
+    plan = rescuing.trigger(TwoSkippablesInSequence).wait(TIMEOUT)
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.WARNING)
+    assert [plan.steps[i].state for i in (3, 5)] == [StepState.SKIPPED, StepState.SKIPPED]
+    assert plan.steps[3].error.message == "failure of a"  # the reason it was skipped
+
+
+class RetriedSkip(Action):
+    rescue = Retry(3, backoff=10)
+    events: list[Any] = []
+
+    def run(self, event: Any = None) -> None:
+        RetriedSkip.events.append(type(event).__name__ if event is not None else None)
+        raise RuntimeError("always")
+
+
+def test_a_failed_skip_is_not_retried(sqlite_url: str) -> None:
+    RetriedSkip.events.clear()
+    clock = SignallingClock()
+    with World(sqlite_url, clock=clock, auto_rescue=False) as world:
+        triggered = world.trigger(RetriedSkip, {})
+        with clock.changed:
+            assert clock.changed.wait_for(lambda: len(clock.pending()) == 1, timeout=TIMEOUT)
+        world.stop(TIMEOUT)  # during the backoff: the plan pauses with the step failed
+    with World(sqlite_url, clock=clock, auto_rescue=False, auto_execute=False) as world:
+        world.skip(triggered.id, 2)
+        plan = world.resume(triggered.id).wait(TIMEOUT)
+        assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
+        assert RetriedSkip.events == [None, "Skip"]  # run(Skip) failed: no retry with None

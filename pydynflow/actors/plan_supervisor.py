@@ -89,7 +89,7 @@ class PlanSupervisor(PooledActor):
         self.graph = FlowGraph(plan.run_flow)
         self.winding_down = False
         self.halting = False
-        self.rescued = False
+        self.rescued: set[int] = set()  # failed steps auto-rescue already acted on
         self.retrying: set[int] = set()  # failed steps waiting out a Retry backoff
         self.finishing = False
         root = plan.root_plan_step
@@ -304,7 +304,8 @@ class PlanSupervisor(PooledActor):
         skipping = step.state == StepState.SKIPPING
         if outcome.state == StepState.SUCCESS:
             step.transition(StepState.SKIPPED if skipping else StepState.SUCCESS)
-            step.error = None
+            if not skipping:  # a skipped step keeps the error it was skipped for
+                step.error = None
         else:
             step.transition(StepState.ERROR)
             step.error = outcome.error
@@ -318,7 +319,7 @@ class PlanSupervisor(PooledActor):
         )
         if step.state in _DONE:
             steps, actions = self._start_steps(self.graph.complete(step_id))
-        elif self._retry_later(step):
+        elif not skipping and self._retry_later(step):  # a failed skip is not retried
             self._send(steps=(step,), actions=changed, chunks=chunks)
             return
         else:
@@ -484,10 +485,17 @@ class PlanSupervisor(PooledActor):
                 self._finish(state, steps, actions, **extra)
 
     def _rescue_strategy(self) -> Any:
-        """Return the strategy to apply now: Pause unless auto-rescue may act (once)."""
-        if not self.runtime.auto_rescue or self.rescued:
+        """Return the strategy to apply now: Pause unless auto-rescue may act.
+
+        Each failed step is rescued once: a step that fails again after its rescue (its
+        ``run(Skip)`` raised, say) pauses the plan, as in Dynflow.
+        """
+        if not self.runtime.auto_rescue:
             return Pause
-        self.rescued = True  # a rescue that fails again pauses: no second rescue
+        failed = {sid for sid, step in self.plan.steps.items() if step.state == StepState.ERROR}
+        if not failed or failed & self.rescued:
+            return Pause
+        self.rescued |= failed
         strategy = plan_rescue_strategy(self.plan)
         self.log.info("rescuing plan", strategy=strategy.name)
         return strategy
