@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-
 from pydynflow.plan import ExecutionPlan, StepError
+from pydynflow.promise import Promise
 
 
 class Triggered:
@@ -18,7 +16,7 @@ class Triggered:
     def __init__(
         self,
         plan_id: str,
-        future: Future[ExecutionPlan],
+        future: Promise[ExecutionPlan],
         *,
         planned: bool = True,
         error: StepError | None = None,
@@ -37,7 +35,9 @@ class Triggered:
         """
         try:
             return self.future.result(timeout)
-        except FutureTimeout:
+        except TimeoutError:
+            if self.future.done():
+                raise  # the execution itself failed with a TimeoutError
             raise TimeoutError(
                 f"execution plan {self.id} did not finish within {timeout} s"
             ) from None

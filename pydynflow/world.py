@@ -11,8 +11,6 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from pydynflow.action import Action
@@ -27,6 +25,7 @@ from pydynflow.errors import DynflowError, PlanningError, UnknownPlan, UnknownSt
 from pydynflow.logging import configure_logging, get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError
 from pydynflow.planning import Planner
+from pydynflow.promise import Promise
 from pydynflow.registry import subscribed_actions
 from pydynflow.serialization import normalize
 from pydynflow.skipping import skip_plan_steps
@@ -179,11 +178,11 @@ class World:
         if runtime is not None:
             finished = True
             if self._executor is not None:
-                done: Future[bool] = Future()
+                done: Promise[bool] = Promise()
                 self._executor.tell(Terminate(done))
                 try:
                     done.result(timeout)
-                except FutureTimeout:
+                except TimeoutError:
                     finished = False
                     self.log.warning("steps still running at stop", timeout=timeout)
             runtime.persistence.ask(Sync())
@@ -272,13 +271,13 @@ class World:
         """
         executor = self._require_executor("trigger")
         plan = self._plan(action_class, args, kwargs)
-        future: Future[ExecutionPlan] = Future()
+        future: Promise[ExecutionPlan] = Promise()
         if plan.state != PlanState.PLANNED:
             self._save(plan, full=True, steps=plan.steps.values(), actions=plan.actions.values())
             future.set_result(plan)
             return Triggered(plan.id, future, planned=False, error=plan.error)
         # One transaction stores the plan and starts it; return once it is committed.
-        stored: Future[None] = Future()
+        stored: Promise[None] = Promise()
         executor.tell(ExecutePlan(plan.id, plan, future, stored))
         stored.result()
         return Triggered(plan.id, future)
@@ -293,7 +292,7 @@ class World:
 
     def _execute(self, plan_id: str, plan: ExecutionPlan | None) -> Triggered:
         executor = self._require_executor("execute")
-        future: Future[ExecutionPlan] = Future()
+        future: Promise[ExecutionPlan] = Promise()
         executor.tell(ExecutePlan(plan_id, plan, future))
         return Triggered(plan_id, future)
 
@@ -329,7 +328,7 @@ class World:
         executor = self._require_executor("event")
         payload = normalize_event(payload)
         self._check_step(plan_id, step_id)
-        reply: Future[bool] = Future()
+        reply: Promise[bool] = Promise()
         executor.tell(DeliverEvent(plan_id, step_id, payload, optional, reply))
         return reply.result()
 
@@ -341,7 +340,7 @@ class World:
         """
         executor = self._require_executor("cancel")
         self._check_step(plan_id, None)
-        reply: Future[int] = Future()
+        reply: Promise[int] = Promise()
         executor.tell(CancelPlan(plan_id, force, reply))
         return reply.result()
 
@@ -350,7 +349,7 @@ class World:
         suspended, nothing new starts, and the plan ends ``stopped``."""
         executor = self._require_executor("halt")
         self._check_step(plan_id, None)
-        reply: Future[bool] = Future()
+        reply: Promise[bool] = Promise()
         executor.tell(HaltPlan(plan_id, reply))
         if reply.result():
             return  # its supervisor stops it

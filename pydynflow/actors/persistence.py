@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from pydynflow.actors.messages import Claim, Flush, Persist
 from pydynflow.errors import PersistenceError
 from pydynflow.logging import get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
+from pydynflow.promise import Promise
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +183,7 @@ class PersistenceActor(PooledActor):
 
 
 def store_plan(
-    persistence: Any, storage: Any, plan: ExecutionPlan, stored: Future[None], then: Any = None
+    persistence: Any, storage: Any, plan: ExecutionPlan, stored: Any, then: Any = None
 ) -> None:
     """Store a freshly planned plan whole; resolve ``stored`` once it is committed.
 
@@ -221,7 +221,7 @@ def persist_and_wait(persistence: Any, message: Persist, timeout: float | None =
 
     For callers outside the actor system (user threads), never from actor code.
     """
-    done: Future[None] = Future()
+    done: Promise[None] = Promise()
 
     def on_commit(error: BaseException | None) -> None:
         if error is None:

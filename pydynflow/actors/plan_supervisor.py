@@ -18,6 +18,7 @@ committed in one transaction. A failed step pauses the plan; what else a failure
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,7 @@ from pydynflow.skipping import skip_plan_steps
 from pydynflow.states import Phase, PlanState, StepState
 
 # A suspended step runs again from run(None): after a crash, a halt or a graceful stop.
+_NONE: frozenset[int] = frozenset()
 _RUNNABLE = (StepState.PENDING, StepState.ERROR, StepState.SKIPPING, StepState.SUSPENDED)
 _TAKES_EVENTS = (StepState.RUNNING, StepState.SUSPENDED)
 _DONE = (StepState.SUCCESS, StepState.SKIPPED)
@@ -84,19 +86,25 @@ class PlanSupervisor(PooledActor):
         self.running: set[int] = set()  # steps in flight: running, or parked (suspended)
         self.parked: set[int] = set()  # steps whose suspended state is committed
         self.children: dict[int, Any] = {}  # step id -> its live StepActor
-        self.had_events: set[int] = set()  # steps that got stored events (envelopes)
-        self.stored_events: dict[int, list[Event]] = {}  # left by a previous run
+        # Rarely used: empty frozensets until needed, replaced (not mutated) when they change,
+        # so 10,000 waiting plans do not carry empty sets (about 0.2 KB each).
+        self.had_events: frozenset[int] = _NONE  # steps that got stored events (envelopes)
+        self.stored_events: dict[int, list[Event]] | None = None  # for steps not started
         self.graph = FlowGraph(plan.run_flow)
         self.winding_down = False
         self.halting = False
-        self.rescued: set[int] = set()  # failed steps auto-rescue already acted on
-        self.retrying: set[int] = set()  # failed steps waiting out a Retry backoff
+        self.rescued: frozenset[int] = _NONE  # failed steps auto-rescue already acted on
+        self.retrying: frozenset[int] = _NONE  # failed steps waiting out a Retry backoff
         self.finishing = False
-        root = plan.root_plan_step
-        self.log = get_logger(
-            world_id=runtime.world_id,
-            plan_id=plan.id,
-            label=plan.label,
+
+    @functools.cached_property
+    def log(self) -> Any:
+        """Return this plan's logger (bound on first use: most plans never log)."""
+        root = self.plan.root_plan_step
+        return get_logger(
+            world_id=self.runtime.world_id,
+            plan_id=self.plan.id,
+            label=self.plan.label,
             step_id=None,  # plan-level lines; step lines override these three
             action_class=root.action_class_name if root else None,
             phase=None,
@@ -110,11 +118,11 @@ class PlanSupervisor(PooledActor):
             self._give_up(DynflowError(f"execution plan {plan.id} is {plan.state}, not runnable"))
             return
         plan.transition(PlanState.RUNNING, self.runtime.world_id)
-        if self.stored is None:  # events accepted before a crash or stop: deliver them
+        if self.stored is None:  # not a fresh plan: deliver events stored for it
             for _, step_id, payload in self.runtime.storage.envelopes(plan.id):
                 event = Event(decode_event(payload), persisted=True)
-                self.stored_events.setdefault(step_id, []).append(event)
-                self.had_events.add(step_id)
+                self._keep_event(step_id, event)
+                self.had_events |= {step_id}
         # The first steps move to running in the claim's own transaction: if the claim is
         # refused, none of it is written.
         done = [sid for sid, step in plan.steps.items() if step.state in _DONE]
@@ -122,12 +130,12 @@ class PlanSupervisor(PooledActor):
         launch = tuple(step.id for step in steps if step.id in self.running)
         me = self.actor_ref
         if self.stored is not None:  # a fresh plan: its first write is the claim
-            runtime = self.runtime
+            runtime, stored, self.stored = self.runtime, self.stored, None  # handed over
             store_plan(
                 runtime.persistence,
                 runtime.storage,
                 plan,
-                self.stored,
+                stored,
                 then=lambda error: me.tell(Claimed(launch, error)),
             )
             return
@@ -155,7 +163,7 @@ class PlanSupervisor(PooledActor):
             if child is not None:
                 tell_if_alive(child, message.event)
             else:  # not launched yet: it gets the event when it is
-                self.stored_events.setdefault(message.step_id, []).append(message.event)
+                self._keep_event(message.step_id, message.event)
         elif isinstance(message, _RetryStep):
             self._retry(message.step_id)
         elif isinstance(message, _StepParked):
@@ -230,6 +238,12 @@ class PlanSupervisor(PooledActor):
             self.running.add(step_id)
         return steps, actions
 
+    def _keep_event(self, step_id: int, event: Event) -> None:
+        """Hold an event for a step whose actor is not started yet."""
+        if self.stored_events is None:
+            self.stored_events = {}
+        self.stored_events.setdefault(step_id, []).append(event)
+
     def _output_of(self, action_id: int) -> dict[str, Any]:
         return self.plan.actions[action_id].output
 
@@ -283,7 +297,7 @@ class PlanSupervisor(PooledActor):
                 step.queue,
                 action,
                 event,
-                tuple(self.stored_events.pop(step_id, ())),
+                tuple(self.stored_events.pop(step_id, ())) if self.stored_events else (),
                 _dispatcher=self.runtime.dispatcher,
             )
 
@@ -327,7 +341,7 @@ class PlanSupervisor(PooledActor):
             steps, actions = [], []
         extra: dict[str, Any] = {"chunks": chunks}
         if step_id in self.had_events:  # events still queued die with the step
-            self.had_events.discard(step_id)
+            self.had_events -= {step_id}
             extra["envelope_clear"] = ((self.plan.id, step_id),)
         self._commit_and_continue([step, *steps], [*changed, *actions], **extra)
 
@@ -359,13 +373,13 @@ class PlanSupervisor(PooledActor):
             self.runtime.clock.schedule(delay, lambda: tell_if_alive(me, _RetryStep(step.id)))
         except ClockClosedError:  # the world is stopping: leave the step failed
             return False
-        self.retrying.add(step.id)
+        self.retrying |= {step.id}
         return True
 
     def _retry(self, step_id: int) -> None:
         if step_id not in self.retrying or self.finishing:  # wound down meanwhile
             return
-        self.retrying.discard(step_id)
+        self.retrying -= {step_id}
         self.running.discard(step_id)
         steps, actions = self._start_steps([step_id])
         self._commit_and_continue(steps, actions)
@@ -425,7 +439,7 @@ class PlanSupervisor(PooledActor):
                     )
                 )
             return
-        self.had_events.add(step_id)
+        self.had_events |= {step_id}
 
         me = self.actor_ref
 
@@ -468,7 +482,7 @@ class PlanSupervisor(PooledActor):
 
     def _after_run_flow(self, steps: list[Step], actions: list[ActionRecord], **extra: Any) -> None:
         if self.winding_down:
-            self.retrying.clear()  # their steps stay failed, to be resumed
+            self.retrying = _NONE  # their steps stay failed, to be resumed
             for child in self.children.values():  # parked steps: they stay suspended
                 stop_if_alive(child)
             self.children.clear()
@@ -495,7 +509,7 @@ class PlanSupervisor(PooledActor):
         failed = {sid for sid, step in self.plan.steps.items() if step.state == StepState.ERROR}
         if not failed or failed & self.rescued:
             return Pause
-        self.rescued |= failed
+        self.rescued |= frozenset(failed)
         strategy = plan_rescue_strategy(self.plan)
         self.log.info("rescuing plan", strategy=strategy.name)
         return strategy

@@ -13,7 +13,6 @@ before ``run(event)`` starts.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Any
 
 from pydynflow.action import RUN, Action, SuspendedRef
@@ -59,7 +58,7 @@ class StepActor(PooledActor):
         self.step_id = step_id
         self.queue = queue
         self.action = action
-        self.pending: deque[Event] = deque(events)
+        self.pending: list[Event] = list(events)  # a list: a deque costs 0.7 KB when empty
         self.current: Event | None = None
         self.state = "running"  # running -> parking -> parked -> resuming -> running
         self.suspend_callback: Any = None
@@ -69,10 +68,7 @@ class StepActor(PooledActor):
         self.is_async = is_async_run(type(action))
         if self.is_async:
             action._event_channel = EventChannel(self.actor_ref, runtime)
-            coroutine = execute_run_async(action, event)
-            running = asyncio.run_coroutine_threadsafe(coroutine, runtime.loop)
-            me = self.actor_ref
-            running.add_done_callback(lambda done: tell_if_alive(me, PhaseDone(_outcome(done))))
+            runtime.loop.call_soon_threadsafe(_start_task, action, event, self.actor_ref)
         else:
             self._run(event)
 
@@ -157,7 +153,7 @@ class StepActor(PooledActor):
     def _next(self) -> None:
         if not self.pending:
             return
-        self.current = self.pending.popleft()
+        self.current = self.pending.pop(0)
         self.state = "resuming"
         self.supervisor.tell(Resume(self.step_id, self.current.persisted))
 
@@ -198,6 +194,24 @@ class EventChannel:
         action._chunks = []
         self.step.tell(AwaitEvent(future, outcome, timeout))
         return await future
+
+
+def _start_task(action: Action, event: Any, step: Any) -> None:
+    """On the world's loop: run an async ``run`` as a task that reports to its step actor.
+
+    (Not ``run_coroutine_threadsafe``: its extra future costs 1.6 KB per waiting step.)
+    """
+    task = asyncio.get_running_loop().create_task(execute_run_async(action, event))
+    _tasks.add(task)  # the loop keeps only weak references to its tasks
+
+    def done(finished: asyncio.Task[PhaseOutcome]) -> None:
+        _tasks.discard(finished)
+        tell_if_alive(step, PhaseDone(_outcome(finished)))
+
+    task.add_done_callback(done)
+
+
+_tasks: set[asyncio.Task[PhaseOutcome]] = set()
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
@@ -46,6 +45,7 @@ from pydynflow.phases import (
     run_accepts_event,
 )
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
+from pydynflow.promise import Promise
 from pydynflow.references import iter_references, resolve_references
 from pydynflow.scheduling import FlowGraph
 from pydynflow.states import PlanState, StepState
@@ -70,7 +70,7 @@ class _Execution:
         self.graph = FlowGraph(plan.run_flow)
         self.active: set[int] = set()  # started and not finished: running or suspended
         self.timers: dict[int, list[Timer]] = {}  # step id -> timers its runs armed
-        self.future: Future[ExecutionPlan] = Future()
+        self.future: Promise[ExecutionPlan] = Promise()
         self.finished = False
 
     def suspended(self) -> list[int]:
@@ -107,7 +107,7 @@ class InThreadTriggered(Triggered):
     def __init__(
         self,
         plan_id: str,
-        future: Future[ExecutionPlan],
+        future: Promise[ExecutionPlan],
         *,
         planned: bool = True,
         error: StepError | None = None,
@@ -221,7 +221,7 @@ class InThreadWorld:
         """
         plan = self.plan(action_class, *args, **kwargs)
         if plan.state != PlanState.PLANNED:
-            future: Future[ExecutionPlan] = Future()
+            future: Promise[ExecutionPlan] = Promise()
             future.set_result(plan)
             return InThreadTriggered(plan.id, future, planned=False, error=plan.error)
         return self._start(plan)
@@ -232,7 +232,7 @@ class InThreadWorld:
         ``.wait()`` raises if it cannot run (unknown, already running, stopped).
         """
         self._check_open("execute")
-        future: Future[ExecutionPlan] = Future()
+        future: Promise[ExecutionPlan] = Promise()
         if plan_id in self._executions:
             future.set_exception(DynflowError(f"execution plan {plan_id} is already running"))
             return InThreadTriggered(plan_id, future)

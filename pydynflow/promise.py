@@ -1,0 +1,84 @@
+"""`Promise`: a light, thread-safe future for answers one thread gives another.
+
+`concurrent.futures.Future` builds a `threading.Condition` per future (about 1.6 KB);
+with 10,000 plans waiting that is 16 MB for nothing. A promise holds one lock, taken at
+birth and released when the answer is set, which is all a waiter needs. It offers the part
+of the `concurrent.futures.Future` interface pydynflow uses.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+_UNSET: Any = object()
+
+
+class Promise(Generic[T]):
+    """An answer that will be set once: ``set_result`` / ``set_exception``, then ``result``."""
+
+    __slots__ = ("_callbacks", "_error", "_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # released once the answer is in
+        self._value: Any = _UNSET
+        self._error: BaseException | None = None
+        self._callbacks: list[Callable[[Promise[T]], Any]] | None = None
+
+    def done(self) -> bool:
+        """Return whether the answer is set."""
+        return self._value is not _UNSET or self._error is not None
+
+    def set_result(self, value: T) -> None:
+        """Set the answer to ``value`` (once)."""
+        self._settle(value, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        """Set the answer to the error ``error`` (once)."""
+        self._settle(_UNSET, error)
+
+    def result(self, timeout: float | None = None) -> T:
+        """Return the answer (raise its error); raise `TimeoutError` after ``timeout``."""
+        self._wait(timeout)
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[no-any-return]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Return the error the answer is, or None; raise `TimeoutError` after ``timeout``."""
+        self._wait(timeout)
+        return self._error
+
+    def add_done_callback(self, fn: Callable[[Promise[T]], Any]) -> None:
+        """Call ``fn(self)`` once the answer is set (now, if it is already)."""
+        with _callbacks_lock:
+            if not self.done():
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def _wait(self, timeout: float | None) -> None:
+        if self.done():
+            return
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            raise TimeoutError(f"no answer within {timeout} s")
+        self._lock.release()  # let the next waiter through
+
+    def _settle(self, value: Any, error: BaseException | None) -> None:
+        with _callbacks_lock:
+            if self.done():
+                raise RuntimeError("a promise is answered only once")
+            self._value, self._error = value, error
+            callbacks, self._callbacks = self._callbacks, None
+        self._lock.release()
+        for fn in callbacks or ():
+            fn(self)
+
+
+_callbacks_lock = threading.Lock()  # rare: only callback registration and settling

@@ -1,0 +1,49 @@
+"""`Promise`: the light future behind `Triggered` and the world's replies."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pydynflow.promise import Promise
+
+
+def test_result_set_from_another_thread() -> None:
+    promise: Promise[int] = Promise()
+    threading.Thread(target=promise.set_result, args=(42,)).start()
+    assert promise.result(timeout=10) == 42
+    assert promise.done() and promise.exception() is None
+    assert promise.result() == 42  # any number of readers
+
+
+def test_error_is_raised_to_every_waiter() -> None:
+    promise: Promise[int] = Promise()
+    promise.set_exception(KeyError("gone"))
+    for _ in range(2):
+        with pytest.raises(KeyError):
+            promise.result()
+    assert isinstance(promise.exception(), KeyError)
+
+
+def test_timeout() -> None:
+    promise: Promise[int] = Promise()
+    with pytest.raises(TimeoutError):
+        promise.result(timeout=0)
+    assert not promise.done()
+
+
+def test_callbacks_run_once_set_or_at_once_if_already() -> None:
+    promise: Promise[str] = Promise()
+    seen: list[str] = []
+    promise.add_done_callback(lambda done: seen.append(done.result()))
+    promise.set_result("a")
+    promise.add_done_callback(lambda done: seen.append("late " + done.result()))
+    assert seen == ["a", "late a"]
+
+
+def test_answered_only_once() -> None:
+    promise: Promise[int] = Promise()
+    promise.set_result(1)
+    with pytest.raises(RuntimeError, match="only once"):
+        promise.set_exception(ValueError())
