@@ -7,6 +7,7 @@ defines ``finalize``. Planning methods (`Action.plan_self`, `Action.plan_action`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -87,6 +88,22 @@ class Action:
     run_progress_weight: ClassVar[int] = 1
     finalize_progress_weight: ClassVar[int] = 1
 
+    # Per-action state. The defaults live on the class so that an action only carries what
+    # was set on it: 10,000 suspended async runs keep their action objects alive.
+    trigger: Action | None = None
+    error: StepError | None = None
+    world: Any = None  # the world running this action (run and finalize phases)
+    plan_step_id: int | None = None
+    run_step_id: int | None = None
+    finalize_step_id: int | None = None
+    caller_execution_plan_id: str | None = None
+    caller_action_id: int | None = None
+    _planner: Planner | None = None
+    _from_subscription: bool = False
+    _planned_events: list[tuple[Any, float | None]] | tuple[()] = ()  # plan_event() calls
+    _chunks: list[tuple[Any, str | None, datetime]] | tuple[()] = ()  # output_chunk() calls
+    _event_channel: Any = None  # set by the runtime for an async run
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("_placeholder", False):
@@ -110,19 +127,10 @@ class Action:
         if phase != PLAN:
             self._input = ReadOnlyDict(self._input)
         self._output: dict[str, Any] = dict(output or {})
-        self.trigger = trigger
-        self.error = error
-        self.plan_step_id: int | None = None
-        self.run_step_id: int | None = None
-        self.finalize_step_id: int | None = None
-        self.caller_execution_plan_id: str | None = None
-        self.caller_action_id: int | None = None
-        self._planner: Planner | None = None
-        self._from_subscription = False
-        self.world: Any = None  # the world running this action (run and finalize phases)
-        self._planned_events: list[tuple[Any, float | None]] = []
-        self._chunks: list[tuple[Any, str | None, datetime]] = []
-        self._event_channel: Any = None  # set by the runtime for an async run
+        if trigger is not None:
+            self.trigger = trigger
+        if error is not None:
+            self.error = error
 
     # -- class-level facts -------------------------------------------------------------
 
@@ -292,6 +300,8 @@ class Action:
         self._require_phase(RUN, "plan_event() can only be called")
         if delay is not None and delay < 0:
             raise ValueError(f"plan_event delay must be >= 0 seconds, got {delay!r}")
+        if not isinstance(self._planned_events, list):
+            self._planned_events = []
         self._planned_events.append((event, delay))
 
     def schedule_timeout(self, seconds: float) -> None:
@@ -309,15 +319,24 @@ class Action:
         restarted process runs ``run`` again from the top, so record there what must not
         happen twice. Raises `TimeoutError` when ``timeout`` seconds pass first.
         """
-        channel = self._event_channel
-        if channel is None:
+        step = self._event_channel
+        if step is None:
             raise DynflowError(
                 f"{self.class_name()}: wait_for_event() needs an async run on a world"
             )
-        return await channel.wait(self, timeout)
+        from pydynflow.actors.messages import AwaitEvent
+        from pydynflow.phases import snapshot_outcome
+
+        future = asyncio.get_running_loop().create_future()
+        outcome = snapshot_outcome(self)
+        self._planned_events, self._chunks = (), ()
+        step.tell(AwaitEvent(future, outcome, timeout))
+        return await future
 
     def output_chunk(self, chunk: Any, kind: str | None = None) -> None:
         """Append ``chunk`` to this action's streaming output (stored with the step)."""
+        if not isinstance(self._chunks, list):
+            self._chunks = []
         self._chunks.append((chunk, kind, datetime.now(UTC)))
 
     # -- presentation --------------------------------------------------------------------

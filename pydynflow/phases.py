@@ -134,8 +134,8 @@ def _finished(
         _progress(progress_of),
         time.perf_counter() - started,
         suspend_callback=None if suspended is False else suspended,
-        events=action._planned_events,
-        chunks=action._chunks,
+        events=list(action._planned_events),
+        chunks=list(action._chunks),
     )
 
 
@@ -146,7 +146,8 @@ def _failed(action: Action, exc: Exception, started: float) -> PhaseOutcome:
         output = {}
     elapsed = time.perf_counter() - started
     error = StepError.from_exception(exc)
-    return PhaseOutcome(StepState.ERROR, output, error, 0.0, elapsed, exc, chunks=action._chunks)
+    chunks = list(action._chunks)
+    return PhaseOutcome(StepState.ERROR, output, error, 0.0, elapsed, exc, chunks=chunks)
 
 
 def _progress(progress_of: Any) -> float:

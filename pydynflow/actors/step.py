@@ -67,7 +67,7 @@ class StepActor(PooledActor):
         self.timer: Any = None
         self.is_async = is_async_run(type(action))
         if self.is_async:
-            action._event_channel = EventChannel(self.actor_ref, runtime)
+            action._event_channel = self.actor_ref  # wait_for_event parks through it
             runtime.loop.call_soon_threadsafe(_start_task, action, event, self.actor_ref)
         else:
             self._run(event)
@@ -175,25 +175,6 @@ class StepActor(PooledActor):
             return
         self.action = self.action.renewed(RUN)
         self._run(event.payload)
-
-
-class EventChannel:
-    """What an async run's ``wait_for_event`` uses to park on its step actor."""
-
-    def __init__(self, step: Any, runtime: Runtime) -> None:
-        self.step = step
-        self.runtime = runtime
-
-    async def wait(self, action: Action, timeout: float | None) -> Any:
-        """Park the step (its output stored first) and return the next event."""
-        from pydynflow.phases import snapshot_outcome
-
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        outcome = snapshot_outcome(action)
-        action._planned_events = []
-        action._chunks = []
-        self.step.tell(AwaitEvent(future, outcome, timeout))
-        return await future
 
 
 def _start_task(action: Action, event: Any, step: Any) -> None:
