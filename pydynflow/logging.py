@@ -20,12 +20,13 @@ _lock = threading.Lock()
 
 def configure_logging(level: int | str | None = None, *, force: bool = False) -> None:
     """Configure structlog for pydynflow (JSON off a terminal, colours on one)."""
-    global _configured
+    global _configured, _level
     with _lock:
         if _configured and not force:
             return
         if structlog.is_configured() and not force:
-            _configured = True
+            _configured = True  # the application's own configuration: let it filter
+            _level = logging.NOTSET
             return
         if isinstance(level, str):
             level = logging.getLevelName(level.upper())
@@ -34,6 +35,7 @@ def configure_logging(level: int | str | None = None, *, force: bool = False) ->
             renderer = structlog.dev.ConsoleRenderer(colors=True)
         else:
             renderer = structlog.processors.JSONRenderer()
+        _level = level if isinstance(level, int) and level else _default_level()
         structlog.configure(
             processors=[
                 structlog.contextvars.merge_contextvars,
@@ -42,7 +44,7 @@ def configure_logging(level: int | str | None = None, *, force: bool = False) ->
                 structlog.processors.format_exc_info,
                 renderer,
             ],
-            wrapper_class=structlog.make_filtering_bound_logger(level or _default_level()),
+            wrapper_class=structlog.make_filtering_bound_logger(_level),
             logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
             cache_logger_on_first_use=True,
         )
@@ -63,3 +65,13 @@ def _default_level() -> int:
     name = os.environ.get("PYDYNFLOW_LOG_LEVEL", "WARNING").upper()
     level = logging.getLevelName(name)
     return level if isinstance(level, int) else logging.WARNING
+
+
+def enabled(level: int) -> bool:
+    """Return whether lines of ``level`` are logged (check before building costly ones)."""
+    if not _configured:
+        configure_logging()
+    return level >= _level
+
+
+_level = logging.WARNING

@@ -33,7 +33,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepError:
     """A failure recorded on a step: data, never a pickled exception."""
 
@@ -90,7 +90,7 @@ class StepError:
         return f"{self.exception_class}: {self.message}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One entry of a plan's execution history (``"start execution"``, ``"delay"``...)."""
 
@@ -108,7 +108,7 @@ class HistoryEntry:
         return cls(datetime.fromisoformat(data["time"]), data["name"], data.get("world_id"))
 
 
-@dataclass(eq=True)
+@dataclass(eq=True, slots=True)
 class ActionRecord:
     """What is stored about one action of a plan."""
 
@@ -131,7 +131,7 @@ class ActionRecord:
         return resolve_action_class(self.action_class_name)
 
 
-@dataclass(eq=True)
+@dataclass(eq=True, slots=True)
 class Step:
     """One phase (plan, run or finalize) of one action."""
 
@@ -184,7 +184,7 @@ class Step:
         return self.progress_done
 
 
-@dataclass(eq=True)
+@dataclass(eq=True, slots=True)
 class ExecutionPlan:
     """A planned workflow: its steps, actions, flows, state and history."""
 

@@ -25,7 +25,7 @@ class FlowGraph:
         self._next_barrier = -1
         self._completed: set[int] = set()
         self._started: set[int] = set()
-        self._failed: set[int] = set()
+        self._failed: frozenset[int] = frozenset()  # rare: replaced, not grown in place
         self._build(flow)
 
     # -- building ------------------------------------------------------------------------
@@ -91,7 +91,7 @@ class FlowGraph:
     def fail(self, step_id: int) -> None:
         """Record that ``step_id`` failed: whatever comes after it in sequence will wait."""
         self._started.discard(step_id)
-        self._failed.add(step_id)
+        self._failed |= {step_id}
 
     def is_done(self) -> bool:
         """Return whether nothing is running and nothing can start.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,7 @@ from pydynflow.clock import ClockClosedError
 from pydynflow.errors import DynflowError, EventRejected
 from pydynflow.events import Abort, Cancel, decode_event, encode_event, is_cancellable
 from pydynflow.events import Skip as SkipEvent
-from pydynflow.logging import get_logger
+from pydynflow.logging import enabled, get_logger
 from pydynflow.phases import (
     FINALIZE,
     RUN,
@@ -187,7 +188,8 @@ class PlanSupervisor(PooledActor):
         if error is not None:
             self._give_up(DynflowError(f"execution plan {self.plan.id} is already running"))
             return
-        self.log.info("plan started")
+        if enabled(logging.INFO):
+            self.log.info("plan started")
         if launch:
             self._launch(Launch(launch))
         else:
@@ -279,12 +281,13 @@ class PlanSupervisor(PooledActor):
                 self._step_outcome(step_id, failed_outcome(message.error))
                 continue
             event = SkipEvent() if step.state == StepState.SKIPPING else None
-            self.log.debug(
-                "step started",
-                step_id=step_id,
-                action_class=step.action_class_name,
-                phase=step.phase,
-            )
+            if enabled(logging.DEBUG):
+                self.log.debug(
+                    "step started",
+                    step_id=step_id,
+                    action_class=step.action_class_name,
+                    phase=step.phase,
+                )
             record = self.plan.actions[step.action_id]
             in_process = not self.runtime.processes or is_async_run(record.action_class)
             world = self.runtime.world if in_process else None  # a world does not pickle
@@ -324,13 +327,14 @@ class PlanSupervisor(PooledActor):
             step.transition(StepState.ERROR)
             step.error = outcome.error
         self._stamp(step)
-        self.log.debug(
-            "step finished",
-            step_id=step_id,
-            action_class=step.action_class_name,
-            phase=step.phase,
-            state=step.state,
-        )
+        if enabled(logging.DEBUG):
+            self.log.debug(
+                "step finished",
+                step_id=step_id,
+                action_class=step.action_class_name,
+                phase=step.phase,
+                state=step.state,
+            )
         if step.state in _DONE:
             steps, actions = self._start_steps(self.graph.complete(step_id))
         elif not skipping and self._retry_later(step):  # a failed skip is not retried
@@ -386,7 +390,8 @@ class PlanSupervisor(PooledActor):
 
     def _suspended(self, step: Step, changed: list[ActionRecord], chunks: list[Any]) -> None:
         step.transition(StepState.SUSPENDED)
-        self.log.debug("step suspended", step_id=step.id, action_class=step.action_class_name)
+        if enabled(logging.DEBUG):
+            self.log.debug("step suspended", step_id=step.id, action_class=step.action_class_name)
         child = self.children.get(step.id)
         me = self.actor_ref
 
@@ -611,7 +616,8 @@ class PlanSupervisor(PooledActor):
         if error is not None:
             self.log.error("final state not committed", error=str(error))
         else:
-            self.log.info("plan finished", state=str(self.plan.state), result=str(self.plan.result))
+            if enabled(logging.INFO):
+                self.log.info("plan finished", state=self.plan.state, result=self.plan.result)
         self.executor.tell(PlanDone(self.plan.id, self.plan, error))
         self.stop_now()
 
