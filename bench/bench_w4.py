@@ -2,7 +2,9 @@
 
 Each style runs in a fresh `World` (default ``pool_size``, ``auto_execute=False``) on a fresh
 SQLite file in a temporary directory with the default durability (WAL, ``synchronous=FULL``),
-in one process, one style after the other:
+one style after the other, each in a fresh interpreter (a child process of this script;
+``--in-process`` runs them here, but then the second style's RSS reuses memory that the first
+one freed, and its per-step figure comes out too low):
 
 - ``callback``: ``run(event=None)`` calls ``self.suspend(callback)``; the suspend callback runs
   on a worker once the step's ``suspended`` state is committed, and counts the parked steps.
@@ -22,18 +24,21 @@ Phases per style:
 3. Send ``world.event(plan_id, 2, "go")`` to every plan from a ``ThreadPoolExecutor(16)``,
    recording the time just before each send; each plan's completion time is recorded by a
    done-callback on its ``Triggered.future``. Event-to-completion latency = completion - send
-   (it includes the wait in the burst's queues: all N events are in flight at once);
+   (a burst: it includes the time the event waits behind the others in the engine's queues);
    events/s = N / (last completion - first send).
 4. Check: every future's plan is ``stopped``/``success``; one SQL query counts the plans by
    state/result and the run steps by state in the store; a sample of 100 plans is reloaded
    with ``World.load`` and checked in full. Threads at the end, then ``World.stop``.
+
+MB and KB in the output are 2**20 and 1,024 bytes. The persistence actor's commit counters and
+a raw ``sqlite3`` commit time measured in the same directory are reported next to the figures.
 
 Targets (DESIGN.md W4): <= 64 threads in the process while all wait, <= 10 KB RSS per
 suspended step, all plans complete. A missed target is reported (PASS/FAIL lines), not an
 error: the exit code is 1 only if a plan did not end ``stopped``/``success`` (or hung).
 
     .venv/bin/python bench/bench_w4.py [--n 10000] [--sizes full|small] [--style both]
-                                       [--json PATH] [--dir DIR] [--keep]
+                                       [--json PATH] [--dir DIR] [--keep] [--in-process]
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,14 +241,16 @@ def run_style(style: str, n: int, workdir: Path) -> StyleResult:
         completed: dict[str, float] = {}
 
         def trigger_one(_: int) -> Any:
-            triggered = world.trigger(action)
+            return world.trigger(action)
+
+        def watch(triggered: Any) -> None:
+            """Record when a plan ends (registered after the RSS reading: harness memory)."""
             plan_id = triggered.id
 
-            def finished(_future: Future[Any]) -> None:
+            def finished(_future: Any) -> None:
                 completed[plan_id] = time.perf_counter()  # dict set: atomic under the GIL
 
             triggered.future.add_done_callback(finished)
-            return triggered
 
         counts = [persistence_counters(world)]
         start = time.perf_counter()
@@ -266,6 +273,8 @@ def run_style(style: str, n: int, workdir: Path) -> StyleResult:
         threads_waiting = threading.active_count()
         os_threads_waiting = os_threads()
         groups = thread_groups()
+        for one in triggered:
+            watch(one)
 
         # Phase 3: every event, from 16 threads, in a shuffled order.
         sent: dict[str, float] = {}

@@ -42,6 +42,14 @@ from pydynflow.states import StepState
 class StepActor(PooledActor):
     """Run one run step's user code, park it between events, report every outcome."""
 
+    # State that changes as the step goes; defaults on the class keep a waiting step small.
+    state = "running"  # running -> parking -> parked -> resuming -> running
+    current: Event | None = None  # the event being delivered
+    suspend_callback: Any = None
+    waiter: asyncio.Future[Any] | None = None  # an awaited wait_for_event
+    wait_token = 0
+    timer: Any = None
+
     def __init__(
         self,
         runtime: Runtime,
@@ -59,12 +67,6 @@ class StepActor(PooledActor):
         self.queue = queue
         self.action = action
         self.pending: list[Event] = list(events)  # a list: a deque costs 0.7 KB when empty
-        self.current: Event | None = None
-        self.state = "running"  # running -> parking -> parked -> resuming -> running
-        self.suspend_callback: Any = None
-        self.waiter: asyncio.Future[Any] | None = None  # an awaited wait_for_event
-        self.wait_token = 0
-        self.timer: Any = None
         self.is_async = is_async_run(type(action))
         if self.is_async:
             action._event_channel = self.actor_ref  # wait_for_event parks through it
