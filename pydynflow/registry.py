@@ -19,9 +19,19 @@ _placeholders: dict[str, type[Action]] = {}
 _subscriptions: dict[type[Action], list[type[Action]]] | None = None
 
 
+_names: dict[type, str] = {}
+
+
 def class_name(action_class: type) -> str:
-    """Return the name an action class is stored under: ``"module.QualName"``."""
-    return f"{action_class.__module__}.{action_class.__qualname__}"
+    """Return the name an action class is stored under: ``"module.QualName"``.
+
+    Cached per class: every step and action of every plan holds this string, and sharing
+    one object keeps 10,000 waiting plans smaller.
+    """
+    name = _names.get(action_class)
+    if name is None:
+        name = _names[action_class] = f"{action_class.__module__}.{action_class.__qualname__}"
+    return name
 
 
 def register(action_class: type[Action]) -> None:

@@ -14,9 +14,26 @@ from collections.abc import Iterable
 
 from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
 
+_NO_STEPS: frozenset[int] = frozenset()
+_NO_SUCCESSORS: tuple[int, ...] = ()
+
 
 class FlowGraph:
-    """Readiness bookkeeping for one run flow."""
+    """Readiness bookkeeping for one run flow.
+
+    Only nodes with edges have entries in ``_successors`` / ``_waiting`` (a missing entry
+    means none): one FlowGraph lives per running plan, and most plans are small.
+    """
+
+    __slots__ = (
+        "_atoms",
+        "_completed",
+        "_failed",
+        "_next_barrier",
+        "_started",
+        "_successors",
+        "_waiting",
+    )
 
     def __init__(self, flow: Flow) -> None:
         self._successors: dict[int, list[int]] = {}
@@ -25,23 +42,18 @@ class FlowGraph:
         self._next_barrier = -1
         self._completed: set[int] = set()
         self._started: set[int] = set()
-        self._failed: frozenset[int] = frozenset()  # rare: replaced, not grown in place
+        self._failed: frozenset[int] = _NO_STEPS  # rare: replaced, not grown in place
         self._build(flow)
 
     # -- building ------------------------------------------------------------------------
 
-    def _node(self, node: int) -> None:
-        self._successors.setdefault(node, [])
-        self._waiting.setdefault(node, 0)
-
     def _edge(self, before: int, after: int) -> None:
-        self._successors[before].append(after)
-        self._waiting[after] += 1
+        self._successors.setdefault(before, []).append(after)
+        self._waiting[after] = self._waiting.get(after, 0) + 1
 
     def _build(self, flow: Flow) -> tuple[list[int], list[int]]:
         """Add ``flow``; return its entry and exit nodes."""
         if isinstance(flow, Atom):
-            self._node(flow.step_id)
             self._atoms.append(flow.step_id)
             return [flow.step_id], [flow.step_id]
         assert isinstance(flow, ComposedFlow)
@@ -67,7 +79,6 @@ class FlowGraph:
             return
         barrier = self._next_barrier
         self._next_barrier -= 1
-        self._node(barrier)
         for before in exits:
             self._edge(before, barrier)
         for after in entries:
@@ -113,7 +124,7 @@ class FlowGraph:
         unblocked: list[int] = []
         stack = [node]
         while stack:
-            for after in self._successors[stack.pop()]:
+            for after in self._successors.get(stack.pop(), _NO_SUCCESSORS):
                 self._waiting[after] -= 1
                 if self._waiting[after] == 0:
                     if after < 0:  # a barrier passes through at once
@@ -127,7 +138,7 @@ class FlowGraph:
         ready = [
             step_id
             for step_id in candidates
-            if self._waiting[step_id] == 0
+            if self._waiting.get(step_id, 0) == 0
             and step_id not in self._completed
             and step_id not in self._started
             and step_id not in self._failed

@@ -601,7 +601,7 @@ class PooledActor(pykka.Actor):
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
         # pykka's Actor.__init__, with a counter for the urn (uuid4 costs ~3 us an actor)
         # and a flag for actor_stopped (an Event builds a Condition): step actors are many.
-        self.actor_urn = f"urn:pydynflow:actor:{next(_actor_ids)}"
+        self.actor_urn = f"urn:pd:{next(_actor_ids)}"  # short: one per live actor
         self.actor_inbox = self._create_actor_inbox()
         self.actor_stopped = _StoppedFlag()  # type: ignore[assignment]
         self._actor_ref = ActorRef(self)
