@@ -249,3 +249,31 @@ def test_a_failed_skip_is_not_retried(sqlite_url: str) -> None:
         plan = world.resume(triggered.id).wait(TIMEOUT)
         assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
         assert RetriedSkip.events == [None, "Skip"]  # run(Skip) failed: no retry with None
+
+
+class FlakyFinalize(Action):
+    """Its finalize fails its first ``failures`` times; Retry re-runs the finalize phase."""
+
+    rescue = Retry(2, backoff=5)
+    calls: Counter[str] = Counter()
+
+    def run(self) -> None:
+        pass
+
+    def finalize(self) -> None:
+        FlakyFinalize.calls[self.execution_plan_id] += 1
+        if FlakyFinalize.calls[self.execution_plan_id] <= self.input["failures"]:
+            raise RuntimeError("finalize hiccup")
+
+
+@pytest.mark.parametrize(("failures", "expected"), [(2, Result.SUCCESS), (3, Result.ERROR)])
+def test_retry_reruns_a_failed_finalize_phase(sqlite_url: str, failures: int, expected) -> None:
+    clock = SignallingClock()
+    with World(sqlite_url, clock=clock) as world:
+        triggered = world.trigger(FlakyFinalize, {"failures": failures})
+        _advance_until_done(clock, triggered)
+        plan = triggered.wait(TIMEOUT)
+        assert plan.result == expected
+        assert plan.steps[3].attempts == 2
+        assert FlakyFinalize.calls[plan.id] == 3
+        assert clock.now() == 15.0  # backoffs of 5 s and 10 s

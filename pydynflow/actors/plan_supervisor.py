@@ -182,7 +182,11 @@ class PlanSupervisor(PooledActor):
             self._maybe_run_flow_finished()
         elif isinstance(message, Wind):
             self.winding_down = True
-            self._maybe_run_flow_finished()
+            if self.finishing and self.retrying:  # a finalize retry is waiting: stop now
+                self.retrying = _NONE
+                self._finish(PlanState.PAUSED, [], [])
+            else:
+                self._maybe_run_flow_finished()
         return None
 
     def _claimed(self, launch: tuple[int, ...], error: BaseException | None) -> None:
@@ -382,9 +386,15 @@ class PlanSupervisor(PooledActor):
         return True
 
     def _retry(self, step_id: int) -> None:
-        if step_id not in self.retrying or self.finishing:  # wound down meanwhile
+        if step_id not in self.retrying:  # wound down meanwhile
             return
         self.retrying -= {step_id}
+        if self.plan.steps[step_id].phase == Phase.FINALIZE:
+            self.finishing = False
+            self._run_finalize_flow([], [])  # the finalize phase runs again from its start
+            return
+        if self.finishing:
+            return
         self.running.discard(step_id)
         steps, actions = self._start_steps([step_id])
         self._commit_and_continue(steps, actions)
@@ -586,6 +596,9 @@ class PlanSupervisor(PooledActor):
         failed = [step for step in message.steps if step.state == StepState.ERROR]
         if not failed:
             self._finish(PlanState.STOPPED, steps, actions, **extra)
+            return
+        if not self.halting and self._retry_later(failed[0]):  # the phase runs again later
+            self._send(steps=steps, actions=actions, **extra)
             return
         strategy = self._rescue_strategy()
         if strategy is Skip:  # skip the failed finalize steps, run the phase again
