@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench bench-planning docs clean
+.PHONY: demo test lint bench bench-planning bench-peers docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,16 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_storage.py
 	$(PY) bench/bench_actors.py
 	$(PY) bench/bench_workloads.py
+
+# W1-W4 side by side with DBOS and taskflow (several minutes; not in CI). The peers live in
+# their own virtualenv, built once (its .installed marker is written after a full install).
+bench-peers: $(VENV)/.installed
+	test -f bench/.venv-peers/.installed || { \
+	  $(PYTHON) -m venv bench/.venv-peers && \
+	  bench/.venv-peers/bin/python -m pip install -q --upgrade pip && \
+	  bench/.venv-peers/bin/python -m pip install -q -r bench/peers/requirements.txt && \
+	  touch bench/.venv-peers/.installed; }
+	$(PY) bench/bench_peers.py $(BENCH_PEERS_ARGS)
 
 docs: $(VENV)/.installed-dev
 	$(PY) -m mkdocs build --strict

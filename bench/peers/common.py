@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sqlite3
 import sys
@@ -107,7 +106,9 @@ def sqlite_settings(path: Path) -> dict[str, Any]:
         conn.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.01) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.01
+) -> None:
     """Poll ``predicate`` every ``poll`` s until it holds; BenchFailure after ``timeout`` s."""
     deadline = time.perf_counter() + timeout
     while not predicate():

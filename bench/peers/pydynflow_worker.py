@@ -21,7 +21,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent.parent)]
 
 import bench_w4  # noqa: E402
 import bench_workloads  # noqa: E402
-from common import BenchFailure, run_worker, steps_of  # noqa: E402
+from common import BenchFailure, run_worker, sqlite_settings, steps_of  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "W1": ["threads16", "serial"],
@@ -43,7 +43,22 @@ LABELS = {
 }
 
 
+def durability(workdir: Path, before: set[Path]) -> dict[str, Any]:
+    """Return the journal mode stored in the database file this run created, next to the
+    engine's default synchronous setting (FULL, per connection, not stored in the file)."""
+    created = sorted(set(workdir.glob("*/bench.db")) - before)
+    modes = sorted({sqlite_settings(path)["journal_mode_in_file"] for path in created})
+    return {"journal_mode_in_file": ",".join(modes) or "?", "synchronous": "FULL (default)"}
+
+
 def measure(workload: str, variant: str, size: dict[str, int], workdir: Path) -> dict[str, Any]:
+    before = set(workdir.glob("*/bench.db"))
+    result = run(workload, variant, size, workdir)
+    result["durability"] = durability(workdir, before)
+    return result
+
+
+def run(workload: str, variant: str, size: dict[str, int], workdir: Path) -> dict[str, Any]:
     label = LABELS[(workload, variant)]
     if workload in ("W1", "W2", "W3"):
         sizes = {**bench_workloads.SIZES["full"], **size}
@@ -55,13 +70,14 @@ def measure(workload: str, variant: str, size: dict[str, int], workdir: Path) ->
             run = bench_workloads.w3(workdir, sizes)
             label = label.replace("50", str(size["w3_pool"]))
         if run.count != steps_of(workload, size):
-            raise BenchFailure(f"{workload} ran {run.count} steps, expected {steps_of(workload, size)}")
+            raise BenchFailure(
+                f"{workload} ran {run.count} steps, expected {steps_of(workload, size)}"
+            )
         return {
             "label": label,
             "wall_s": run.wall_s,
             "steps": run.count,
             "threads": run.threads,  # threading.active_count() after the last wait()
-            "durability": "WAL, synchronous=FULL (engine default)",
             "extra": run.extra,
         }
     n = size["w4_n"] if workload == "W4" else size["w4_big_n"]
@@ -76,7 +92,6 @@ def measure(workload: str, variant: str, size: dict[str, int], workdir: Path) ->
         "steps": n,
         "threads": result.threads_waiting,  # threading.active_count() while all N wait
         "os_threads": result.os_threads_waiting,
-        "durability": "WAL, synchronous=FULL (engine default)",
         "extra": {
             "park_s": result.trigger_park_s,
             "events_s": events_s,
