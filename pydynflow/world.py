@@ -19,8 +19,9 @@ from pydynflow.actors.dispatch import Dispatcher
 from pydynflow.actors.executor import ExecutorActor
 from pydynflow.actors.messages import CancelPlan, DeliverEvent, ExecutePlan, HaltPlan, Terminate
 from pydynflow.actors.persistence import Sync, changes, persist_and_wait, start_persistence
+from pydynflow.actors.process_pool import ProcessWorkers
 from pydynflow.actors.runtime import Runtime
-from pydynflow.adapters.executors import ProcessWorkers, ThreadWorkers
+from pydynflow.adapters.executors import ThreadWorkers
 from pydynflow.errors import DynflowError, PlanningError, UnknownPlan, UnknownStep
 from pydynflow.logging import configure_logging, get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError

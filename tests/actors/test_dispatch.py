@@ -110,7 +110,7 @@ class RacyCounter:
             self.overlaps += 1
         self.busy = True
         count = self.count
-        time.sleep(0)  # Release the GIL: a second worker on this actor would interleave here.
+        time.sleep(0)  # releases the GIL: a second worker would interleave (noqa: sleep-ok)
         self.count = count + 1
         self.busy = False
         return None

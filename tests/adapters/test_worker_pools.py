@@ -25,7 +25,7 @@ import pytest
 
 from pydynflow import Action
 from pydynflow.action import RUN
-from pydynflow.adapters.executors.processes import ProcessWorkers, WorkerDied
+from pydynflow.actors.process_pool import ProcessWorkers, WorkerDied
 from pydynflow.adapters.executors.threads import ThreadWorkers
 from pydynflow.phases import PhaseOutcome, execute_run
 from pydynflow.states import StepState
@@ -47,7 +47,8 @@ def square(n: int) -> int:
 
 
 def nap(seconds: float) -> int:
-    time.sleep(seconds)
+    """A job that keeps its worker busy (the workload, not synchronisation)."""
+    time.sleep(seconds)  # the workload (noqa: sleep-ok)
     return os.getpid()
 
 
@@ -142,10 +143,8 @@ def run_one(pool: Any, fn: Callable[..., Any], *args: Any) -> tuple[Any, Any]:
 
 
 def wait_for_workers(pool: ProcessWorkers, count: int) -> None:
-    deadline = time.monotonic() + WAIT
-    while pool.workers != count:
-        assert time.monotonic() < deadline, f"{pool.workers} workers, expected {count}"
-        time.sleep(0.005)
+    assert count == pool.size, "the pool notifies when it is back to its size"
+    assert pool.wait_for_workers(WAIT), f"{pool.workers} workers, expected {count}"
 
 
 # -- the contract -------------------------------------------------------------------------------
@@ -351,7 +350,7 @@ def test_shutdown_stops_every_worker_and_the_supervisor() -> None:
 MAIN_SCRIPT = """
 import json, sys, threading
 sys.path.insert(0, {root!r})
-from pydynflow.adapters.executors.processes import ProcessWorkers
+from pydynflow.actors.process_pool import ProcessWorkers
 
 
 class Greeting:

@@ -49,7 +49,8 @@ class Step(Action):
         if runs == int(after):
             emit("progress")
         if runs >= int(after):
-            time.sleep(float(os.environ.get("PYDYNFLOW_TEST_PACE", "0.005")))
+            pace = float(os.environ.get("PYDYNFLOW_TEST_PACE", "0.005"))
+            time.sleep(pace)  # the child's workload pace (noqa: sleep-ok)
 
 
 class Chain(Action):
