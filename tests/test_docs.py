@@ -127,11 +127,11 @@ def python_blocks(path: Path) -> list[str]:
     return [block for block in _FENCE.findall(path.read_text(encoding="utf-8"))]
 
 
-def test_getting_started_samples_run(tmp_path: Path) -> None:
-    """Run the page's ```python blocks, in order, as one script, in an empty directory."""
-    blocks = python_blocks(GETTING_STARTED)
-    assert len(blocks) >= 5, "getting-started.md lost its samples"
-    script = tmp_path / "getting_started.py"
+def run_samples(page: Path, tmp_path: Path, at_least: int) -> subprocess.CompletedProcess[str]:
+    """Run a page's ```python blocks, in order, as one script, in an empty directory."""
+    blocks = python_blocks(page)
+    assert len(blocks) >= at_least, f"{page.name} lost its samples"
+    script = tmp_path / "samples.py"
     script.write_text("\n\n".join(blocks), encoding="utf-8")
     workdir = tmp_path / "cwd"
     workdir.mkdir()
@@ -146,8 +146,15 @@ def test_getting_started_samples_run(tmp_path: Path) -> None:
         timeout=TIMEOUT,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "Task was destroyed" not in done.stderr  # nothing left pending on the loop
+    return done
+
+
+def test_getting_started_samples_run(tmp_path: Path) -> None:
+    """The getting-started page's samples run and do what the page says."""
+    done = run_samples(GETTING_STARTED, tmp_path, 5)
     assert "welcomed Ada, Grace" in done.stdout
-    assert (workdir / "pydynflow.db").is_file()  # the documented default database
+    assert (tmp_path / "cwd" / "pydynflow.db").is_file()  # the documented default database
 
 
 def test_getting_started_samples_use_existing_apis() -> None:
@@ -161,64 +168,19 @@ def test_getting_started_samples_use_existing_apis() -> None:
 
 def test_readme_sample_runs(tmp_path: Path) -> None:
     """The README's python example runs as shown and prints what its comments say."""
-    blocks = python_blocks(ROOT / "README.md")
-    assert blocks, "README.md lost its example"
-    script = tmp_path / "readme.py"
-    script.write_text("\n\n".join(blocks), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    done = run_samples(ROOT / "README.md", tmp_path, 1)
     assert done.stdout.splitlines()[:2] == ["stopped success", "Concurrence([Atom(3), Atom(5)])"]
 
 
 def test_suspend_guide_samples_run(tmp_path: Path) -> None:
-    """The suspend-and-events guide's ```python blocks run, in order, as one script."""
-    blocks = python_blocks(DOCS / "guides" / "suspend-and-events.md")
-    assert len(blocks) >= 5, "the guide lost its samples"
-    script = tmp_path / "guide.py"
-    script.write_text("\n\n".join(blocks), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("PYDYNFLOW_LOG_LEVEL", None)
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    assert "Task was destroyed" not in done.stderr
+    """The suspend-and-events guide's samples run."""
+    run_samples(DOCS / "guides" / "suspend-and-events.md", tmp_path, 5)
 
 
 def test_rescue_guide_samples_run(tmp_path: Path) -> None:
-    """The rescue-and-supervision guide's ```python blocks run, in order, as one script."""
-    blocks = python_blocks(DOCS / "guides" / "rescue-and-supervision.md")
-    assert len(blocks) >= 7, "the guide lost its samples"
-    script = tmp_path / "guide.py"
-    script.write_text("\n\n".join(blocks), encoding="utf-8")
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("PYDYNFLOW_LOG_LEVEL", None)
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    """The rescue-and-supervision guide's samples run and print what the guide shows."""
+    done = run_samples(DOCS / "guides" / "rescue-and-supervision.md", tmp_path, 7)
     assert "ConnectionError: database unreachable" in done.stdout
     assert "CreateVM skipped, RegisterDNS skipped, Announce success" in done.stdout
     assert re.search(r"^warning 1 worker process \d+ died with exit code 3$", done.stdout, re.M)
     assert "bootstrapping phase" not in done.stderr  # the __main__ guards hold
-    assert "Task was destroyed" not in done.stderr
