@@ -344,3 +344,26 @@ def test_finalize_sees_its_world_and_stores_its_chunks(world: World) -> None:
         ("from run", None),
         (f"world {world.id}", "finalize"),
     ]
+
+
+class ComposedAction(Action):
+    """DISP-04: trigger a plan from inside run, park, finish when that plan is done."""
+
+    def run(self, event: Any = None) -> None:
+        if event is None:
+            sub = self.world.trigger(ex1.Dummy, {})
+            self.output["sub_plan_id"] = sub.id
+
+            def when_done(ref: Any) -> None:
+                sub.future.add_done_callback(lambda _: ref.send("finish"))
+
+            self.suspend(when_done)
+        self.output["event"] = event
+
+
+def test_disp04_executor_acting_as_a_client(world: World) -> None:
+    finished = world.trigger(ComposedAction, {}).wait(TIMEOUT)
+    assert finished.result == Result.SUCCESS
+    assert finished.steps[2].output["event"] == "finish"
+    sub = world.load(finished.steps[2].output["sub_plan_id"])
+    assert (sub.state, sub.result) == (PlanState.STOPPED, Result.SUCCESS)
