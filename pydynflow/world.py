@@ -16,13 +16,19 @@ from typing import Any
 from pydynflow.action import Action
 from pydynflow.actors.clock import RealClock
 from pydynflow.actors.dispatch import Dispatcher
-from pydynflow.actors.executor import ExecutorActor
+from pydynflow.actors.executor import ExecutorActor, NotRunningHere
 from pydynflow.actors.messages import CancelPlan, DeliverEvent, ExecutePlan, HaltPlan, Terminate
 from pydynflow.actors.persistence import Sync, changes, persist_and_wait, start_persistence
 from pydynflow.actors.process_pool import ProcessWorkers
 from pydynflow.actors.runtime import Runtime
 from pydynflow.adapters.executors import ThreadWorkers
-from pydynflow.errors import DynflowError, PlanningError, UnknownPlan, UnknownStep
+from pydynflow.errors import (
+    DynflowError,
+    EventRejected,
+    PlanningError,
+    UnknownPlan,
+    UnknownStep,
+)
 from pydynflow.logging import configure_logging, get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError
 from pydynflow.planning import Planner
@@ -328,10 +334,19 @@ class World:
         """
         executor = self._require_executor("event")
         payload = normalize_event(payload)
-        self._check_step(plan_id, step_id)
         reply: Promise[bool] = Promise()
         executor.tell(DeliverEvent(plan_id, step_id, payload, optional, reply))
-        return reply.result()
+        try:
+            return reply.result()
+        except NotRunningHere:  # only now ask the store why (not on every event)
+            self._check_step(plan_id, step_id)
+            if optional:
+                return False
+            state = self.storage.step_state(plan_id, step_id)
+            raise EventRejected(
+                f"step {step_id} of execution plan {plan_id} is {state}, and the plan is not "
+                "running in this world: not waiting for events"
+            ) from None
 
     def cancel(self, plan_id: str, force: bool = False) -> int:
         """Ask every running or suspended `Cancellable` step of a plan to cancel.

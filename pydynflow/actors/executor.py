@@ -28,6 +28,10 @@ from pydynflow.logging import get_logger
 from pydynflow.states import PlanState
 
 
+class NotRunningHere(EventRejected):
+    """An event for a plan this executor is not running (the caller checks the store)."""
+
+
 class ExecutorTerminated(DynflowError):
     """Raise when work is sent to an executor that is terminating or stopped."""
 
@@ -61,13 +65,10 @@ class ExecutorActor(PooledActor):
     @staticmethod
     def _not_running(message: DeliverEvent | CancelPlan | HaltPlan) -> None:
         """Answer a message for a plan this executor is not running."""
-        if isinstance(message, DeliverEvent):
-            if message.optional:
-                message.reply.set_result(False)
-            else:
-                message.reply.set_exception(
-                    EventRejected(f"execution plan {message.plan_id} is not running here")
-                )
+        if isinstance(message, DeliverEvent):  # the caller looks at the store to say why
+            message.reply.set_exception(
+                NotRunningHere(f"execution plan {message.plan_id} is not running here")
+            )
         elif isinstance(message, CancelPlan):
             message.reply.set_result(0)
         else:

@@ -46,7 +46,7 @@ from pydynflow.actors.persistence import changes, store_plan
 from pydynflow.actors.runtime import Runtime
 from pydynflow.actors.step import StepActor, failed_outcome
 from pydynflow.clock import ClockClosedError
-from pydynflow.errors import DynflowError, EventRejected
+from pydynflow.errors import DynflowError, EventRejected, UnknownStep
 from pydynflow.events import Abort, Cancel, decode_event, encode_event, is_cancellable
 from pydynflow.events import Skip as SkipEvent
 from pydynflow.logging import enabled, get_logger
@@ -438,13 +438,11 @@ class PlanSupervisor(PooledActor):
     def _deliver(self, step_id: int, payload: Any, optional: bool, reply: Any) -> None:
         """Store an event for a running or suspended step, then hand it to its actor."""
         step = self.plan.steps.get(step_id)
-        if (
-            step is None
-            or step.state not in _TAKES_EVENTS
-            or step_id not in self.running
-            or self.finishing
-        ):
-            state = "unknown" if step is None else step.state
+        if step is None:
+            reply.set_exception(UnknownStep(f"execution plan {self.plan.id} has no step {step_id}"))
+            return
+        if step.state not in _TAKES_EVENTS or step_id not in self.running or self.finishing:
+            state = step.state
             if optional:
                 reply.set_result(False)
             else:
