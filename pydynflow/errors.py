@@ -76,9 +76,5 @@ class UnknownError(DynflowError):
         return f"{self.class_name}: {self.message}"
 
 
-class ActionFailed(DynflowError):
-    """Raise from `Action.error` to fail the current step with a plain message."""
-
-
 class AbnormalTermination(DynflowError):
     """Recorded on a step that was running when its process died."""

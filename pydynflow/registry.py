@@ -63,11 +63,6 @@ def resolve_action_class(name: str) -> type[Action]:
         return placeholder
 
 
-def is_resolved(name: str) -> bool:
-    """Return whether ``name`` is a registered action class."""
-    return name in _classes
-
-
 def subscribed_actions(action_class: type[Action]) -> list[type[Action]]:
     """Return the classes that subscribe to exactly ``action_class``, in registration order."""
     global _subscriptions

@@ -94,12 +94,6 @@ def check_plan_transition(current: PlanState, new: PlanState) -> None:
         raise InvalidTransition(f"execution plan cannot move from {current} to {new}")
 
 
-def allowed_step_sources(phase: Phase, new: StepState) -> frozenset[StepState]:
-    """Return the states from which a step of ``phase`` may move to ``new``."""
-    table = STEP_TRANSITIONS[phase]
-    return frozenset(source for source, targets in table.items() if new in targets)
-
-
 _NOWHERE: frozenset[StepState] = frozenset()
 
 
