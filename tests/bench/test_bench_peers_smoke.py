@@ -4,41 +4,19 @@ The full run with DBOS and taskflow (`make bench-peers`) stays out of CI."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "bench_peers.py"
+from tests.bench.run import run_bench
+
 WORKLOADS = ["W1", "W2", "W3", "W4", "W4-10k"]
 
 
 @pytest.mark.timeout(60)
 def test_small_pydynflow_run_reports_every_workload(tmp_path: Path) -> None:
-    out = tmp_path / "peers.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--sizes",
-            "small",
-            "--engines",
-            "pydynflow",
-            "--json",
-            str(out),
-            "--dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
+    run = run_bench("bench_peers.py", tmp_path, "--engines", "pydynflow")
+    report, out = run.report, run.out
     assert report["ok"] is True and report["errors"] == []
     assert report["sizes"] == "small" and report["repeat"] == 1
     assert report["engines"] == ["pydynflow"] and report["workloads"] == WORKLOADS
@@ -57,6 +35,6 @@ def test_small_pydynflow_run_reports_every_workload(tmp_path: Path) -> None:
     assert {row["variant"] for row in w4} == {"callback", "async"}
     assert all(row["n"] == report["size"]["w4_n"] and row["threads"] >= 1 for row in w4)
     assert report["ratios"] == {} and report["claims"] == []  # no peer ran
-    assert "| W1 | pydynflow |" in done.stdout and f"results: {out}" in done.stdout
+    assert "| W1 | pydynflow |" in run.stdout and f"results: {out}" in run.stdout
     leftovers = [p for p in tmp_path.iterdir() if p != out]
     assert leftovers == [], leftovers  # the databases are removed unless --keep

@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "bench_workloads.py"
+from tests.bench.run import run_bench
+
 WORKLOADS = ["floor-single", "floor-batched", "W1", "W1-serial", "W2", "W3"]
 
 
 @pytest.mark.timeout(60)
 def test_small_run_reports_every_workload(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--sizes",
-            "small",
-            "--repeat",
-            "1",
-            "--json",
-            str(out),
-            "--dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
+    run = run_bench("bench_workloads.py", tmp_path, "--repeat", "1")
+    report, out = run.report, run.out
     assert report["ok"] is True and report["error"] is None
     assert report["sizes"] == "small" and report["repeat"] == 1
     assert report["machine"]["nproc"] >= 1 and report["machine"]["sqlite"]
@@ -50,6 +28,6 @@ def test_small_run_reports_every_workload(tmp_path: Path) -> None:
         assert len(result["runs"]) == 1
     assert results["floor-single"]["ratio"] == 1.0
     assert results["W3"]["extra"]["pool_size"] == report["size"]["w3_pool"]
-    assert "workload" in done.stdout and "W3" in done.stdout  # the table was printed
+    assert "workload" in run.stdout and "W3" in run.stdout  # the table was printed
     leftovers = [p for p in tmp_path.iterdir() if p != out]
     assert leftovers == [], leftovers  # the databases are removed unless --keep

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "bench_w4.py"
+from tests.bench.run import run_bench
+
 STYLES = ["callback", "async"]
 POSITIVE = [
     "rss_baseline_mb",
@@ -24,25 +21,8 @@ POSITIVE = [
 
 @pytest.mark.timeout(60)
 def test_small_run_reports_both_styles(tmp_path: Path) -> None:
-    out = tmp_path / "w4.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--sizes",
-            "small",
-            "--json",
-            str(out),
-            "--dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
+    run = run_bench("bench_w4.py", tmp_path)
+    report, out = run.report, run.out
     assert report["ok"] is True and report["error"] is None, report["error"]
     assert report["n"] == 200 and report["sizes"] == "small"
     assert report["separate_processes"] is True
@@ -60,6 +40,6 @@ def test_small_run_reports_both_styles(tmp_path: Path) -> None:
         assert result["store"]["plan:stopped/success"] == 201  # N and the warm-up plan
         assert set(report["passed"][style]) == {"threads", "kb_per_step", "all_success"}
         assert report["passed"][style]["all_success"] is True
-    assert "events/s" in done.stdout and "PASS" in done.stdout  # the table was printed
+    assert "events/s" in run.stdout and "PASS" in run.stdout  # the table was printed
     leftovers = [p for p in tmp_path.iterdir() if p != out]
     assert leftovers == [], leftovers  # the databases are removed unless --keep
