@@ -8,7 +8,9 @@ commit is what makes a step count as done. With SQLite in WAL mode and
 power loss.
 
 The actor runs on a one-thread dispatcher of its own: a commit waits on the disk, and the
-shared dispatcher's threads must never block.
+shared dispatcher's threads must never block. The transaction itself runs in its *writer*
+(`pydynflow.actors.writer`): a child process owning the write connection for SQLite files
+and PostgreSQL, the actor's own thread for an in-memory database.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from pydynflow.actors.dispatch import Dispatcher, PooledActor
 from pydynflow.actors.messages import Claim, Flush, Persist
+from pydynflow.actors.writer import Request, ThreadWriter, writer_for
 from pydynflow.errors import PersistenceError
 from pydynflow.logging import get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
@@ -82,9 +85,10 @@ class PersistenceActor(PooledActor):
 
     RETRIES = 5
 
-    def __init__(self, storage: Any, world_id: str) -> None:
+    def __init__(self, storage: Any, world_id: str, writer: Any = None) -> None:
         super().__init__()
         self.storage = storage
+        self.writer = writer if writer is not None else ThreadWriter(storage)
         self.pending: list[Persist] = []
         self.flush_scheduled = False
         self.log = get_logger(world_id=world_id, component="persistence")
@@ -106,7 +110,10 @@ class PersistenceActor(PooledActor):
         return None
 
     def on_stop(self) -> None:
-        self._commit()
+        try:
+            self._commit()
+        finally:
+            self.writer.close()
 
     def _commit(self) -> None:
         batch, self.pending = self.pending, []
@@ -142,44 +149,22 @@ class PersistenceActor(PooledActor):
 
     def _write(self, batch: list[Persist]) -> set[int]:
         """Write ``batch`` in one transaction; return the indexes of refused claims."""
-        storage = self.storage
-        refused: set[int] = set()
-        # Later changes to the same row win; a plan's full row (with its flows) is written
-        # before metadata-only updates of it, so an insert never lacks its flows.
-        full: dict[str, tuple[Any, ...]] = {}
-        meta: dict[str, tuple[Any, ...]] = {}
-        steps: dict[tuple[Any, Any], tuple[Any, ...]] = {}
-        actions: dict[tuple[Any, Any], tuple[Any, ...]] = {}
-        with storage.transaction():
-            for index, message in enumerate(batch):
-                claim = message.claim
-                if claim is not None and not storage.claim_plan(claim.plan_id, claim.from_states):
-                    refused.add(index)
-                    continue
-                for plan in message.plans:
-                    (full if plan.full else meta)[plan.plan_id] = plan.values
-                for row in message.steps:
-                    steps[(row[0], row[1])] = row
-                for row in message.actions:
-                    actions[(row[0], row[1])] = row
-            storage.write_rows(
-                full_plans=list(full.values()),
-                plans=list(meta.values()),
-                steps=list(steps.values()),
-                actions=list(actions.values()),
-            )
-            for index, message in enumerate(batch):  # rarer: events and streaming output
-                if index in refused:
-                    continue
-                if message.chunks:
-                    storage.add_output_chunks(message.chunks)
-                for plan_id, step_id, payload in message.envelope_add:
-                    storage.add_envelope(plan_id, step_id, payload)
-                for plan_id, step_id in message.envelope_pop:
-                    storage.pop_envelope(plan_id, step_id)
-                for plan_id, step_id in message.envelope_clear:
-                    storage.clear_envelopes(plan_id, step_id)
-        return refused
+        return self.writer.write([_request(message) for message in batch])
+
+
+def _request(message: Persist) -> Request:
+    """Return ``message`` as the writer takes it: plain tuples, without the callback."""
+    claim = message.claim
+    return (
+        message.steps,
+        message.actions,
+        tuple((plan.plan_id, plan.full, plan.values) for plan in message.plans),
+        None if claim is None else (claim.plan_id, claim.from_states),
+        message.chunks,
+        message.envelope_add,
+        message.envelope_pop,
+        message.envelope_clear,
+    )
 
 
 def store_plan(
@@ -211,9 +196,19 @@ def store_plan(
 
 
 def start_persistence(storage: Any, world_id: str) -> tuple[Any, Dispatcher]:
-    """Start a persistence actor on its own one-thread dispatcher; return both."""
+    """Start a persistence actor on its own one-thread dispatcher; return both.
+
+    Its writer is a child process for SQLite files and PostgreSQL (see `writer_for`).
+    """
+    writer = writer_for(storage)
     dispatcher = Dispatcher(1, name=f"pydynflow-persistence-{world_id[:8]}")
-    return PersistenceActor.start(storage, world_id, _dispatcher=dispatcher), dispatcher
+    try:
+        actor = PersistenceActor.start(storage, world_id, writer, _dispatcher=dispatcher)
+    except BaseException:
+        writer.close()
+        dispatcher.shutdown()
+        raise
+    return actor, dispatcher
 
 
 def persist_and_wait(persistence: Any, message: Persist, timeout: float | None = None) -> None:

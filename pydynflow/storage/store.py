@@ -261,6 +261,11 @@ class Storage:
         if self._owned:
             close_database(self._db)
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the database lives in this process's memory (no other process can open it)."""
+        return bool(getattr(self._db, "memory", False))
+
     def __enter__(self) -> Storage:
         """Return the storage; `close` it when the ``with`` block ends."""
         return self
@@ -848,7 +853,7 @@ class Storage:
 
     def _describe(self) -> str:
         if self.url is not None:
-            return _redact(self.url)
+            return redact_url(self.url)
         return f"{type(self._db).__name__}({getattr(self._db, 'database', '?')!r})"
 
     # -- internals: rows out --------------------------------------------------------------
@@ -1229,8 +1234,8 @@ def _like_escape(text: str) -> str:
     return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
-def _redact(url: str) -> str:
-    """Return ``url`` without its password."""
+def redact_url(url: str) -> str:
+    """Return ``url`` without its password (for messages and logs)."""
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest.split("/", 1)[0]:
         return url

@@ -1,0 +1,295 @@
+"""Where the persistence actor's transactions run: a writer process, or the actor's own thread.
+
+The persistence actor stays the only writer of a world; a *writer* is the part of it that
+holds the write connection and turns a batch of encoded changes into one transaction.
+
+`ProcessWriter` (SQLite files and PostgreSQL, the default): the connection lives in a child
+process (a fresh interpreter importing only the storage layer: not a fork of this
+multi-threaded process, and the user's ``__main__`` is never imported there). Why: Python's sqlite3 and psycopg2 release the GIL around every statement and every
+commit, and a thread getting the GIL back waits up to the switch interval (5 ms) whenever
+another thread is running Python code. In the world's process the dispatchers, the workers
+and the callers planning new plans always are, so the persistence thread spent most of its
+time waiting for the GIL: W1's writes took 0.25 s of SQLite work alone and 0.9 s inside the
+engine (88 rows took 1 ms in a quiet process, 665 ms next to one busy thread). In its own
+process the writer has a GIL to itself and a core of its own, and the persistence actor
+waits for one reply per commit. The child commits before it replies, so a change is
+acknowledged only once it is durable, as before.
+
+Supervision: if the child dies (killed, crashed), the batch in flight fails with a
+`PersistenceError` (the persistence actor retries it) and the next write starts a new
+child. When the world's process dies, the child reads end-of-file on its input and exits
+after the transaction in hand (a commit in progress completes or rolls back as SQLite or
+PostgreSQL make it; nothing half-written is left).
+
+`ThreadWriter` (in-memory SQLite, whose database no other process can open, or a `Storage`
+built on a peewee database object): the transaction runs on the persistence actor's thread.
+``PYDYNFLOW_PERSISTENCE=thread`` forces it for any database.
+
+Batches cross the pipe as pickles of plain tuples made by this module (never anything read
+from the database).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import IO, Any
+
+from pydynflow.errors import PersistenceError
+from pydynflow.storage.store import redact_url
+
+# One change set as it crosses to the writer: steps, actions, plans ((plan_id, full,
+# values)...), claim ((plan_id, from_states) or None), chunks, envelope_add, envelope_pop,
+# envelope_clear.
+Request = tuple[Any, ...]
+
+_HEADER = struct.Struct("!I")
+# The child imports the storage layer only: a bare `pydynflow` package object stands in for
+# the real one, whose __init__ would import the whole engine (0.5 s instead of 0.2 s).
+_BOOTSTRAP = """\
+import sys, types
+package = types.ModuleType("pydynflow")
+package.__path__ = [sys.argv[1] + "/pydynflow"]
+sys.modules["pydynflow"] = package
+from pydynflow.actors.writer import main
+main(sys.argv[2])
+"""
+_READY = b"pydynflow-writer-ready"
+START_TIMEOUT = 60.0  # seconds for a new writer process to import and open the database
+
+
+def write_requests(storage: Any, requests: Sequence[Request]) -> set[int]:
+    """Write ``requests`` in one transaction of ``storage``; return the refused claims' indexes.
+
+    Later changes to the same row win; a plan's full row (with its flows) is written before
+    metadata-only updates of it, so an insert never lacks its flows. A request whose claim
+    is refused writes nothing.
+    """
+    refused: set[int] = set()
+    full: dict[str, tuple[Any, ...]] = {}
+    meta: dict[str, tuple[Any, ...]] = {}
+    steps: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+    actions: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+    with storage.transaction():
+        for index, request in enumerate(requests):
+            claim = request[3]
+            if claim is not None and not storage.claim_plan(claim[0], claim[1]):
+                refused.add(index)
+                continue
+            for plan_id, is_full, values in request[2]:
+                (full if is_full else meta)[plan_id] = values
+            for row in request[0]:
+                steps[(row[0], row[1])] = row
+            for row in request[1]:
+                actions[(row[0], row[1])] = row
+        storage.write_rows(
+            full_plans=list(full.values()),
+            plans=list(meta.values()),
+            steps=list(steps.values()),
+            actions=list(actions.values()),
+        )
+        for index, request in enumerate(requests):  # rarer: events and streaming output
+            if index in refused:
+                continue
+            chunks, envelope_add, envelope_pop, envelope_clear = request[4:8]
+            if chunks:
+                storage.add_output_chunks(chunks)
+            for plan_id, step_id, payload in envelope_add:
+                storage.add_envelope(plan_id, step_id, payload)
+            for plan_id, step_id in envelope_pop:
+                storage.pop_envelope(plan_id, step_id)
+            for plan_id, step_id in envelope_clear:
+                storage.clear_envelopes(plan_id, step_id)
+    return refused
+
+
+class ThreadWriter:
+    """Write batches on the calling thread (the persistence actor's own)."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+
+    def write(self, requests: Sequence[Request]) -> set[int]:
+        """Commit ``requests`` in one transaction; return the indexes of refused claims."""
+        return write_requests(self.storage, requests)
+
+    def close(self) -> None:
+        """Nothing to release: the storage belongs to the world."""
+
+
+class ProcessWriter:
+    """Write batches in a supervised child process that owns the write connection.
+
+    Used by one thread at a time (the persistence actor's). The child is started at once
+    and waited for by the first write (it takes about 0.2 s to import the storage layer),
+    so a world's start does not wait for it. A database it cannot open fails that write.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.restarts = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = False
+        self._lock = threading.Lock()  # close() may come from another thread than write()
+        self._start()
+
+    def write(self, requests: Sequence[Request]) -> set[int]:
+        """Commit ``requests`` in the child; return the indexes of refused claims.
+
+        Raises:
+            PersistenceError: the transaction failed, or the child died before replying
+                (then the next call starts a new child).
+        """
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                if self._proc is not None:
+                    self.restarts += 1
+                self._start()
+            proc = self._proc
+            assert proc is not None and proc.stdin is not None and proc.stdout is not None
+            if not self._ready:
+                self._await_ready(proc)
+            try:
+                _send(proc.stdin, pickle.dumps(list(requests), pickle.HIGHEST_PROTOCOL))
+                reply = _receive(proc.stdout)
+            except (OSError, EOFError, ValueError) as exc:
+                raise PersistenceError(self._death(exc)) from exc
+        refused, error = pickle.loads(reply)  # our own child's reply, not database content
+        if error is not None:
+            raise PersistenceError(error)
+        return set(refused)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the child after the batch in hand; idempotent."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            ready = self._ready
+        if proc is None:
+            return
+        if not ready:  # it never got a batch: nothing of ours can be in flight
+            timeout = 0.0
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()  # end of input: the child exits
+            proc.wait(timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    @property
+    def pid(self) -> int | None:
+        """Return the child's process id (None once closed)."""
+        proc = self._proc
+        return None if proc is None else proc.pid
+
+    def _start(self) -> None:
+        """Start a child; it is waited for (`_await_ready`) by the first write."""
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _BOOTSTRAP, root, self.url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        self._ready = False
+
+    def _await_ready(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        try:
+            ready = _receive(proc.stdout)
+        except (OSError, EOFError, ValueError) as exc:
+            ready = f"the writer process for {redact_url(self.url)} did not start: {exc}".encode()
+        if ready != _READY:
+            proc.kill()
+            proc.wait()
+            self._proc = None
+            raise PersistenceError(ready.decode("utf-8", "replace"))
+        self._ready = True
+
+    def _death(self, exc: BaseException) -> str:
+        proc = self._proc
+        code = None
+        if proc is not None:
+            try:
+                code = proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+        if code is not None and code < 0:
+            how = f"killed by signal {signal.Signals(-code).name} ({-code})"
+        else:
+            how = f"exited with code {code}"
+        return (
+            f"the writer process ({redact_url(self.url)}) {how} during a commit "
+            f"({type(exc).__name__}); the commit is retried in a new one"
+        )
+
+
+def writer_for(storage: Any) -> ThreadWriter | ProcessWriter:
+    """Return the writer for ``storage``: a process for files and servers, else a thread."""
+    url = getattr(storage, "url", None)
+    in_thread = os.environ.get("PYDYNFLOW_PERSISTENCE", "").lower() == "thread"
+    if in_thread or url is None or storage.in_memory:
+        return ThreadWriter(storage)
+    return ProcessWriter(url)
+
+
+# -- the child process ---------------------------------------------------------------------
+
+
+def main(url: str) -> None:
+    """Run the writer loop on stdin/stdout: open the database at ``url``, commit what arrives."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write to the reply pipe
+    try:
+        from pydynflow.storage.store import Storage
+
+        storage = Storage(url, migrate=False)
+    except BaseException as exc:
+        _send(stdout, f"the writer process could not open the database: {exc}".encode())
+        return
+    _send(stdout, _READY)
+    try:
+        while True:
+            try:
+                data = _receive(stdin)
+            except EOFError:
+                return
+            try:
+                reply: tuple[Any, Any] = (sorted(write_requests(storage, pickle.loads(data))), None)
+            except Exception as exc:
+                reply = ((), _describe(exc))
+            _send(stdout, pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
+    finally:
+        storage.close()
+
+
+def _send(pipe: IO[bytes], payload: bytes) -> None:
+    pipe.write(_HEADER.pack(len(payload)))
+    pipe.write(payload)
+    pipe.flush()
+
+
+def _receive(pipe: IO[bytes]) -> bytes:
+    header = pipe.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError("the pipe was closed")
+    (size,) = _HEADER.unpack(header)
+    payload = pipe.read(size)
+    if len(payload) < size:
+        raise EOFError("the pipe was closed mid-message")
+    return payload
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, PersistenceError) else f"{type(exc).__name__}: {exc}"
