@@ -201,6 +201,11 @@ def start_persistence(storage: Any, world_id: str) -> tuple[Any, Dispatcher]:
     Its writer is a child process for SQLite files and PostgreSQL (see `writer_for`).
     """
     writer = writer_for(storage)
+    try:
+        writer.wait_ready()  # a database the writer cannot open fails the start, not a commit
+    except BaseException:
+        writer.close()
+        raise
     dispatcher = Dispatcher(1, name=f"pydynflow-persistence-{world_id[:8]}")
     try:
         actor = PersistenceActor.start(storage, world_id, writer, _dispatcher=dispatcher)

@@ -119,6 +119,9 @@ class ThreadWriter:
         """Commit ``requests`` in one transaction; return the indexes of refused claims."""
         return write_requests(self.storage, requests)
 
+    def wait_ready(self) -> None:
+        """Ready at once: the storage is open."""
+
     def close(self) -> None:
         """Nothing to release: the storage belongs to the world."""
 
@@ -126,9 +129,9 @@ class ThreadWriter:
 class ProcessWriter:
     """Write batches in a supervised child process that owns the write connection.
 
-    Used by one thread at a time (the persistence actor's). The child is started at once
-    and waited for by the first write (it takes about 0.2 s to import the storage layer),
-    so a world's start does not wait for it. A database it cannot open fails that write.
+    Used by one thread at a time (the persistence actor's). `wait_ready` waits for the
+    child to have opened the database (about 0.2 s: it imports the storage layer); the
+    first write waits for it otherwise.
     """
 
     def __init__(self, url: str) -> None:
@@ -164,6 +167,16 @@ class ProcessWriter:
         if error is not None:
             raise PersistenceError(error)
         return set(refused)
+
+    def wait_ready(self) -> None:
+        """Wait until the child has opened the database.
+
+        Raises:
+            PersistenceError: it could not (the message says why).
+        """
+        with self._lock:
+            if self._proc is not None and not self._ready:
+                self._await_ready(self._proc)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the child after the batch in hand; idempotent."""
