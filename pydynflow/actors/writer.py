@@ -268,6 +268,7 @@ def main(url: str) -> None:
         from pydynflow.storage.store import Storage
 
         storage = Storage(url, migrate=False)
+        storage.count_plans(state="running")  # connects now and finds the schema, or fails
     except BaseException as exc:
         _send(stdout, f"the writer process could not open the database: {exc}".encode())
         return
