@@ -226,11 +226,16 @@ def floor_batched(workdir: Path, size: dict[str, int]) -> Run:
     return Run(wall, len(rows), peak_rss_mb(), threading.active_count(), {"commits": commits})
 
 
-def persistence_counters(world: World) -> dict[str, int]:
-    """Return the persistence actor's commits and records, if these internals still exist."""
+def persistence_counters(world: World) -> dict[str, float]:
+    """Return the persistence actor's commits and records, and the time its writer process
+    spent on transactions (if these internals still exist)."""
     try:
         proxy = world._runtime.persistence.proxy()  # type: ignore[union-attr]
-        return {"commits": int(proxy.commits.get()), "records": int(proxy.records.get())}
+        counters = {"commits": int(proxy.commits.get()), "records": int(proxy.records.get())}
+        busy = getattr(proxy.writer.get(), "busy_seconds", None)
+        if busy is not None:
+            counters["writer_busy_s"] = float(busy)
+        return counters
     except Exception:
         return {}
 
@@ -461,9 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     if "W1" in by_name:
         w1r = by_name["W1"].extra
         if "commits" in w1r:
+            busy = w1r.get("writer_busy_s")
             print(
                 f"W1 persistence actor: {w1r['commits']:.0f} commits, {w1r['records']:.0f} "
                 f"records (median per run; planning commits included)"
+                + ("" if busy is None else f"; writer process busy {busy:.3f} s")
             )
         rounds = ", ".join(f"{r:.2f}" for r in by_name["W1"].extra["round_ratios"])
         print(

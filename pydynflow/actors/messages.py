@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pydynflow.actors.persistence import PlanRow
     from pydynflow.phases import PhaseOutcome
     from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 
@@ -26,13 +25,13 @@ class Claim:
 class Persist:
     """State changes to commit together; ``on_commit(error)`` runs after the commit.
 
-    Rows are encoded by the sender (`pydynflow.storage.Storage.step_row` and friends), so
-    nothing the sender changes afterwards can leak into the commit.
+    Rows travel as snapshots taken by the sender (`pydynflow.storage.Storage.step_snapshot`
+    and friends), so nothing the sender changes afterwards can leak into the commit.
     """
 
     steps: tuple[tuple[Any, ...], ...] = ()
     actions: tuple[tuple[Any, ...], ...] = ()
-    plans: tuple[PlanRow, ...] = ()
+    plans: tuple[tuple[Any, ...], ...] = ()
     claim: Claim | None = None
     on_commit: OnCommit | None = None
     chunks: tuple[tuple[Any, ...], ...] = ()

@@ -29,15 +29,6 @@ from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.promise import Promise
 
 
-@dataclass(frozen=True, slots=True)
-class PlanRow:
-    """A plan's row encoded by the sender: with its flows (``full``) or metadata only."""
-
-    plan_id: str
-    full: bool
-    values: tuple[Any, ...]
-
-
 def changes(
     storage: Any,
     *,
@@ -52,15 +43,17 @@ def changes(
     envelope_pop: tuple[tuple[str, int], ...] = (),
     envelope_clear: tuple[tuple[str, int], ...] = (),
 ) -> Persist:
-    """Encode a plan row, steps and actions now into a `Persist` message.
+    """Snapshot a plan row, steps and actions now into a `Persist` message.
+
+    Snapshots are cheap and unaffected by later changes; the writer encodes them.
 
     Also: output ``chunks`` rows to append, events to store (``envelope_add``), the oldest
     stored event of a step to drop (``envelope_pop``) and all of a step's (``envelope_clear``).
     """
-    plans = () if plan is None else (PlanRow(plan.id, full, storage.plan_row(plan, full=full)),)
+    plans = () if plan is None else (storage.plan_snapshot(plan, full=full),)
     return Persist(
-        tuple(storage.step_row(step) for step in steps),
-        tuple(storage.action_row(action) for action in actions),
+        tuple(map(storage.step_snapshot, steps)),
+        tuple(map(storage.action_snapshot, actions)),
         plans,
         claim,
         on_commit,
@@ -158,7 +151,7 @@ def _request(message: Persist) -> Request:
     return (
         message.steps,
         message.actions,
-        tuple((plan.plan_id, plan.full, plan.values) for plan in message.plans),
+        message.plans,
         None if claim is None else (claim.plan_id, claim.from_states),
         message.chunks,
         message.envelope_add,

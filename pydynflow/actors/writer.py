@@ -38,15 +38,15 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import IO, Any
 
 from pydynflow.errors import PersistenceError
 from pydynflow.storage.store import redact_url
 
-# One change set as it crosses to the writer: steps, actions, plans ((plan_id, full,
-# values)...), claim ((plan_id, from_states) or None), chunks, envelope_add, envelope_pop,
-# envelope_clear.
+# One change set as it crosses to the writer: step, action and plan snapshots, claim
+# ((plan_id, from_states) or None), chunks, envelope_add, envelope_pop, envelope_clear.
 Request = tuple[Any, ...]
 
 _HEADER = struct.Struct("!I")
@@ -67,9 +67,10 @@ START_TIMEOUT = 60.0  # seconds for a new writer process to import and open the 
 def write_requests(storage: Any, requests: Sequence[Request]) -> set[int]:
     """Write ``requests`` in one transaction of ``storage``; return the refused claims' indexes.
 
-    Later changes to the same row win; a plan's full row (with its flows) is written before
-    metadata-only updates of it, so an insert never lacks its flows. A request whose claim
-    is refused writes nothing.
+    Requests carry snapshots (`pydynflow.storage.Storage.step_snapshot` and friends), encoded
+    here. Later changes to the same row win; a plan's full row (with its flows) is written
+    before metadata-only updates of it, so an insert never lacks its flows. A request whose
+    claim is refused writes nothing.
     """
     refused: set[int] = set()
     full: dict[str, tuple[Any, ...]] = {}
@@ -82,17 +83,22 @@ def write_requests(storage: Any, requests: Sequence[Request]) -> set[int]:
             if claim is not None and not storage.claim_plan(claim[0], claim[1]):
                 refused.add(index)
                 continue
-            for plan_id, is_full, values in request[2]:
-                (full if is_full else meta)[plan_id] = values
-            for row in request[0]:
-                steps[(row[0], row[1])] = row
-            for row in request[1]:
-                actions[(row[0], row[1])] = row
+            for snapshot in request[2]:
+                (full if snapshot[10] is not None else meta)[snapshot[0]] = snapshot
+            for snapshot in request[0]:
+                steps[(snapshot[0], snapshot[1])] = snapshot
+            for snapshot in request[1]:
+                actions[(snapshot[0], snapshot[1])] = snapshot
+        plan_row, step_row, action_row = (
+            storage.plan_row_of,
+            storage.step_row_of,
+            storage.action_row_of,
+        )
         storage.write_rows(
-            full_plans=list(full.values()),
-            plans=list(meta.values()),
-            steps=list(steps.values()),
-            actions=list(actions.values()),
+            full_plans=[plan_row(snapshot)[1] for snapshot in full.values()],
+            plans=[plan_row(snapshot)[1] for snapshot in meta.values()],
+            steps=[step_row(snapshot) for snapshot in steps.values()],
+            actions=[action_row(snapshot) for snapshot in actions.values()],
         )
         for index, request in enumerate(requests):  # rarer: events and streaming output
             if index in refused:
@@ -137,6 +143,7 @@ class ProcessWriter:
     def __init__(self, url: str) -> None:
         self.url = url
         self.restarts = 0
+        self.busy_seconds = 0.0  # spent by children on transactions (decode, encode, SQL, commit)
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = False
         self._lock = threading.Lock()  # close() may come from another thread than write()
@@ -163,7 +170,8 @@ class ProcessWriter:
                 reply = _receive(proc.stdout)
             except (OSError, EOFError, ValueError) as exc:
                 raise PersistenceError(self._death(exc)) from exc
-        refused, error = pickle.loads(reply)  # our own child's reply, not database content
+        refused, error, busy = pickle.loads(reply)  # our own child's reply, not database data
+        self.busy_seconds += busy
         if error is not None:
             raise PersistenceError(error)
         return set(refused)
@@ -279,10 +287,12 @@ def main(url: str) -> None:
                 data = _receive(stdin)
             except EOFError:
                 return
+            started = time.perf_counter()
             try:
-                reply: tuple[Any, Any] = (sorted(write_requests(storage, pickle.loads(data))), None)
+                refused, error = sorted(write_requests(storage, pickle.loads(data))), None
             except Exception as exc:
-                reply = ((), _describe(exc))
+                refused, error = [], _describe(exc)
+            reply = (refused, error, time.perf_counter() - started)
             _send(stdout, pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
     finally:
         storage.close()

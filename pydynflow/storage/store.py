@@ -363,27 +363,104 @@ class Storage:
         with self._write_atomic():
             self._executemany(self._db.cursor(), self._sql_action_upsert, rows)
 
-    # -- rows: the persistence actor's write path ------------------------------------------
+    # -- snapshots: the persistence actor's write path ------------------------------------
     #
-    # Senders encode rows with `plan_row` / `step_row` / `action_row` on their own thread (so
-    # nothing they change afterwards leaks into a commit); the persistence actor writes them
-    # with `write_rows` and `claim_plan` inside one `transaction`.
-
-    def plan_row(self, plan: ExecutionPlan, *, full: bool = False) -> tuple[Any, ...]:
-        """Encode ``plan``'s row: metadata and history, plus its flows when ``full``."""
-        _, values = self._plan_statement(plan)
-        if full or not plan.valid:
-            return values
-        return values[:9] + values[-1:]  # drop the flows: they never change after planning
-
-    def step_row(self, step: Step) -> tuple[Any, ...]:
-        """Encode one step's row (first two values: plan id, step id)."""
-        return self._step_row(step)
+    # Senders take *snapshots* on their own thread: plain tuples of values nothing changes
+    # later (strings, numbers, datetimes, the JSON data of inputs, outputs and errors, which
+    # the engine replaces and never edits in place), cheap to take and to pickle. The writer
+    # turns them into rows (`plan_row_of` / `step_row_of` / `action_row_of`: encoding,
+    # compression, timestamps), so that work is off the engine's threads (in the writer
+    # process), then writes them with `write_rows` and `claim_plan` inside one `transaction`.
 
     @staticmethod
-    def action_row(action: ActionRecord) -> tuple[Any, ...]:
-        """Encode one action's row (first two values: plan id, action id)."""
-        return Storage._action_row(action)
+    def plan_snapshot(plan: ExecutionPlan, *, full: bool = False) -> tuple[Any, ...]:
+        """Snapshot ``plan``'s row: metadata and history, plus its flows when ``full``.
+
+        The first value is the plan id; the last is the flows (None without them).
+        """
+        flows = None
+        if full and plan.valid:
+            flows = (encode_flow(plan.run_flow), encode_flow(plan.finalize_flow))
+        return (
+            plan.id,
+            str(plan.state),
+            str(plan.result),
+            plan.label,
+            plan.root_plan_step_id,
+            plan.started_at,
+            plan.ended_at,
+            plan.real_time,
+            plan.execution_time,
+            [entry.to_dict() for entry in plan.history],
+            flows,
+        )
+
+    @staticmethod
+    def step_snapshot(step: Step) -> tuple[Any, ...]:
+        """Snapshot one step's row (first two values: plan id, step id)."""
+        error = step.error
+        return (
+            step.execution_plan_id,
+            step.id,
+            step.action_id,
+            str(step.state),
+            str(step.phase),
+            step.started_at,
+            step.ended_at,
+            step.real_time,
+            step.execution_time,
+            step.progress_done,
+            step.progress_weight,
+            step.attempts,
+            step.queue,
+            step.action_class_name,
+            None if error is None else error.to_dict(),
+            tuple(step.children),
+        )
+
+    @staticmethod
+    def action_snapshot(action: ActionRecord) -> tuple[Any, ...]:
+        """Snapshot one action's row (first two values: plan id, action id)."""
+        return (
+            action.execution_plan_id,
+            action.id,
+            action.action_class_name,
+            action.caller_execution_plan_id,
+            action.caller_action_id,
+            action.plan_step_id,
+            action.run_step_id,
+            action.finalize_step_id,
+            action.input,
+            action.output,
+        )
+
+    def plan_row_of(self, snapshot: tuple[Any, ...]) -> tuple[bool, tuple[Any, ...]]:
+        """Encode a `plan_snapshot`; return (whether it has its flows, the row's values)."""
+        dt = self._dt
+        (plan_id, state, result, label, root, started, ended, real, execution) = snapshot[:9]
+        history, flows = snapshot[9], snapshot[10]
+        meta = (plan_id, state, result, label, root, dt(started), dt(ended), real, execution)
+        if flows is None:
+            return False, (*meta, encode(history))
+        return True, (*meta, encode(flows[0]), encode(flows[1]), encode(history))
+
+    def step_row_of(self, snapshot: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Encode a `step_snapshot` into the step's row."""
+        dt = self._dt
+        error, children = snapshot[14], snapshot[15]
+        return (
+            *snapshot[:5],
+            dt(snapshot[5]),
+            dt(snapshot[6]),
+            *snapshot[7:14],
+            None if error is None else encode(error),
+            _EMPTY_LIST if not children else encode(list(children)),
+        )
+
+    @staticmethod
+    def action_row_of(snapshot: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Encode an `action_snapshot` into the action's row."""
+        return (*snapshot[:8], encode(snapshot[8]), encode(snapshot[9]))
 
     @_wrap_errors("write_rows")
     def write_rows(
@@ -877,61 +954,14 @@ class Storage:
         return value.isoformat(" ", "microseconds")
 
     def _plan_statement(self, plan: ExecutionPlan) -> tuple[str, tuple[Any, ...]]:
-        dt = self._dt
-        meta = (
-            plan.id,
-            str(plan.state),
-            str(plan.result),
-            plan.label,
-            plan.root_plan_step_id,
-            dt(plan.started_at),
-            dt(plan.ended_at),
-            plan.real_time,
-            plan.execution_time,
-        )
-        history = encode([entry.to_dict() for entry in plan.history])
-        if not plan.valid:
-            return self._sql_plan_meta_upsert, (*meta, history)
-        flows = (encode(encode_flow(plan.run_flow)), encode(encode_flow(plan.finalize_flow)))
-        return self._sql_plan_upsert, (*meta, *flows, history)
+        has_flows, values = self.plan_row_of(self.plan_snapshot(plan, full=True))
+        return (self._sql_plan_upsert if has_flows else self._sql_plan_meta_upsert), values
 
-    @staticmethod
-    def _action_row(action: ActionRecord) -> tuple[Any, ...]:
-        return (
-            action.execution_plan_id,
-            action.id,
-            action.action_class_name,
-            action.caller_execution_plan_id,
-            action.caller_action_id,
-            action.plan_step_id,
-            action.run_step_id,
-            action.finalize_step_id,
-            encode(action.input),
-            encode(action.output),
-        )
+    def _action_row(self, action: ActionRecord) -> tuple[Any, ...]:
+        return self.action_row_of(self.action_snapshot(action))
 
     def _step_row(self, step: Step) -> tuple[Any, ...]:
-        dt = self._dt
-        error = step.error
-        children = step.children
-        return (
-            step.execution_plan_id,
-            step.id,
-            step.action_id,
-            str(step.state),
-            str(step.phase),
-            dt(step.started_at),
-            dt(step.ended_at),
-            step.real_time,
-            step.execution_time,
-            step.progress_done,
-            step.progress_weight,
-            step.attempts,
-            step.queue,
-            step.action_class_name,
-            None if error is None else encode(error.to_dict()),
-            _EMPTY_LIST if not children else encode(children),
-        )
+        return self.step_row_of(self.step_snapshot(step))
 
     # -- internals: queries ---------------------------------------------------------------
 
