@@ -122,6 +122,8 @@ class ComposedFlow(Flow):
     def flatten(self) -> None:
         # Walk a snapshot backwards so that expanding at index i keeps earlier indices valid
         # (exactly Dynflow's AbstractComposed#flatten!).
+        if all(type(flow) is Atom for flow in self.flows):
+            return  # only atoms: nothing to merge or unwrap (the common case while planning)
         for index, flow in reversed(list(enumerate(self.flows))):
             if type(flow) is type(self):
                 assert isinstance(flow, ComposedFlow)

@@ -230,8 +230,13 @@ class Planner:
         started = time.perf_counter()
         try:
             own_flow = Concurrence()
-            with self._switch_flow(own_flow):
+            stack = self._stack
+            stack.append(own_flow)  # as _switch_flow, inline: this runs once per action
+            try:
                 action.plan(*args, **kwargs)
+            finally:
+                stack.pop()
+                stack[-1].add_and_resolve(self._graph, own_flow)
             self._plan_subscribers(action, args, kwargs, added=not own_flow.is_empty())
             action._input = normalize(
                 action.input, owner=action.class_name(), field="input", allow_references=True

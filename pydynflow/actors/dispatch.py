@@ -86,10 +86,10 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import pykka
 from pykka import ActorDeadError, ActorRef, ActorRegistry, Timeout, messages
+from pykka._envelope import Envelope  # what ActorRef.tell puts in an inbox (see above)
 
 if TYPE_CHECKING:
     from pykka._actor import ActorInbox
-    from pykka._envelope import Envelope
     from pykka._future import GetHookFunc
     from pykka._types import OptExcInfo
 
@@ -143,6 +143,16 @@ class _Mailbox:
         self._queue.put(envelope)
         if self._token.acquire(False):
             self._schedule()
+
+    def put_and_run(self, envelope: Envelope[Any], /) -> None:
+        """Queue ``envelope``; if the actor is idle, give it its turn on this thread now."""
+        self._queue.put(envelope)
+        if self._token.acquire(False):
+            if self._actor is None:
+                self._answer_dead_letters()
+            else:
+                assert self._dispatcher is not None
+                self._run(self._dispatcher.batch_size)
 
     def get(self) -> Envelope[Any]:
         # Only called by pykka's teardown after `empty()` returned False.
@@ -718,6 +728,23 @@ def tell_if_alive(ref: ActorRef[Any], message: Any) -> bool:
         ref.tell(message)
     except ActorDeadError:
         return False
+    return True
+
+
+def tell_and_run(ref: ActorRef[Any], message: Any) -> bool:
+    """Tell ``ref``'s pooled actor and, if it is idle, run its turn on this thread at once.
+
+    For a thread that hands a result to an actor and has nothing else to do (a worker whose
+    job just returned): the actor handles it without waking a dispatcher thread. Its
+    handlers must not block, as on the dispatcher. Returns False if the actor had stopped.
+    """
+    if not ref.is_alive():
+        return False
+    inbox = ref.actor_inbox
+    if isinstance(inbox, _Mailbox):
+        inbox.put_and_run(Envelope(message))
+    else:
+        inbox.put(Envelope(message))
     return True
 
 

@@ -16,7 +16,7 @@ import asyncio
 from typing import Any
 
 from pydynflow.action import RUN, Action, SuspendedRef
-from pydynflow.actors.dispatch import PooledActor, tell_if_alive
+from pydynflow.actors.dispatch import PooledActor, tell_and_run, tell_if_alive
 from pydynflow.actors.messages import (
     AwaitEvent,
     Event,
@@ -80,7 +80,9 @@ class StepActor(PooledActor):
         def on_done(outcome: PhaseOutcome | None, error: BaseException | None) -> None:
             if outcome is None or error is not None:
                 outcome = failed_outcome(error or RuntimeError("worker returned nothing"))
-            me.tell(PhaseDone(outcome))
+            # On the worker's thread, which is done with the job: the step actor handles its
+            # outcome right here if it is idle (no dispatcher thread woken for it).
+            tell_and_run(me, PhaseDone(outcome))
 
         self.runtime.pool(self.queue).submit(execute_run, (self.action, event), on_done)
 

@@ -27,6 +27,7 @@ from pydynflow.actors.dispatch import (
     PooledActor,
     PooledFuture,
     get_default_dispatcher,
+    tell_and_run,
 )
 
 WAIT = 10.0  # Generous upper bound for every wait; no test sleeps to synchronise.
@@ -612,6 +613,50 @@ def test_a_late_envelope_after_teardown_gets_actor_dead_error(dispatcher: Dispat
     ref.actor_inbox.put(Envelope(("echo", 1), reply_to=late))  # as a racing `ask` would
     with pytest.raises(ActorDeadError):
         late.get(timeout=WAIT)
+
+
+class ThreadNoter(PooledActor):
+    """Note the thread each message is handled on; ``("block", event)`` waits on ``event``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[tuple[Any, str]] = []
+        self.done = threading.Event()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, tuple) and message[0] == "block":
+            message[1].wait(WAIT)
+        self.threads.append((message if not isinstance(message, tuple) else message[0],
+                             threading.current_thread().name))  # fmt: skip
+        if message == "last":
+            self.done.set()
+        return None
+
+
+def test_tell_and_run_gives_an_idle_actor_its_turn_on_the_calling_thread(
+    dispatcher: Dispatcher,
+) -> None:
+    ref = ThreadNoter.start(_dispatcher=dispatcher)
+    here = threading.current_thread().name
+    assert tell_and_run(ref, "last") is True
+    noter = ref.proxy()
+    assert noter.threads.get(timeout=WAIT) == [("last", here)]  # handled before it returned
+    ref.stop(timeout=WAIT)
+    assert tell_and_run(ref, "late") is False  # a stopped actor: nothing runs
+
+
+def test_tell_and_run_queues_behind_a_busy_actor(dispatcher: Dispatcher) -> None:
+    ref = ThreadNoter.start(_dispatcher=dispatcher)
+    release = threading.Event()
+    ref.tell(("block", release))  # the actor is busy on a dispatcher thread
+    assert tell_and_run(ref, "last") is True  # queued: this thread does not wait for it
+    release.set()
+    noter = ref.proxy()
+    assert noter.done.get(timeout=WAIT).wait(WAIT)
+    handled = noter.threads.get(timeout=WAIT)
+    assert [message for message, _ in handled] == ["block", "last"]  # in order
+    assert all(name.startswith(f"{dispatcher.name}-") for _, name in handled)
+    ref.stop(timeout=WAIT)
 
 
 # -- The pykka internals dispatch.py builds on -------------------------------------------------
