@@ -10,7 +10,6 @@ first error stops planning: the failing plan step and all its callers end in ``e
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from pydynflow.action import PLAN, Action
 from pydynflow.errors import PlanningError, SerializationError
 from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
-from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
+from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, new_plan_id, utcnow
 from pydynflow.references import iter_references
 from pydynflow.registry import class_name, subscribed_actions
 from pydynflow.serialization import normalize
@@ -78,7 +77,7 @@ class Planner:
         if not (isinstance(action_class, type) and issubclass(action_class, Action)):
             raise PlanningError(f"expected an Action subclass, got {action_class!r}")
         return ExecutionPlan(
-            id=plan_id or str(uuid.uuid4()),
+            id=plan_id or new_plan_id(),
             label=action_class.label or class_name(action_class),
         )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ from pydynflow import (
 )
 from pydynflow.errors import IdentifierTaken, UnknownError, UnknownIdentifier
 from pydynflow.flows import FLOW_REGISTRY, FlowRegistry, decode_flow, encode_flow
-from pydynflow.plan import StepError
+from pydynflow.plan import StepError, new_plan_id
 from pydynflow.planning import plan_action
 from pydynflow.registry import resolve_action_class, subscribed_actions
 from pydynflow.states import Phase
@@ -327,3 +329,19 @@ def test_progress_weights(issues_plan):
         if step.phase != Phase.PLAN:
             step.state = StepState.SUCCESS
     assert issues_plan.progress() == 1.0
+
+
+def test_plan_ids_are_time_ordered_version_7_uuids() -> None:
+    ids = [new_plan_id() for _ in range(1_000)]
+    assert len(set(ids)) == len(ids)
+    for plan_id in ids:
+        parsed = uuid.UUID(plan_id)
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+        assert str(parsed) == plan_id
+    # The first 48 bits are the creation time in milliseconds: ids sort by it.
+    stamps = [uuid.UUID(plan_id).int >> 80 for plan_id in ids]
+    assert stamps == sorted(stamps)
+    now_ms = time.time_ns() // 1_000_000
+    assert now_ms - 60_000 < stamps[0] <= stamps[-1] <= now_ms
+    planned = plan_action(Ci, ({"commit": "abc"},))
+    assert uuid.UUID(planned.id).version == 7
