@@ -1,25 +1,26 @@
 """Where the persistence actor's transactions run: a writer process, or the actor's own thread.
 
 The persistence actor stays the only writer of a world; a *writer* is the part of it that
-holds the write connection and turns a batch of encoded changes into one transaction.
+holds the write connection and turns a batch of snapshots into one transaction.
 
 `ProcessWriter` (SQLite files and PostgreSQL, the default): the connection lives in a child
-process (a fresh interpreter importing only the storage layer: not a fork of this
-multi-threaded process, and the user's ``__main__`` is never imported there). Why: Python's sqlite3 and psycopg2 release the GIL around every statement and every
-commit, and a thread getting the GIL back waits up to the switch interval (5 ms) whenever
-another thread is running Python code. In the world's process the dispatchers, the workers
-and the callers planning new plans always are, so the persistence thread spent most of its
-time waiting for the GIL: W1's writes took 0.25 s of SQLite work alone and 0.9 s inside the
-engine (88 rows took 1 ms in a quiet process, 665 ms next to one busy thread). In its own
-process the writer has a GIL to itself and a core of its own, and the persistence actor
-waits for one reply per commit. The child commits before it replies, so a change is
-acknowledged only once it is durable, as before.
+process, a fresh interpreter importing only the storage layer (not a fork of this
+multi-threaded process, and the user's ``__main__`` is never imported there). Why: Python's
+sqlite3 and psycopg2 release the GIL around every statement and every commit, and a thread
+getting the GIL back waits up to the switch interval (5 ms) whenever another thread is
+running Python code. In the world's process the dispatchers, the workers and the callers
+planning new plans always are, so the persistence thread waited for the GIL most of the
+time: in W1 it spent 0.98 s in its transactions for 0.31 s of CPU (88 rows took 1 ms in a
+quiet process, 665 ms next to one busy thread). In its own process the writer has a GIL to
+itself and a core of its own, and the persistence actor waits for one reply per commit.
+The child commits before it replies, so a change is acknowledged only once it is durable,
+as before.
 
 Supervision: if the child dies (killed, crashed), the batch in flight fails with a
 `PersistenceError` (the persistence actor retries it) and the next write starts a new
-child. When the world's process dies, the child reads end-of-file on its input and exits
-after the transaction in hand (a commit in progress completes or rolls back as SQLite or
-PostgreSQL make it; nothing half-written is left).
+child. When the world's process dies, its end of the pipe closes and the child exits at
+once, even inside a transaction (which then rolls back, as after any crash; nothing
+half-written is left), so nothing is committed after the world is gone.
 
 `ThreadWriter` (in-memory SQLite, whose database no other process can open, or a `Storage`
 built on a peewee database object): the transaction runs on the persistence actor's thread.
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -226,6 +228,8 @@ class ProcessWriter:
     def _await_ready(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         try:
+            if not select.select([proc.stdout], [], [], START_TIMEOUT)[0]:
+                raise OSError(f"no answer within {START_TIMEOUT:.0f} s")
             ready = _receive(proc.stdout)
         except (OSError, EOFError, ValueError) as exc:
             ready = f"the writer process for {redact_url(self.url)} did not start: {exc}".encode()
@@ -281,6 +285,7 @@ def main(url: str) -> None:
         _send(stdout, f"the writer process could not open the database: {exc}".encode())
         return
     _send(stdout, _READY)
+    threading.Thread(target=_exit_with_parent, args=(stdin.fileno(),), daemon=True).start()
     try:
         while True:
             try:
@@ -296,6 +301,23 @@ def main(url: str) -> None:
             _send(stdout, pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
     finally:
         storage.close()
+
+
+def _exit_with_parent(fd: int) -> None:
+    """Exit at once when the world's end of the input pipe closes (its process died).
+
+    Without this, a child busy with a transaction when its world is killed would commit it
+    a few milliseconds later, after the world is gone: a world started again on the database
+    could already be recovering it. Killed here, an unfinished transaction rolls back (a
+    commit that already reached the disk stays, as after any crash). On a normal close the
+    last batch was acknowledged before the pipe closed, so nothing is lost either way.
+    """
+    watcher = select.poll()
+    watcher.register(fd, 0)  # POLLHUP and POLLERR are reported whatever the mask
+    while True:
+        for _, events in watcher.poll():
+            if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                os._exit(0)
 
 
 def _send(pipe: IO[bytes], payload: bytes) -> None:

@@ -9,6 +9,8 @@ synchronises only on the lines it prints.
 
 from __future__ import annotations
 
+import os
+import select
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +145,21 @@ def test_sigkill_while_a_step_runs_pauses_it_with_abnormal_termination(tmp_path:
     with child("block", tmp_path, PYDYNFLOW_TEST_BLOCK="1") as worker:
         line = worker.read_until(lambda line: line.startswith("blocking "))
         _, plan_id, action_id = line.split()
+        # The child's main thread prints "plan" then "writer", the step "blocking": the two
+        # threads' lines come in either order.
+        writers = [seen for seen in worker.seen if seen.startswith("writer ")]
+        writer = (
+            writers[0] if writers else worker.read_until(lambda seen: seen.startswith("writer "))
+        )
+        writer_pid = int(writer.split()[1])
+        watch = os.pidfd_open(writer_pid)  # the writer is the killed process's child
         worker.sigkill()
-    assert worker.seen[0] == f"plan {plan_id}"
+    assert f"plan {plan_id}" in worker.seen
+    # Its writer process exits with it: nothing can be committed after the world is gone.
+    try:
+        assert select.select([watch], [], [], TIMEOUT)[0], "the writer outlived its world"
+    finally:
+        os.close(watch)
 
     before = snapshot(url)[plan_id]
     assert before.state == PlanState.RUNNING

@@ -4,7 +4,8 @@ MODE ``w1``: plan 200 `Chain` plans (each committed; prints ``plan <id>``), prin
 ``submitted``, then execute them all. Steps print ``progress`` when told to (see
 `kill_actions`). If nobody kills the process it prints ``done`` once every plan ended.
 
-MODE ``block``: trigger one `Block` plan with ``{"block": True}`` (prints ``plan <id>``); its
+MODE ``block``: trigger one `Block` plan with ``{"block": True}`` (prints ``plan <id>``, then
+``writer <pid>``, its writer process); its
 step prints ``blocking ...`` and blocks forever when ``PYDYNFLOW_TEST_BLOCK=1``.
 """
 
@@ -31,6 +32,8 @@ def main(argv: list[str]) -> int:
     elif mode == "block":
         triggered = world.trigger(Block, {"block": True})
         emit(f"plan {triggered.id}")
+        writer = world._runtime.persistence.proxy().writer.get()  # type: ignore[union-attr]
+        emit(f"writer {writer.pid}")
         running = [triggered]
     else:
         raise SystemExit(f"unknown mode {mode!r}")
