@@ -29,6 +29,7 @@ from pydynflow import (
     World,
 )
 from pydynflow.states import Phase
+from pydynflow.storage.codec import decode, encode
 from tests.support.code_workflow import (
     FAIL,
     ISSUES,
@@ -243,6 +244,19 @@ def test_plan17_renamed_action_class_loads_as_a_placeholder(url: str, client: Wo
         renamed,
         plan.id,
         action_id,
+    )
+    # Its plan-phase step is kept in the plan row's plan_steps (step-row values, encoded).
+    records = decode(
+        fetch_blob(client, "SELECT plan_steps FROM dynflow_execution_plans WHERE uuid = ?", plan.id)
+    )
+    for record in records:
+        if record[1] == action_id:
+            record[12] = renamed
+    execute_sql(
+        client,
+        "UPDATE dynflow_execution_plans SET plan_steps = ? WHERE uuid = ?",
+        encode(records),
+        plan.id,
     )
     client.stop()
 
@@ -514,20 +528,22 @@ def assert_corrupt(world: World, plan_id: str, where: str) -> ExecutionPlan:
     return loaded
 
 
-def test_corrupt_step_error_blob(url: str, client: World) -> None:
+def test_corrupt_plan_steps_blob(url: str, client: World) -> None:
+    # Step 2, a plan step that failed, keeps its error in the plan row's plan_steps.
     plan = client.plan(IncomingIssues, [FAIL, *ISSUES])
-    select = "SELECT error FROM dynflow_steps WHERE execution_plan_uuid = ? AND id = 2"
+    assert plan.steps[2].phase == Phase.PLAN and plan.steps[2].error is not None
+    select = "SELECT plan_steps FROM dynflow_execution_plans WHERE uuid = ?"
     blob = fetch_blob(client, select, plan.id)
     execute_sql(
         client,
-        "UPDATE dynflow_steps SET error = ? WHERE execution_plan_uuid = ? AND id = 2",
+        "UPDATE dynflow_execution_plans SET plan_steps = ? WHERE uuid = ?",
         flip_last_byte(blob),
         plan.id,
     )
     client.stop()
     world = reopen(url)
     try:
-        loaded = assert_corrupt(world, plan.id, "step 2 error")
+        loaded = assert_corrupt(world, plan.id, "plan_steps")
         assert loaded.label == plan.label
         assert loaded.state == PlanState.STOPPED
         assert loaded.started_at == plan.started_at

@@ -27,6 +27,7 @@ from pydynflow.errors import PersistenceError
 from pydynflow.logging import get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.promise import Promise
+from pydynflow.storage.store import row_steps
 
 
 def changes(
@@ -51,6 +52,8 @@ def changes(
     stored event of a step to drop (``envelope_pop``) and all of a step's (``envelope_clear``).
     """
     plans = () if plan is None else (storage.plan_snapshot(plan, full=full),)
+    if plan is not None and full and plan.valid:
+        steps = row_steps(steps)  # the plan-phase ones travel in the plan's row
     return Persist(
         tuple(map(storage.step_snapshot, steps)),
         tuple(map(storage.action_snapshot, actions)),

@@ -20,11 +20,12 @@ Adding a migration
    transaction: do not commit.
 3. Never edit or renumber a migration that has been released.
 
-Migration 1 builds the tables from the live models. That is correct only while the models
-still describe schema version 1: **the moment a later migration changes a table, migration 1
-must be frozen**, i.e. rewritten to create exactly the version-1 schema (copy the version-1
-model classes into this module, or paste the DDL), so that a fresh database still goes
-1 -> 2 -> ... and ends identical to an upgraded one. ``tests/storage/test_migrations.py``
+Migration 1 builds the tables from the live models, so a fresh database gets the latest
+tables at once; every later migration must therefore be idempotent (migration 2 adds its
+column only where it is missing), so that a fresh database and an upgraded one end
+identical. The day a migration cannot be written that way (it changes or drops a column),
+migration 1 must first be frozen: rewritten to create exactly the version-1 schema (copy
+the version-1 model classes into this module, or paste the DDL). ``tests/storage/test_migrations.py``
 checks that a migrated database has exactly the columns the models declare.
 """
 
@@ -54,8 +55,30 @@ def _migration_1(database: peewee.Database) -> None:
         peewee.SchemaManager(model, database).create_all(safe=False)
 
 
+def _migration_2(database: peewee.Database) -> None:
+    """Add ``dynflow_execution_plans.plan_steps`` (the plan-phase steps as one blob).
+
+    Migration 1 still builds its tables from the live models, so on a fresh database the
+    column is already there: add it only where it is missing (the end state is the same).
+    """
+    table = "dynflow_execution_plans"
+    if is_postgres(database):
+        cursor = database.execute_sql(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s AND column_name = 'plan_steps'",
+            (table,),
+        )
+        if cursor.fetchone() is None:
+            database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "plan_steps" BYTEA')
+        return
+    columns = {row[1] for row in database.execute_sql(f'PRAGMA table_info("{table}")')}
+    if "plan_steps" not in columns:
+        database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "plan_steps" BLOB')
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the dynflow_* tables", _migration_1),
+    (2, "plan-phase steps in one column of the plan row", _migration_2),
 ]
 """Every migration, in order: ``(number, description, function(database))``."""
 

@@ -86,6 +86,10 @@ class ExecutionPlanModel(_Base):
     execution_time = peewee.DoubleField(null=True)
     run_flow = peewee.BlobField(null=True)
     finalize_flow = peewee.BlobField(null=True)
+    # The plan-phase steps, which never change after planning, as one list (schema 2): a
+    # row each would cost 11 of a 10-step chain's 33 rows and split its run steps' rows
+    # across more pages. Plans stored before schema 2 keep theirs in dynflow_steps.
+    plan_steps = peewee.BlobField(null=True)
     execution_history = peewee.BlobField(null=True)
 
     class Meta:

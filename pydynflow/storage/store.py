@@ -88,6 +88,7 @@ PLAN_COLUMNS = (
     "execution_time",
     "run_flow",
     "finalize_flow",
+    "plan_steps",
     "execution_history",
 )
 _PLAN_META_COLUMNS = PLAN_COLUMNS[:9] + ("execution_history",)
@@ -324,7 +325,7 @@ class Storage:
         plan_sql, plan_row = self._plan_statement(plan)
         if plan.valid:
             action_rows = [self._action_row(action) for action in plan.actions.values()]
-            step_rows = [self._step_row(step) for step in plan.steps.values()]
+            step_rows = [self._step_row(step) for step in row_steps(plan.steps.values())]
         else:
             action_rows = step_rows = []
         with self._write_atomic():
@@ -376,11 +377,20 @@ class Storage:
     def plan_snapshot(plan: ExecutionPlan, *, full: bool = False) -> tuple[Any, ...]:
         """Snapshot ``plan``'s row: metadata and history, plus its flows when ``full``.
 
-        The first value is the plan id; the last is the flows (None without them).
+        The first value is the plan id; the last is None, or (when ``full``, for a valid
+        plan) its flows and its plan-phase steps, which then need no rows of their own.
         """
         flows = None
         if full and plan.valid:
-            flows = (encode_flow(plan.run_flow), encode_flow(plan.finalize_flow))
+            flows = (
+                encode_flow(plan.run_flow),
+                encode_flow(plan.finalize_flow),
+                [
+                    _plan_step_record(step)
+                    for step in plan.steps.values()
+                    if step.phase == Phase.PLAN
+                ],
+            )
         return (
             plan.id,
             str(plan.state),
@@ -442,7 +452,8 @@ class Storage:
         meta = (plan_id, state, result, label, root, dt(started), dt(ended), real, execution)
         if flows is None:
             return False, (*meta, encode(history))
-        return True, (*meta, encode(flows[0]), encode(flows[1]), encode(history))
+        run, finalize, plan_steps = flows
+        return True, (*meta, encode(run), encode(finalize), encode(plan_steps), encode(history))
 
     def step_row_of(self, snapshot: tuple[Any, ...]) -> tuple[Any, ...]:
         """Encode a `step_snapshot` into the step's row."""
@@ -657,6 +668,13 @@ class Storage:
                 (plan_id, int(step_id)),
             )
         row = cursor.fetchone()
+        if row is None and step_id is not None:  # a plan-phase step: in its plan's row
+            cursor.execute(f'SELECT "plan_steps" FROM "{PLANS}" WHERE "uuid" = {param}', (plan_id,))
+            found = cursor.fetchone()
+            if found is not None and found[0] is not None:
+                for record in _decode_at(found[0], f"execution plan {plan_id}: plan_steps"):
+                    if record[0] == int(step_id):
+                        return str(record[2])
         return None if row is None else str(row[0])
 
     # -- output chunks: an action's append-only streaming output ----------------------------
@@ -1046,6 +1064,7 @@ class Storage:
             execution_time,
             run_flow,
             finalize_flow,
+            plan_steps_blob,
             history_blob,
         ) = row
         plan = ExecutionPlan(
@@ -1072,6 +1091,9 @@ class Storage:
             problems.append(exc)
         if not problems:
             try:
+                # Plan-phase steps kept in the plan row come first: a row of the same step
+                # (a plan stored before schema 2) would win.
+                step_rows = [*_plan_step_rows(plan_id, plan_steps_blob), *step_rows]
                 self._fill(plan, run_flow, finalize_flow, action_rows, step_rows)
             except (CorruptData, DataConsistencyError) as exc:
                 problems.append(exc)
@@ -1160,12 +1182,22 @@ class Storage:
                 raise DataConsistencyError(f"{at}: {exc}") from None
             error = None
             if error_blob is not None:
-                data = _decode_at(error_blob, f"{at} error")
+                # Decoded already (a dict) when it comes from the plan row's plan_steps.
+                data = (
+                    error_blob
+                    if isinstance(error_blob, dict)
+                    else _decode_at(error_blob, f"{at} error")
+                )
                 try:
                     error = StepError.from_dict(data)
                 except (KeyError, TypeError, AttributeError) as exc:
                     raise DataConsistencyError(f"{at}: malformed error {exc!r}") from None
-            children = [] if children_blob is None else _decode_at(children_blob, f"{at} children")
+            if isinstance(children_blob, list):  # from the plan row's plan_steps
+                children = children_blob
+            else:
+                children = (
+                    [] if children_blob is None else _decode_at(children_blob, f"{at} children")
+                )
             action = actions.get(action_id)
             if action is None:
                 missing_actions.setdefault(action_id, []).append(f"step {step_id}")
@@ -1213,7 +1245,50 @@ class Storage:
                 parts.append("missing actions: " + _describe_missing(missing_actions))
             raise DataConsistencyError(f"{where} is inconsistent; " + "; ".join(parts))
         plan.actions = actions
-        plan.steps = steps
+        plan.steps = dict(sorted(steps.items()))  # by id, wherever each step was kept
+
+
+def row_steps(steps: Iterable[Step]) -> list[Step]:
+    """Return the steps of ``steps`` that a plan's full row does not carry (not plan-phase)."""
+    return [step for step in steps if step.phase != Phase.PLAN]
+
+
+def _plan_step_record(step: Step) -> list[Any]:
+    """Return a plan-phase step as kept in its plan row: a step row's values, JSON-ready."""
+    error = step.error
+    return [
+        step.id,
+        step.action_id,
+        str(step.state),
+        str(step.phase),
+        None if step.started_at is None else step.started_at.isoformat(),
+        None if step.ended_at is None else step.ended_at.isoformat(),
+        step.real_time,
+        step.execution_time,
+        step.progress_done,
+        step.progress_weight,
+        step.attempts,
+        step.queue,
+        step.action_class_name,
+        None if error is None else error.to_dict(),
+        list(step.children),
+    ]
+
+
+def _plan_step_rows(plan_id: str, blob: Any) -> list[tuple[Any, ...]]:
+    """Return the plan-phase steps kept in a plan row as step rows (``[]`` if none)."""
+    if blob is None:
+        return []
+    records = _decode_at(blob, f"execution plan {plan_id}: plan_steps")
+    try:
+        rows = [(plan_id, *record) for record in records]
+        if any(len(row) != len(STEP_COLUMNS) for row in rows):
+            raise ValueError(f"a record is not {len(STEP_COLUMNS) - 1} values long")
+    except (TypeError, ValueError) as exc:
+        raise DataConsistencyError(
+            f"execution plan {plan_id}: plan_steps is malformed: {exc}"
+        ) from None
+    return rows
 
 
 def _describe_missing(missing: dict[int, list[str]]) -> str:

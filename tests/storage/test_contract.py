@@ -296,7 +296,9 @@ class StorageContract:
         assert loaded.stored_result == Result.WARNING
         assert loaded.actions[1].output == {"changed": [1, 2, 3]}
         assert storage.count_plans() == 1
-        assert self._count(storage, "dynflow_steps", "plan-x") == 6
+        # Its 3 plan-phase steps are kept in the plan row (schema 2); the run and finalize
+        # steps have a row each, upserted in place.
+        assert self._count(storage, "dynflow_steps", "plan-x") == 3
         assert self._count(storage, "dynflow_actions", "plan-x") == 3
 
     def test_save_steps_actions_and_plan_row_on_their_own(self, storage: Storage) -> None:
@@ -527,7 +529,13 @@ class StorageContract:
     ) -> None:
         plan = make_plan("broken")
         storage.save_plan(plan)
+        # Every step gone: the rows, and the plan-phase steps kept in the plan row.
         self._sql(storage, "DELETE FROM dynflow_steps WHERE execution_plan_uuid = ?", ("broken",))
+        self._sql(
+            storage,
+            "UPDATE dynflow_execution_plans SET plan_steps = NULL WHERE uuid = ?",
+            ("broken",),
+        )
 
         loaded = storage.load_plan("broken")
         assert loaded.valid is False
@@ -598,8 +606,9 @@ class StorageContract:
             ("dynflow_actions", "input", 2),
             ("dynflow_actions", "output", 1),
             ("dynflow_steps", "error", 4),
-            ("dynflow_steps", "children", 1),
+            ("dynflow_steps", "children", 2),
             ("dynflow_execution_plans", "run_flow", None),
+            ("dynflow_execution_plans", "plan_steps", None),
             ("dynflow_execution_plans", "execution_history", None),
         ],
     )
@@ -672,7 +681,7 @@ class StorageContract:
             storage.load_plan("plan1")
         assert self._count(storage, "dynflow_steps", "plan1") == 0
         assert self._count(storage, "dynflow_actions", "plan1") == 0
-        assert self._count(storage, "dynflow_steps", "plan2") == 6
+        assert self._count(storage, "dynflow_steps", "plan2") == 3  # + 3 in its plan row
         assert storage.load_plan("plan2") == four_plans[1]
         assert storage.delete_plans(["plan1", "nope"]) == 0
         assert storage.delete_plans("plan2") == 1

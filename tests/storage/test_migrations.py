@@ -9,6 +9,7 @@ import peewee
 import pytest
 
 from pydynflow.errors import PersistenceError
+from pydynflow.states import Phase
 from pydynflow.storage import Storage, migrate, open_database
 from pydynflow.storage.database import close_database
 from pydynflow.storage.migrations import LATEST_VERSION, MIGRATIONS, current_version
@@ -138,3 +139,24 @@ def test_storage_can_skip_migrating(url: str) -> None:
     with Storage(url, migrate=False) as storage:
         assert current_version(storage.database) == 0
         assert storage.migrate() == LATEST_VERSION
+
+
+def test_a_schema_1_database_is_upgraded_and_its_plans_still_load(url: str) -> None:
+    """Schema 1 kept plan-phase steps as rows; migration 2 adds the plan_steps column."""
+    plan = make_plan("old")
+    with Storage(url) as storage:
+        storage.save_plan(plan)
+        db = storage.database
+        # Back to schema 1: plan-phase steps as rows, no plan_steps column.
+        storage.save_steps(s for s in plan.steps.values() if s.phase == Phase.PLAN)
+        db.execute_sql('ALTER TABLE "dynflow_execution_plans" DROP COLUMN "plan_steps"')
+        db.execute_sql("UPDATE dynflow_schema_info SET version = 1")
+        assert current_version(db) == 1
+    with Storage(url) as upgraded:
+        assert current_version(upgraded.database) == LATEST_VERSION == 2
+        loaded = upgraded.load_plan("old")
+        assert loaded == plan and loaded.valid
+        assert [step.id for step in loaded.steps.values()] == sorted(plan.steps)
+        # Saved again, its plan-phase steps go to the new column; the old rows stay equal.
+        upgraded.save_plan(loaded)
+        assert upgraded.load_plan("old") == plan
