@@ -1254,25 +1254,11 @@ def row_steps(steps: Iterable[Step]) -> list[Step]:
 
 
 def _plan_step_record(step: Step) -> list[Any]:
-    """Return a plan-phase step as kept in its plan row: a step row's values, JSON-ready."""
-    error = step.error
-    return [
-        step.id,
-        step.action_id,
-        str(step.state),
-        str(step.phase),
-        None if step.started_at is None else step.started_at.isoformat(),
-        None if step.ended_at is None else step.ended_at.isoformat(),
-        step.real_time,
-        step.execution_time,
-        step.progress_done,
-        step.progress_weight,
-        step.attempts,
-        step.queue,
-        step.action_class_name,
-        None if error is None else error.to_dict(),
-        list(step.children),
-    ]
+    """Return a plan-phase step as kept in its plan row: its row's values but the plan id,
+    JSON-ready (times as ISO text)."""
+    values = Storage.step_snapshot(step)
+    started, ended = (None if t is None else t.isoformat() for t in values[5:7])
+    return [*values[1:5], started, ended, *values[7:15], list(values[15])]
 
 
 def _plan_step_rows(plan_id: str, blob: Any) -> list[tuple[Any, ...]]:
