@@ -453,6 +453,7 @@ class Storage:
         if flows is None:
             return False, (*meta, encode(history))
         run, finalize, plan_steps = flows
+        plan_steps = [_iso_times(record) for record in plan_steps]
         return True, (*meta, encode(run), encode(finalize), encode(plan_steps), encode(history))
 
     def step_row_of(self, snapshot: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -1254,11 +1255,16 @@ def row_steps(steps: Iterable[Step]) -> list[Step]:
 
 
 def _plan_step_record(step: Step) -> list[Any]:
-    """Return a plan-phase step as kept in its plan row: its row's values but the plan id,
-    JSON-ready (times as ISO text)."""
+    """Return a plan-phase step as kept in its plan row: its row's values but the plan id
+    (times still datetimes: `plan_row_of` writes them as ISO text, in the writer)."""
     values = Storage.step_snapshot(step)
-    started, ended = (None if t is None else t.isoformat() for t in values[5:7])
-    return [*values[1:5], started, ended, *values[7:15], list(values[15])]
+    return [*values[1:15], list(values[15])]
+
+
+def _iso_times(record: list[Any]) -> list[Any]:
+    """Return a plan-step record with its two times as ISO text (JSON has no datetimes)."""
+    started, ended = (None if t is None else t.isoformat() for t in record[4:6])
+    return [*record[:4], started, ended, *record[6:]]
 
 
 def _plan_step_rows(plan_id: str, blob: Any) -> list[tuple[Any, ...]]:
