@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pydynflow import Action, DynflowError, PlanState, Result, StepState, World
+from pydynflow.actors.executor import ExecutorActor
 from tests.support import code_workflow as ex
 from tests.support.code_workflow import ISSUES, IncomingIssue, IncomingIssues
 
@@ -266,7 +267,19 @@ class SluggishThenMore(Action):
             self.plan_action(NoOp, {})
 
 
-def test_stop_waits_for_running_steps_and_pauses_the_plan(sqlite_url: str) -> None:
+def test_stop_waits_for_running_steps_and_pauses_the_plan(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Observe (not replace) the executor taking the stop: its supervisors have been told to
+    # wind down before the running step may return, else the step after it could start.
+    terminated = threading.Event()
+    terminate = ExecutorActor._terminate
+
+    def observed(self: ExecutorActor, future: Any) -> None:
+        terminate(self, future)
+        terminated.set()
+
+    monkeypatch.setattr(ExecutorActor, "_terminate", observed)
     Sluggish.started.clear()
     Sluggish.release.clear()
     world = World(sqlite_url, auto_execute=False, queues={"slow": 1}).start()
@@ -274,6 +287,7 @@ def test_stop_waits_for_running_steps_and_pauses_the_plan(sqlite_url: str) -> No
     assert Sluggish.started.wait(TIMEOUT)
     stopper = threading.Thread(target=world.stop, args=(TIMEOUT,))
     stopper.start()
+    assert terminated.wait(TIMEOUT)
     Sluggish.release.set()
     stopper.join(TIMEOUT)
     paused = triggered.wait(TIMEOUT)
