@@ -142,15 +142,22 @@ class World:
             if self._stopped:
                 raise DynflowError(f"{self!r} was stopped; create a new World")
             configure_logging()
+            # First the persistence actor: its writer process may fail to open the database,
+            # and then nothing else has been started.
+            persistence, self._persistence_dispatcher = start_persistence(self.storage, self.id)
             pools: dict[str, Any] = {}
             processes = self.executor == "processes"
             if self.executor:
                 workers = ProcessWorkers if processes else ThreadWorkers
-                pools = {
-                    queue: workers(size, name=f"pydynflow-{queue}")
-                    for queue, size in self.queues.items()
-                }
-            persistence, self._persistence_dispatcher = start_persistence(self.storage, self.id)
+                try:
+                    for queue, size in self.queues.items():
+                        pools[queue] = workers(size, name=f"pydynflow-{queue}")
+                except BaseException:
+                    for pool in pools.values():
+                        pool.shutdown()
+                    persistence.stop()
+                    self._persistence_dispatcher.shutdown()
+                    raise
             self._runtime = Runtime(
                 world_id=self.id,
                 storage=self.storage,

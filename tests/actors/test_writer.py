@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,17 @@ def test_postgresql_is_written_by_a_child_process(postgres_url: str) -> None:
         plan = world.trigger(Hops, 3).wait(30)
         assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
         assert world.load(plan.id).result == Result.SUCCESS
+
+
+def test_a_world_whose_writer_cannot_start_fails_to_start_and_leaves_nothing_running(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = f"sqlite:///{tmp_path / 'not-there' / 'x.db'}"
+    monkeypatch.setattr(
+        "pydynflow.actors.persistence.writer_for", lambda storage: ProcessWriter(broken)
+    )
+    threads = threading.active_count()
+    world = World(sqlite_url, executor="processes", pool_size=1)  # workers start at once
+    with pytest.raises(PersistenceError, match="could not open the database"):
+        world.start()
+    assert threading.active_count() == threads  # no dispatcher, pool or writer left
