@@ -51,11 +51,13 @@ pykka internals this module relies on (pinned to pykka 4.5;
 * `ActorRef.tell`/`ask` only call `actor_inbox.put(Envelope(message, reply_to))`.
   `ask` gets its reply future from `actor_class._create_future()`.
 * `Actor._actor_loop_setup` (runs `on_start`), `_handle_receive` (dispatches
-  proxy and stop messages), `_handle_failure`, `_stop` (runs `on_stop`,
-  unregisters) and `_actor_loop_teardown` (answers leftover envelopes through
-  the inbox's `empty()`/`get()`) are reused as they are. The body of
-  `Actor._actor_loop_running` is replicated in `PooledActor._actor_loop_batch`,
-  which runs one message at a time instead of a blocking loop.
+  proxy and stop messages), `_handle_failure` and `_actor_loop_teardown`
+  (answers leftover envelopes through the inbox's `empty()`/`get()`) are reused
+  as they are. The body of `Actor._actor_loop_running` is replicated in
+  `PooledActor._actor_loop_batch`, which runs one message at a time instead of a
+  blocking loop; the body of `Actor._stop` (unregister, set stopped, `on_stop`)
+  in `PooledActor._stop`, which skips the registry while it is empty
+  (`ActorRegistry._actor_refs`) and formats its debug line only when enabled.
 * `pykka.messages._ActorStop` is the stop message, and `Future._get_hook` marks
   the derived futures built by `map`, `join`, `filter` and `reduce`.
 
@@ -127,7 +129,7 @@ def _dead_letter(envelope: Envelope[Any], text: str) -> None:
 class _Mailbox:
     """A pooled actor's inbox, which is also its scheduling unit on a dispatcher."""
 
-    __slots__ = ("_actor", "_dead_message", "_dispatcher", "_queue", "_started", "_token")
+    __slots__ = ("_actor", "_dead_ref", "_dispatcher", "_queue", "_started", "_token")
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Envelope[Any]] = queue.SimpleQueue()
@@ -137,7 +139,7 @@ class _Mailbox:
         self._actor: PooledActor | None = None
         self._dispatcher: Dispatcher | None = None
         self._started = False
-        self._dead_message = ""
+        self._dead_ref: Any = None  # the retired actor's ref, named in dead-letter errors
 
     def put(self, envelope: Envelope[Any], /) -> None:
         self._queue.put(envelope)
@@ -196,7 +198,7 @@ class _Mailbox:
 
     def _retire(self, actor: PooledActor) -> None:
         actor._actor_loop_teardown()
-        self._dead_message = f"{actor.actor_ref} stopped before handling the message"
+        self._dead_ref = actor.actor_ref  # formatted only if a late envelope arrives
         self._actor = None
         assert self._dispatcher is not None
         self._dispatcher._forget(actor)
@@ -206,7 +208,8 @@ class _Mailbox:
         # Envelopes that raced past `ActorRef.is_alive()` after the teardown.
         while True:
             while not self._queue.empty():
-                _dead_letter(self._queue.get_nowait(), self._dead_message)
+                text = f"{self._dead_ref} stopped before handling the message"
+                _dead_letter(self._queue.get_nowait(), text)
             self._token.release()
             if self._queue.empty() or not self._token.acquire(False):
                 return
@@ -608,6 +611,8 @@ class PooledActor(pykka.Actor):
     dispatcher: Dispatcher | None = None
     """The dispatcher to run on (`None`: the default). Once started, the one it runs on."""
 
+    _registered = False  # started with register=True: pykka's registry holds it
+
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
         # pykka's Actor.__init__, with a counter for the urn (uuid4 costs ~3 us an actor)
         # and a flag for actor_stopped (an Event builds a Condition): step actors are many.
@@ -648,6 +653,7 @@ class PooledActor(pykka.Actor):
         if _dispatcher is not None:
             obj.dispatcher = _dispatcher
         if register:
+            obj._registered = True
             ActorRegistry.register(obj.actor_ref)
         try:
             obj._start_actor_loop()
@@ -656,6 +662,22 @@ class PooledActor(pykka.Actor):
                 ActorRegistry.unregister(obj.actor_ref)
             raise
         return obj.actor_ref
+
+    def _stop(self) -> None:
+        """pykka's ``_stop``, minus its cost for the many actors never registered.
+
+        pykka scans its registry and formats two debug lines on every stop; step actors stop
+        by the thousand, and a world's registry is empty.
+        """
+        if self._registered or ActorRegistry._actor_refs:  # pykka's list of registered refs
+            ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Stopped %s", self)
+        try:
+            self.on_stop()
+        except Exception:
+            self._handle_failure(*sys.exc_info())
 
     def stop_now(self) -> None:
         """Stop this actor from its own handler at once, without a stop message.

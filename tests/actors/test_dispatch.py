@@ -707,6 +707,17 @@ def test_the_pykka_internals_we_rely_on_are_unchanged() -> None:
     assert messages._ActorStop() == ()
     assert pykka.Future()._get_hook is None
 
+    # PooledActor._stop replicates this body, and reads the registry's list.
+    stop_source = inspect.getsource(pykka.Actor._stop)
+    for line in (
+        "ActorRegistry.unregister(self.actor_ref)",
+        "self.actor_stopped.set()",
+        "self.on_stop()",
+        "self._handle_failure(*sys.exc_info())",
+    ):
+        assert line in stop_source, line
+    assert isinstance(ActorRegistry._actor_refs, list)
+
     # PooledActor._actor_loop_batch replicates this loop body: re-check it if this changes.
     running = inspect.getsource(pykka.Actor._actor_loop_running)
     assert hashlib.sha256(running.encode()).hexdigest()[:16] == RUNNING_LOOP_SHA256_PREFIX
