@@ -99,6 +99,9 @@ class ComposedFlow(Flow):
     def size(self) -> int:
         return len(self.flows)
 
+    def is_empty(self) -> bool:
+        return not self.flows
+
     def __iter__(self) -> Iterator[Flow]:
         return iter(self.flows)
 
@@ -120,10 +123,15 @@ class ComposedFlow(Flow):
         self.flatten()
 
     def flatten(self) -> None:
+        flows = self.flows
+        if flows and _is_single_atom(flows[-1]) and all(type(f) is Atom for f in flows[:-1]):
+            # The common case while planning: atoms, and the flow just added holds one atom.
+            # The full walk below would unwrap it to that atom and change nothing else.
+            if type(flows[-1]) is not Atom:
+                flows[-1] = flows[-1].flows[0]  # type: ignore[attr-defined]
+            return
         # Walk a snapshot backwards so that expanding at index i keeps earlier indices valid
         # (exactly Dynflow's AbstractComposed#flatten!).
-        if all(type(flow) is Atom for flow in self.flows):
-            return  # only atoms: nothing to merge or unwrap (the common case while planning)
         for index, flow in reversed(list(enumerate(self.flows))):
             if type(flow) is type(self):
                 assert isinstance(flow, ComposedFlow)
@@ -146,6 +154,14 @@ class ComposedFlow(Flow):
 
     def _add_to_sequence(self, satisfying: list[Flow], new_flow: Flow) -> None:
         raise NotImplementedError
+
+
+def _is_single_atom(flow: Flow) -> bool:
+    """Return whether ``flow`` is an atom or a composed flow of exactly one atom."""
+    if type(flow) is Atom:
+        return True
+    inner = getattr(flow, "flows", None)
+    return inner is not None and len(inner) == 1 and type(inner[0]) is Atom
 
 
 class Sequence(ComposedFlow):

@@ -18,7 +18,7 @@ from pydynflow.action import PLAN, Action
 from pydynflow.errors import PlanningError, SerializationError
 from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, new_plan_id, utcnow
-from pydynflow.references import iter_references
+from pydynflow.references import has_references, iter_references
 from pydynflow.registry import class_name, subscribed_actions
 from pydynflow.serialization import normalize
 from pydynflow.states import Phase, PlanState, Result, StepState
@@ -32,6 +32,8 @@ class DependencyGraph:
 
     def add_dependencies(self, step_id: int, action: Action) -> None:
         """Record the run steps referenced by ``action``'s input as needed by ``step_id``."""
+        if not has_references(action.input):
+            return
         for reference in iter_references(action.input):
             required = self._required.setdefault(step_id, [])
             if reference.step_id not in required:
@@ -50,6 +52,17 @@ class DependencyGraph:
     def unresolved(self) -> dict[int, list[int]]:
         """Return the dependencies no flow satisfied (step id -> required step ids)."""
         return {step: list(req) for step, req in self._required.items() if req}
+
+
+_phases: dict[type, tuple[bool, bool]] = {}
+
+
+def phases_of(action_class: type[Action]) -> tuple[bool, bool]:
+    """Return whether ``action_class`` has a run phase and a finalize phase (cached)."""
+    found = _phases.get(action_class)
+    if found is None:
+        found = _phases[action_class] = (action_class.has_run(), action_class.has_finalize())
+    return found
 
 
 class Planner:
@@ -138,12 +151,13 @@ class Planner:
         if action.run_step_id is not None or action.finalize_step_id is not None:
             raise PlanningError(f"{action.class_name()}: plan_self() called twice")
         action_class = type(action)
-        if action_class.has_run():
+        has_run, has_finalize = phases_of(action_class)
+        if has_run:
             step = self._add_flow_step(action, Phase.RUN, action_class.run_progress_weight)
             action.run_step_id = step.id
             self._graph.add_dependencies(step.id, action)
             self._stack[-1].add_and_resolve(self._graph, Atom(step.id))
-        if action_class.has_finalize():
+        if has_finalize:
             weight = action_class.finalize_progress_weight
             step = self._add_flow_step(action, Phase.FINALIZE, weight)
             action.finalize_step_id = step.id
@@ -224,7 +238,7 @@ class Planner:
         if from_subscription:
             action.trigger, action._from_subscription = trigger, True
         normalized = False
-        step.transition(StepState.RUNNING)
+        step.state = StepState.RUNNING  # a plan step: pending -> running -> success or error
         step.started_at = utcnow()
         started = time.perf_counter()
         try:
@@ -236,16 +250,20 @@ class Planner:
             finally:
                 stack.pop()
                 stack[-1].add_and_resolve(self._graph, own_flow)
-            self._plan_subscribers(action, args, kwargs, added=not own_flow.is_empty())
+            subscribers = self._subscriptions(type(action))
+            if subscribers:
+                self._plan_subscribers(
+                    action, subscribers, args, kwargs, added=bool(own_flow.flows)
+                )
             action._input = normalize(
-                action.input, owner=action.class_name(), field="input", allow_references=True
+                action._input, owner=action.class_name(), field="input", allow_references=True
             )
             normalized = True
-            step.transition(StepState.SUCCESS)
+            step.state = StepState.SUCCESS
         except Exception as exc:
             if step.error is None:
                 step.error = StepError.from_exception(exc)
-            step.transition(StepState.ERROR)
+            step.state = StepState.ERROR
             raise
         finally:
             step.ended_at = utcnow()
@@ -253,11 +271,14 @@ class Planner:
             self._record(action, normalized)
 
     def _plan_subscribers(
-        self, action: Action, args: tuple[Any, ...], kwargs: dict[str, Any], *, added: bool
+        self,
+        action: Action,
+        subscribers: list[type[Action]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        added: bool,
     ) -> None:
-        subscribers = self._subscriptions(type(action))
-        if not subscribers:
-            return
         # The trigger's flow was added last to the current flow; put it in a concurrence with
         # its subscribers. Dynflow pops the last flow even when the trigger added none, which
         # would capture a sibling's flow: only pop what the trigger added.

@@ -83,6 +83,21 @@ def iter_references(value: Any) -> Iterator[OutputReference]:
             yield from iter_references(item)
 
 
+def has_references(value: Any) -> bool:
+    """Return whether ``value`` holds an `OutputReference` anywhere in its dicts and lists.
+
+    `iter_references` without its generators: asked of every step's input before it runs.
+    """
+    if isinstance(value, dict):
+        return any(has_references(item) for item in value.values() if not isinstance(item, _LEAF))
+    if isinstance(value, (list, tuple)):
+        return any(has_references(item) for item in value if not isinstance(item, _LEAF))
+    return isinstance(value, OutputReference)
+
+
+_LEAF = (str, int, float, bool, type(None))  # what JSON-shaped data holds besides containers
+
+
 def resolve_references(value: Any, output_of: Callable[[int], dict[str, Any]]) -> Any:
     """Return a copy of ``value`` with every reference replaced by what it points at."""
     if isinstance(value, OutputReference):

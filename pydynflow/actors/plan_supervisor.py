@@ -60,7 +60,7 @@ from pydynflow.phases import (
     run_accepts_event,
 )
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
-from pydynflow.references import iter_references, resolve_references
+from pydynflow.references import has_references, resolve_references
 from pydynflow.rescue import Fail, Pause, Retry, Skip, plan_rescue_strategy
 from pydynflow.scheduling import FlowGraph
 from pydynflow.skipping import skip_plan_steps
@@ -232,7 +232,7 @@ class PlanSupervisor(PooledActor):
                 ready.extend(self.graph.complete(step_id))
                 continue
             if step.state != StepState.SKIPPING:
-                if next(iter_references(record.input), None) is not None:
+                if has_references(record.input):
                     try:
                         record.input = resolve_references(record.input, self._output_of)
                     except DynflowError as exc:

@@ -46,7 +46,7 @@ from pydynflow.phases import (
 )
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
 from pydynflow.promise import Promise
-from pydynflow.references import iter_references, resolve_references
+from pydynflow.references import has_references, resolve_references
 from pydynflow.scheduling import FlowGraph
 from pydynflow.states import PlanState, StepState
 from pydynflow.storage import Storage
@@ -433,7 +433,7 @@ class InThreadWorld:
                 ready.extend(execution.graph.complete(step_id))
                 continue
             if step.state != StepState.SKIPPING:
-                if next(iter_references(record.input), None) is not None:
+                if has_references(record.input):
                     try:
                         record.input = resolve_references(
                             record.input, lambda action_id: plan.actions[action_id].output
