@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import threading
 import time
 import traceback
 import uuid
@@ -45,13 +46,37 @@ def new_plan_id() -> str:
     instead of landing on one random page each (on SQLite and PostgreSQL alike; W1 wrote
     10 % fewer WAL pages).
     """
-    random = int.from_bytes(os.urandom(10), "big")
+    random = _random_bits()
     value = (time.time_ns() // 1_000_000) << 80  # unix_ts_ms
     value |= 0x7 << 76  # version
     value |= ((random >> 62) & 0xFFF) << 64  # rand_a
     value |= 0b10 << 62  # variant
     value |= random & ((1 << 62) - 1)  # rand_b
     return str(uuid.UUID(int=value))
+
+
+_random_lock = threading.Lock()
+_random_pool: list[int] = []
+
+
+def _random_bits() -> int:
+    """Return 80 random bits from the OS, drawn 256 ids' worth at a time.
+
+    One ``os.urandom`` call per id would release the GIL on every trigger, and in a busy
+    process getting it back can take milliseconds; the pool is refilled after a fork too
+    (the child must not repeat the parent's ids).
+    """
+    with _random_lock:
+        if not _random_pool or _random_pid[0] != os.getpid():
+            _random_pid[0] = os.getpid()
+            block = os.urandom(10 * 256)
+            _random_pool[:] = [
+                int.from_bytes(block[i : i + 10], "big") for i in range(0, len(block), 10)
+            ]
+        return _random_pool.pop()
+
+
+_random_pid = [os.getpid()]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any
@@ -345,3 +346,26 @@ def test_plan_ids_are_time_ordered_version_7_uuids() -> None:
     assert now_ms - 60_000 < stamps[0] <= stamps[-1] <= now_ms
     planned = plan_action(Ci, ({"commit": "abc"},))
     assert uuid.UUID(planned.id).version == 7
+
+
+def test_plan_ids_differ_between_a_forked_child_and_its_parent() -> None:
+    """Plan ids draw on a pool of random bits: a forked child must not reuse the parent's."""
+    new_plan_id()  # the parent's pool is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send 300 ids (more than one pool) and leave at once
+        try:
+            os.write(write, "\n".join(new_plan_id() for _ in range(300)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split("\n"))
+    os.waitpid(pid, 0)
+    parent = {new_plan_id() for _ in range(300)}
+    assert len(child) == 300 and len(parent) == 300
+    assert not child & parent
+    # Random parts too (the time part may coincide): compare the last 62 bits.
+    assert not {uuid.UUID(i).int & (1 << 62) - 1 for i in child} & {
+        uuid.UUID(i).int & (1 << 62) - 1 for i in parent
+    }
