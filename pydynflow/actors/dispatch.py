@@ -51,7 +51,8 @@ pykka internals this module relies on (pinned to pykka 4.5;
 * `ActorRef.tell`/`ask` only call `actor_inbox.put(Envelope(message, reply_to))`.
   `ask` gets its reply future from `actor_class._create_future()`.
 * `Actor._actor_loop_setup` (runs `on_start`), `_handle_receive` (dispatches
-  proxy and stop messages), `_handle_failure` and `_actor_loop_teardown`
+  proxy and stop messages, which are `_ActorStop`, `ProxyCall`, `ProxyGetAttr` and
+  `ProxySetAttr`; any other message goes straight to `on_receive`), `_handle_failure` and `_actor_loop_teardown`
   (answers leftover envelopes through the inbox's `empty()`/`get()`) are reused
   as they are. The body of `Actor._actor_loop_running` is replicated in
   `PooledActor._actor_loop_batch`, which runs one message at a time instead of a
@@ -559,6 +560,14 @@ def _copy_result(source: PooledFuture[Any], target: asyncio.Future[Any]) -> None
 
 _actor_ids = itertools.count(1)
 
+# The messages pykka's `Actor._handle_receive` handles itself; any other goes to on_receive.
+_PYKKA_MESSAGES = (
+    messages._ActorStop,
+    messages.ProxyCall,
+    messages.ProxyGetAttr,
+    messages.ProxySetAttr,
+)
+
 
 class _StoppedFlag:
     """`threading.Event` as pykka uses `actor_stopped`, without a condition per actor.
@@ -718,8 +727,12 @@ class PooledActor(pykka.Actor):
             if stopped.is_set() or pending.empty():
                 return
             envelope = pending.get_nowait()
+            message = envelope.message
             try:
-                response = self._handle_receive(envelope.message)
+                if isinstance(message, _PYKKA_MESSAGES):  # stop and proxy messages
+                    response = self._handle_receive(message)
+                else:  # what _handle_receive would do, minus its four type checks
+                    response = self.on_receive(message)
                 if envelope.reply_to is not None:
                     envelope.reply_to.set(response)
             except Exception:

@@ -1,4 +1,10 @@
-"""The messages actors send each other: small immutable records, one class per meaning."""
+"""The messages actors send each other: small immutable records, one class per meaning.
+
+Immutable by convention, not ``frozen``: a frozen dataclass sets each field through
+``object.__setattr__``, which makes it 3-5 times dearer to build (0.65 us instead of
+0.12 us for `Persist`), and a step sends about ten messages. Nobody changes a message
+after sending it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ if TYPE_CHECKING:
 OnCommit = Callable[[BaseException | None], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claim:
     """Move a plan row to ``state`` only if it is in one of ``from_states`` (else fail)."""
 
@@ -21,7 +27,7 @@ class Claim:
     from_states: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Persist:
     """State changes to commit together; ``on_commit(error)`` runs after the commit.
 
@@ -40,19 +46,19 @@ class Persist:
     envelope_clear: tuple[tuple[str, int], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Flush:
     """Tell the persistence actor to commit what it has gathered."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PhaseDone:
     """A step's user code returned (sent by the worker to the step actor)."""
 
     outcome: PhaseOutcome
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claimed:
     """The plan's claim (``planned``/``paused`` -> ``running``) committed, or was refused.
 
@@ -63,7 +69,7 @@ class Claimed:
     error: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepOutcome:
     """A step's user code returned: the supervisor records and commits the outcome."""
 
@@ -71,7 +77,7 @@ class StepOutcome:
     outcome: PhaseOutcome
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Launch:
     """The steps' move to ``running`` is committed (or failed): start their actors."""
 
@@ -79,14 +85,14 @@ class Launch:
     error: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finished:
     """The plan's final state is committed (or failed to be)."""
 
     error: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FinalizeDone:
     """The finalize flow ran: its steps and records as they ended, and their output chunks."""
 
@@ -95,7 +101,7 @@ class FinalizeDone:
     chunks: tuple[tuple[Any, ...], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ExecutePlan:
     """Ask the executor to run a plan (the object if at hand, else loaded by id).
 
@@ -109,7 +115,7 @@ class ExecutePlan:
     stored: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlanDone:
     """A supervisor finished its plan (paused or stopped), or could not start it."""
 
@@ -118,19 +124,19 @@ class PlanDone:
     error: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Terminate:
     """Stop taking work; pause running plans once their running steps return."""
 
     future: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Wind:
     """Tell a supervisor to start no new step and pause once its running steps return."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """An event for a step actor; ``persisted`` when it is stored as an envelope."""
 
@@ -139,12 +145,12 @@ class Event:
     token: int | None = None  # a wait_for_event timeout: stale once that wait is over
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Parked:
     """The step's move to ``suspended`` is committed: it may take events now."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Resume:
     """A parked step has an event: commit its move to ``running`` (and drop the envelope)."""
 
@@ -152,12 +158,12 @@ class Resume:
     persisted: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GoAhead:
     """The step's move back to ``running`` is committed: run it with its event."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AwaitEvent:
     """An async run awaits ``wait_for_event``: park the step, then resolve ``future``."""
 
@@ -166,7 +172,7 @@ class AwaitEvent:
     timeout: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeliverEvent:
     """Deliver ``payload`` to a step of a running plan; answer through ``reply``."""
 
@@ -177,7 +183,7 @@ class DeliverEvent:
     reply: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelPlan:
     """Send ``Cancel`` (or ``Abort`` when ``force``) to every cancellable step."""
 
@@ -186,7 +192,7 @@ class CancelPlan:
     reply: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HaltPlan:
     """Stop a running plan: start nothing new, stop once the running calls return."""
 

@@ -718,6 +718,12 @@ def test_the_pykka_internals_we_rely_on_are_unchanged() -> None:
         assert line in stop_source, line
     assert isinstance(ActorRegistry._actor_refs, list)
 
+    # _actor_loop_batch sends every message but these four straight to on_receive.
+    receive_source = inspect.getsource(pykka.Actor._handle_receive)
+    handled = {name for name in dir(messages) if f"messages.{name})" in receive_source}
+    assert handled == {"_ActorStop", "ProxyCall", "ProxyGetAttr", "ProxySetAttr"}
+    assert "return self.on_receive(message)" in receive_source
+
     # PooledActor._actor_loop_batch replicates this loop body: re-check it if this changes.
     running = inspect.getsource(pykka.Actor._actor_loop_running)
     assert hashlib.sha256(running.encode()).hexdigest()[:16] == RUNNING_LOOP_SHA256_PREFIX
