@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydynflow import errors as _errors
 from pydynflow.flows import Concurrence, Flow, Sequence
+from pydynflow.registry import resolve_action_class
 from pydynflow.states import (
     Phase,
     PlanState,
@@ -172,8 +173,6 @@ class ActionRecord:
     @property
     def action_class(self) -> type[Action]:
         """Return the registered class, or a placeholder if it no longer resolves."""
-        from pydynflow.registry import resolve_action_class
-
         return resolve_action_class(self.action_class_name)
 
 
@@ -202,8 +201,6 @@ class Step:
     @property
     def action_class(self) -> type[Action]:
         """Return the registered class, or a placeholder if it no longer resolves."""
-        from pydynflow.registry import resolve_action_class
-
         return resolve_action_class(self.action_class_name)
 
     @property

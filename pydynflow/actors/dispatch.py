@@ -192,7 +192,7 @@ class _Mailbox:
             actor._actor_loop_batch(batch_size)
         except BaseException:
             actor._handle_failure(*sys.exc_info())
-        if actor.actor_stopped.is_set():
+        if actor.actor_stopped._set:  # type: ignore[attr-defined]  # a _StoppedFlag
             self._retire(actor)
         elif not self._queue.empty():
             assert self._dispatcher is not None
@@ -727,9 +727,10 @@ class PooledActor(pykka.Actor):
         """Handle up to `limit` queued messages, replicating `Actor._actor_loop_running`."""
         inbox = self.actor_inbox
         assert isinstance(inbox, _Mailbox)
-        pending, stopped = inbox._queue, self.actor_stopped
+        pending = inbox._queue
+        stopped: _StoppedFlag = self.actor_stopped  # type: ignore[assignment]  # see __init__
         for _ in range(limit):
-            if stopped.is_set() or pending.empty():
+            if stopped._set or pending.empty():
                 return
             envelope = pending.get_nowait()
             message = envelope.message

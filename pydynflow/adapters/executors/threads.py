@@ -70,13 +70,16 @@ class ThreadWorkers:
         thread.start()
 
     def _work(self) -> None:
-        jobs = self._jobs
+        jobs, lock = self._jobs, self._lock
         while True:
-            with self._lock:
-                self._idle += 1
-            job = jobs.get()
-            with self._lock:
-                self._idle -= 1
+            try:
+                job = jobs.get_nowait()  # busy: the next job without counting in and out
+            except queue.Empty:
+                with lock:
+                    self._idle += 1
+                job = jobs.get()
+                with lock:
+                    self._idle -= 1
             if job is _STOP:
                 return
             fn, args, on_done = job
