@@ -76,9 +76,20 @@ def _migration_2(database: peewee.Database) -> None:
         database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "plan_steps" BLOB')
 
 
+def _migration_3(database: peewee.Database) -> None:
+    """Drop the index on ``dynflow_steps.state``.
+
+    No query reads steps by state (steps are always read by plan, through the primary key),
+    while every step transition rewrote two of its entries: one in ten seconds a writer
+    spent in W1 went to it. ``IF EXISTS``: migration 1 no longer creates it.
+    """
+    database.execute_sql('DROP INDEX IF EXISTS "dynflow_steps_state"')
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the dynflow_* tables", _migration_1),
     (2, "plan-phase steps in one column of the plan row", _migration_2),
+    (3, "no index on step states", _migration_3),
 ]
 """Every migration, in order: ``(number, description, function(database))``."""
 

@@ -134,7 +134,7 @@ class StepModel(_Base):
     )
     id = peewee.IntegerField()
     action_id = peewee.IntegerField()
-    state = peewee.CharField(max_length=32, index=True)
+    state = peewee.CharField(max_length=32)  # no index: no query reads steps by state
     phase = peewee.CharField(max_length=16)
     started_at = UTCDateTimeField(null=True)
     ended_at = UTCDateTimeField(null=True)

@@ -71,6 +71,8 @@ def test_migrated_columns_and_indexes_are_what_the_models_declare(
         assert (column,) in plan_indexes
     action_indexes = {tuple(index.columns) for index in database.get_indexes("dynflow_actions")}
     assert ("caller_execution_plan_id", "caller_action_id") in action_indexes
+    step_indexes = {tuple(index.columns) for index in database.get_indexes("dynflow_steps")}
+    assert ("state",) not in step_indexes  # migration 3
     foreign = {
         (key.table, key.dest_table)
         for model in ALL_MODELS
@@ -142,7 +144,8 @@ def test_storage_can_skip_migrating(url: str) -> None:
 
 
 def test_a_schema_1_database_is_upgraded_and_its_plans_still_load(url: str) -> None:
-    """Schema 1 kept plan-phase steps as rows; migration 2 adds the plan_steps column."""
+    """Schema 1 kept plan-phase steps as rows (migration 2 adds the plan_steps column) and
+    indexed step states (migration 3 drops that index)."""
     plan = make_plan("old")
     with Storage(url) as storage:
         storage.save_plan(plan)
@@ -150,10 +153,13 @@ def test_a_schema_1_database_is_upgraded_and_its_plans_still_load(url: str) -> N
         # Back to schema 1: plan-phase steps as rows, no plan_steps column.
         storage.save_steps(s for s in plan.steps.values() if s.phase == Phase.PLAN)
         db.execute_sql('ALTER TABLE "dynflow_execution_plans" DROP COLUMN "plan_steps"')
+        db.execute_sql('CREATE INDEX "dynflow_steps_state" ON "dynflow_steps" ("state")')
         db.execute_sql("UPDATE dynflow_schema_info SET version = 1")
         assert current_version(db) == 1
     with Storage(url) as upgraded:
-        assert current_version(upgraded.database) == LATEST_VERSION == 2
+        assert current_version(upgraded.database) == LATEST_VERSION == 3
+        indexes = {index.name for index in upgraded.database.get_indexes("dynflow_steps")}
+        assert "dynflow_steps_state" not in indexes
         loaded = upgraded.load_plan("old")
         assert loaded == plan and loaded.valid
         assert [step.id for step in loaded.steps.values()] == sorted(plan.steps)
