@@ -129,6 +129,8 @@ def encode(value: Any) -> bytes:
         SerializationError: if ``value`` holds something JSON cannot represent (an object, a
             NaN or infinite float).
     """
+    if type(value) is dict and not value and _EMPTY_DICT is not None:
+        return _EMPTY_DICT  # most outputs, and many inputs, are empty: frame them once
     try:
         text = _dumps(value)
     except (TypeError, ValueError) as exc:
@@ -150,6 +152,10 @@ def encode(value: Any) -> bytes:
             payload = compressed
             flags |= FLAG_ZSTD
     return _HEADER.pack(MAGIC, flags, zlib.crc32(payload)) + payload
+
+
+_EMPTY_DICT: bytes | None = None
+_EMPTY_DICT = encode({})
 
 
 def decode(blob: bytes | bytearray | memoryview) -> Any:
