@@ -158,7 +158,7 @@ class _Mailbox:
                 self._answer_dead_letters()
             else:
                 assert self._dispatcher is not None
-                self._run(self._dispatcher.batch_size)
+                self._run(self._dispatcher.batch_size, on_pool=False)
 
     def get(self) -> Envelope[Any]:
         # Only called by pykka's teardown after `empty()` returned False.
@@ -181,8 +181,12 @@ class _Mailbox:
         if not self._queue.empty() and self._token.acquire(False):
             self._schedule()
 
-    def _run(self, batch_size: int) -> None:
-        """Give the actor one turn on the calling worker thread (caller holds the token)."""
+    def _run(self, batch_size: int, on_pool: bool = True) -> None:
+        """Give the actor one turn on the calling thread (the caller holds the token).
+
+        ``on_pool``: the caller is one of the dispatcher's workers, which looks at the ready
+        queue before it parks; any other thread must wake a worker for what is left.
+        """
         actor = self._actor
         assert actor is not None
         try:
@@ -196,7 +200,10 @@ class _Mailbox:
             self._retire(actor)
         elif not self._queue.empty():
             assert self._dispatcher is not None
-            self._dispatcher._ready.append(self)
+            if on_pool:
+                self._dispatcher._ready.append(self)
+            else:
+                self._dispatcher._submit(self)
         else:
             self._release()
 

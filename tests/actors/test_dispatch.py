@@ -678,6 +678,34 @@ def test_tell_and_run_queues_behind_a_busy_actor(dispatcher: Dispatcher) -> None
     ref.stop(timeout=WAIT)
 
 
+class SelfTeller(PooledActor):
+    """On ``"first"``, tell itself ``"second"`` (which waits for the turn to end)."""
+
+    def __init__(self, second: threading.Event) -> None:
+        super().__init__()
+        self.second = second
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "first":
+            self.actor_ref.tell("second")
+        elif message == "second":
+            self.second.set()
+        return None
+
+
+def test_a_message_arriving_during_an_inline_turn_is_not_stranded() -> None:
+    """A turn run by tell_and_run on a foreign thread leaves the actor ready for the pool:
+    the pool must be woken for what arrived meanwhile (here no pool thread exists yet)."""
+    dispatcher = Dispatcher(1, name="inline-then-pool", batch_size=1)  # one message a turn
+    try:
+        second = threading.Event()
+        actor = SelfTeller.start(second, _dispatcher=dispatcher)
+        assert tell_and_run(actor, "first") is True
+        assert second.wait(WAIT)  # nothing else is sent that could wake the pool
+    finally:
+        dispatcher.shutdown()
+
+
 # -- The pykka internals dispatch.py builds on -------------------------------------------------
 
 
