@@ -116,6 +116,10 @@ def _on_dispatcher_thread() -> bool:
     return getattr(_worker_state, "dispatcher", None) is not None
 
 
+def _on_pool_of(dispatcher: Dispatcher) -> bool:
+    return getattr(_worker_state, "dispatcher", None) is dispatcher
+
+
 def _dead_letter(envelope: Envelope[Any], text: str) -> None:
     """Answer an envelope that reached a dead actor, as pykka's teardown does."""
     if envelope.reply_to is None:
@@ -157,8 +161,9 @@ class _Mailbox:
             if self._actor is None:
                 self._answer_dead_letters()
             else:
-                assert self._dispatcher is not None
-                self._run(self._dispatcher.batch_size, on_pool=False)
+                dispatcher = self._dispatcher
+                assert dispatcher is not None
+                self._run(dispatcher.batch_size, on_pool=_on_pool_of(dispatcher))
 
     def get(self) -> Envelope[Any]:
         # Only called by pykka's teardown after `empty()` returned False.
@@ -648,6 +653,7 @@ class PooledActor(pykka.Actor):
         *args: Any,
         register: bool = False,
         _dispatcher: Dispatcher | None = None,
+        _first_turn_here: bool = False,
         **kwargs: Any,
     ) -> ActorRef[Self]:
         """Create the actor with `cls(*args, **kwargs)` and start it.
@@ -658,6 +664,10 @@ class PooledActor(pykka.Actor):
                 off by default because the registry's lookups are linear and
                 `stop_all` is quadratic, so parents track their children themselves.
             _dispatcher: The dispatcher to run on (overrides `dispatcher`).
+            _first_turn_here: Run the first turn (``on_start``, and what was sent from
+                ``__init__``) on the calling thread before returning, instead of queueing
+                it for the pool. For a caller with nothing else to do meanwhile; like any
+                turn, it must not block.
             **kwargs: Keyword arguments for the constructor.
 
         Returns:
@@ -677,7 +687,7 @@ class PooledActor(pykka.Actor):
             obj._registered = True
             ActorRegistry.register(obj.actor_ref)
         try:
-            obj._start_actor_loop()
+            obj._start_actor_loop(first_turn_here=_first_turn_here)
         except BaseException:
             if register:
                 ActorRegistry.unregister(obj.actor_ref)
@@ -716,7 +726,7 @@ class PooledActor(pykka.Actor):
     def _create_future() -> pykka.Future[Any]:
         return PooledFuture()
 
-    def _start_actor_loop(self) -> None:
+    def _start_actor_loop(self, first_turn_here: bool = False) -> None:
         dispatcher = self.dispatcher = self.dispatcher or get_default_dispatcher()
         dispatcher._adopt(self)
         mailbox = self.actor_inbox
@@ -727,6 +737,8 @@ class PooledActor(pykka.Actor):
             # Nothing to run before the first message: start idle, holding no thread.
             mailbox._started = True
             mailbox._release()
+        elif first_turn_here:
+            mailbox._run(dispatcher.batch_size, on_pool=_on_pool_of(dispatcher))
         else:
             dispatcher._submit(mailbox)
 

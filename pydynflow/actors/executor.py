@@ -100,12 +100,15 @@ class ExecutorActor(PooledActor):
             future.set_exception(DynflowError(f"execution plan {plan_id} is already running"))
             return
         self.waiting[plan_id] = [future]
+        # A fresh plan's caller waits for its first commit: start the supervisor (which
+        # sends that commit) on this thread, not behind every actor queued on the pool.
         self.supervisors[plan_id] = PlanSupervisor.start(
             self.runtime,
             plan,
             self.actor_ref,
             message.stored,
             _dispatcher=self.runtime.dispatcher,
+            _first_turn_here=message.stored is not None,
         )
 
     def _plan_done(self, message: PlanDone) -> None:
