@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import threading
 import time
 import traceback
 import uuid
@@ -56,28 +55,25 @@ def new_plan_id() -> str:
     return str(uuid.UUID(int=value))
 
 
-_random_lock = threading.Lock()
 _random_pool: list[int] = []
+os.register_at_fork(after_in_child=_random_pool.clear)  # a child must not repeat its parent
 
 
 def _random_bits() -> int:
     """Return 80 random bits from the OS, drawn 256 ids' worth at a time.
 
     One ``os.urandom`` call per id would release the GIL on every trigger, and in a busy
-    process getting it back can take milliseconds; the pool is refilled after a fork too
-    (the child must not repeat the parent's ids).
+    process getting it back can take milliseconds. No lock: ``list.pop`` and ``extend`` are
+    atomic, so two threads never get the same bits (at worst both refill).
     """
-    with _random_lock:
-        if not _random_pool or _random_pid[0] != os.getpid():
-            _random_pid[0] = os.getpid()
-            block = os.urandom(10 * 256)
-            _random_pool[:] = [
-                int.from_bytes(block[i : i + 10], "big") for i in range(0, len(block), 10)
-            ]
+    try:
         return _random_pool.pop()
-
-
-_random_pid = [os.getpid()]
+    except IndexError:
+        block = os.urandom(10 * 256)
+        bits = [int.from_bytes(block[i : i + 10], "big") for i in range(0, len(block), 10)]
+        value = bits.pop()
+        _random_pool.extend(bits)
+        return value
 
 
 @dataclass(frozen=True, slots=True)
