@@ -251,7 +251,7 @@ class World:
         if id is not None and self.storage.plan_exists(id):
             raise PlanningError(f"an execution plan with id {id} already exists")
         plan = self._plan(action_class, args, kwargs, id, caller_action)
-        self._save(plan, full=True, steps=plan.steps.values(), actions=plan.actions.values())
+        self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
         return plan
 
     def _plan(
@@ -287,7 +287,7 @@ class World:
         plan = self._plan(action_class, args, kwargs)
         future: Promise[ExecutionPlan] = Promise()
         if plan.state != PlanState.PLANNED:
-            self._save(plan, full=True, steps=plan.steps.values(), actions=plan.actions.values())
+            self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
             future.set_result(plan)
             return Triggered(plan.id, future, planned=False, error=plan.error)
         # One transaction stores the plan and starts it; return once it is committed. This
@@ -395,21 +395,24 @@ class World:
         self,
         plan: ExecutionPlan,
         *,
-        full: bool = False,
+        new: bool = False,
         steps: Iterable[Step] = (),
         actions: Iterable[ActionRecord] = (),
     ) -> None:
-        """Commit changes to ``plan`` through the persistence actor (or directly if stopped)."""
+        """Commit changes to ``plan`` through the persistence actor (or directly if stopped).
+
+        ``new``: the plan was never stored (written whole).
+        """
         runtime = self._runtime
         if runtime is None:  # not started: nothing else writes, write directly
-            if full:
+            if new:
                 self.storage.save_plan(plan)
             else:
                 self.storage.save_steps(steps)
                 self.storage.save_actions(actions)
                 self.storage.save_plan_row(plan)
             return
-        message = changes(self.storage, plan=plan, full=full, steps=steps, actions=actions)
+        message = changes(self.storage, plan=plan, new=new, steps=steps, actions=actions)
         persist_and_wait(runtime.persistence, message)
 
     def _recover(self) -> None:

@@ -194,6 +194,34 @@ def test_plan13_fast_commit_round_trip(url: str, client: World) -> None:
     assert loaded == plan
 
 
+def test_a_new_plans_unstarted_steps_travel_in_its_row_until_they_run(
+    url: str, executor: World
+) -> None:
+    """A plan stored by a started world keeps its pending steps in its row (no step rows);
+    each step gets its row when it first changes, and the row then wins."""
+    plan = executor.plan(FastCommit, COMMIT)
+    count = "SELECT COUNT(*) FROM dynflow_steps WHERE execution_plan_uuid = ?"
+    assert execute_sql(executor, count, plan.id).fetchone()[0] == 0
+    assert executor.storage.step_state(plan.id, 3) == "pending"  # read from the plan row
+    other = reopen(url)
+    try:
+        assert other.load(plan.id) == plan
+    finally:
+        other.stop()
+
+    done = executor.execute(plan.id).wait(TIMEOUT)
+    assert done.result == "success"
+    run_and_finalize = [s for s in done.steps.values() if s.phase != "plan"]
+    assert execute_sql(executor, count, plan.id).fetchone()[0] == len(run_and_finalize)
+    other = reopen(url)
+    try:
+        loaded = other.load(plan.id)
+    finally:
+        other.stop()
+    assert loaded == done
+    assert all(loaded.steps[s.id].state == "success" for s in run_and_finalize)
+
+
 # -- PLAN-14: a plan whose step rows are gone ----------------------------------------------
 
 

@@ -34,7 +34,7 @@ def changes(
     storage: Any,
     *,
     plan: ExecutionPlan | None = None,
-    full: bool = False,
+    new: bool = False,
     steps: Iterable[Step] = (),
     actions: Iterable[ActionRecord] = (),
     claim: Claim | None = None,
@@ -46,14 +46,16 @@ def changes(
 ) -> Persist:
     """Snapshot a plan row, steps and actions now into a `Persist` message.
 
-    Snapshots are cheap and unaffected by later changes; the writer encodes them.
+    Snapshots are cheap and unaffected by later changes; the writer encodes them. ``new``:
+    ``plan`` has never been stored; its whole row is written (flows, and the steps it
+    carries: see `pydynflow.storage.Storage.plan_snapshot`), else only its metadata.
 
     Also: output ``chunks`` rows to append, events to store (``envelope_add``), the oldest
     stored event of a step to drop (``envelope_pop``) and all of a step's (``envelope_clear``).
     """
-    plans = () if plan is None else (storage.plan_snapshot(plan, full=full),)
-    if plan is not None and full and plan.valid:
-        steps = row_steps(steps)  # the plan-phase ones travel in the plan's row
+    plans = () if plan is None else (storage.plan_snapshot(plan, full=new, new=new),)
+    if plan is not None and new and plan.valid:
+        steps = row_steps(steps, new=True)  # the plan-phase and unstarted ones: in its row
     return Persist(
         tuple(map(storage.step_snapshot, steps)),
         tuple(map(storage.action_snapshot, actions)),
@@ -183,7 +185,7 @@ def store_plan(
     message = changes(
         storage,
         plan=plan,
-        full=True,
+        new=True,
         steps=plan.steps.values(),
         actions=plan.actions.values(),
         on_commit=on_commit,

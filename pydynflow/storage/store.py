@@ -374,11 +374,16 @@ class Storage:
     # process), then writes them with `write_rows` and `claim_plan` inside one `transaction`.
 
     @staticmethod
-    def plan_snapshot(plan: ExecutionPlan, *, full: bool = False) -> tuple[Any, ...]:
+    def plan_snapshot(
+        plan: ExecutionPlan, *, full: bool = False, new: bool = False
+    ) -> tuple[Any, ...]:
         """Snapshot ``plan``'s row: metadata and history, plus its flows when ``full``.
 
         The first value is the plan id; the last is None, or (when ``full``, for a valid
-        plan) its flows and its plan-phase steps, which then need no rows of their own.
+        plan) its flows and the steps its row carries, which then need no rows of their
+        own (`row_steps`): its plan-phase steps, and for a ``new`` plan (never stored) also
+        the steps that have not started. A step's own row, once written, wins over the
+        plan row's copy.
         """
         flows = None
         if full and plan.valid:
@@ -388,7 +393,7 @@ class Storage:
                 [
                     _plan_step_record(step)
                     for step in plan.steps.values()
-                    if step.phase == Phase.PLAN
+                    if step.phase == Phase.PLAN or (new and step.state == StepState.PENDING)
                 ],
             )
         return (
@@ -1249,8 +1254,16 @@ class Storage:
         plan.steps = dict(sorted(steps.items()))  # by id, wherever each step was kept
 
 
-def row_steps(steps: Iterable[Step]) -> list[Step]:
-    """Return the steps of ``steps`` that a plan's full row does not carry (not plan-phase)."""
+def row_steps(steps: Iterable[Step], *, new: bool = False) -> list[Step]:
+    """Return the steps of ``steps`` that a plan's full row does not carry (see
+    `Storage.plan_snapshot`): not plan-phase, and for a ``new`` plan not pending either.
+
+    Why a new plan's pending steps go in its row: W1's plans are stored with ten steps that
+    will each be written again once they run; as rows, their inserts took a sixth of the
+    writer's time.
+    """
+    if new:
+        return [s for s in steps if s.phase != Phase.PLAN and s.state != StepState.PENDING]
     return [step for step in steps if step.phase != Phase.PLAN]
 
 
