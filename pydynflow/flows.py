@@ -114,6 +114,13 @@ class ComposedFlow(Flow):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.flows!r})"
 
+    def add(self, new_flow: Flow) -> None:
+        """Add ``new_flow``, which needs no other step: `add_and_resolve` with nothing to find."""
+        if new_flow.is_empty():
+            return
+        self._add_to_sequence([], new_flow)
+        self.flatten()
+
     def add_and_resolve(self, graph: DependencyGraph, new_flow: Flow) -> None:
         """Add ``new_flow`` so that it runs after every sub-flow holding a step it needs."""
         if new_flow.is_empty():

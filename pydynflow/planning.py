@@ -29,6 +29,7 @@ class DependencyGraph:
 
     def __init__(self) -> None:
         self._required: dict[int, list[int]] = {}
+        self.pending = 0  # dependencies recorded and not yet satisfied
 
     def add_dependencies(self, step_id: int, action: Action) -> None:
         """Record the run steps referenced by ``action``'s input as needed by ``step_id``."""
@@ -38,6 +39,7 @@ class DependencyGraph:
             required = self._required.setdefault(step_id, [])
             if reference.step_id not in required:
                 required.append(reference.step_id)
+                self.pending += 1
 
     def required_step_ids(self, step_id: int) -> list[int]:
         """Return the step ids ``step_id`` still waits for."""
@@ -48,6 +50,7 @@ class DependencyGraph:
         required = self._required.get(step_id)
         if required and required_step_id in required:
             required.remove(required_step_id)
+            self.pending -= 1
 
     def unresolved(self) -> dict[int, list[int]]:
         """Return the dependencies no flow satisfied (step id -> required step ids)."""
@@ -156,7 +159,7 @@ class Planner:
             step = self._add_flow_step(action, Phase.RUN, action_class.run_progress_weight)
             action.run_step_id = step.id
             self._graph.add_dependencies(step.id, action)
-            self._stack[-1].add_and_resolve(self._graph, Atom(step.id))
+            self._add_flow(Atom(step.id))
         if has_finalize:
             weight = action_class.finalize_progress_weight
             step = self._add_flow_step(action, Phase.FINALIZE, weight)
@@ -184,7 +187,18 @@ class Planner:
             yield
         finally:
             self._stack.pop()
+            self._add_flow(flow)
+
+    def _add_flow(self, flow: Flow) -> None:
+        """Add ``flow`` to the current flow, in sequence after the flows it depends on.
+
+        While no output reference waits to be resolved (the common case), there is nothing
+        to look for: the flow is just added (what `add_and_resolve` would do).
+        """
+        if self._graph.pending:
             self._stack[-1].add_and_resolve(self._graph, flow)
+        else:
+            self._stack[-1].add(flow)
 
     def _add_plan_step(
         self, action_class: type[Action], parent: Action | None
@@ -249,7 +263,7 @@ class Planner:
                 action.plan(*args, **kwargs)
             finally:
                 stack.pop()
-                stack[-1].add_and_resolve(self._graph, own_flow)
+                self._add_flow(own_flow)
             subscribers = self._subscriptions(type(action))
             if subscribers:
                 self._plan_subscribers(
