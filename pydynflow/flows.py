@@ -52,12 +52,31 @@ class Flow:
 
 
 class Atom(Flow):
-    """A leaf: one step."""
+    """A leaf: one step. Immutable, and interned: ``Atom(3) is Atom(3)``.
+
+    Every plan's flows hold one atom per step; sharing them keeps finished plans from
+    holding thousands of identical objects for the garbage collector to scan (a step id
+    appears once in a plan's flows, so sharing never puts one object twice in a flow).
+    """
 
     __slots__ = ("step_id",)
+    step_id: int
+    _interned: ClassVar[dict[int, Atom]] = {}
+
+    def __new__(cls, step_id: int) -> Atom:
+        atom = cls._interned.get(step_id)
+        if atom is None or cls is not Atom:
+            atom = super().__new__(cls)
+            atom.step_id = step_id
+            if cls is Atom:
+                atom = cls._interned.setdefault(step_id, atom)
+        return atom
 
     def __init__(self, step_id: int) -> None:
-        self.step_id = step_id
+        pass  # set by __new__ (an interned atom is never changed)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Atom, (self.step_id,))
 
     def all_step_ids(self) -> list[int]:
         return [self.step_id]

@@ -215,7 +215,11 @@ class Planner:
             step_id, plan.id, action_id, record.action_class_name, Phase.PLAN, action=record
         )
         if parent is not None and parent.plan_step_id is not None:
-            plan.steps[parent.plan_step_id].children.append(step_id)
+            parent_step = plan.steps[parent.plan_step_id]
+            if parent_step.children:
+                parent_step.children.append(step_id)  # type: ignore[union-attr]
+            else:
+                parent_step.children = [step_id]
         return plan.steps[step_id], action
 
     def _add_flow_step(self, action: Action, phase: Phase, weight: int) -> Step:

@@ -1198,12 +1198,14 @@ class Storage:
                     error = StepError.from_dict(data)
                 except (KeyError, TypeError, AttributeError) as exc:
                     raise DataConsistencyError(f"{at}: malformed error {exc!r}") from None
+            children: list[int] | tuple[int, ...]
             if isinstance(children_blob, list):  # from the plan row's plan_steps
                 children = children_blob
             else:
                 children = (
                     [] if children_blob is None else _decode_at(children_blob, f"{at} children")
                 )
+            children = children or ()  # as planned: a leaf step shares the empty tuple
             action = actions.get(action_id)
             if action is None:
                 missing_actions.setdefault(action_id, []).append(f"step {step_id}")
