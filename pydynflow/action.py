@@ -123,10 +123,11 @@ class Action:
         self.id = id
         self.execution_plan_id = execution_plan_id
         self._phase = phase
-        self._input: dict[str, Any] = dict(input or {})
         if phase != PLAN:
-            self._input = ReadOnlyDict(self._input)
-        self._output: dict[str, Any] = dict(output or {})
+            self._input: dict[str, Any] = ReadOnlyDict(input) if input else ReadOnlyDict()
+        else:
+            self._input = dict(input) if input else {}
+        self._output: dict[str, Any] = dict(output) if output else {}
         if trigger is not None:
             self.trigger = trigger
         if error is not None:

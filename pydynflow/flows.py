@@ -103,7 +103,7 @@ class ComposedFlow(Flow):
     identifier: ClassVar[str]
 
     def __init__(self, flows: list[Flow] | None = None) -> None:
-        self.flows: list[Flow] = list(flows or [])
+        self.flows: list[Flow] = list(flows) if flows else []
 
     def append(self, flow: Flow) -> None:
         """Add ``flow`` at the end."""
