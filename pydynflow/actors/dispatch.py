@@ -106,18 +106,29 @@ DEADLOCK_MESSAGE = (
     "blocking ask from a dispatcher thread would deadlock the pool; use tell and reply by message"
 )
 
+
 # Set on every dispatcher worker thread: `PooledFuture.get` refuses to block there.
-_worker_state = threading.local()
+class _WorkerState(threading.local):
+    """Per thread: the dispatcher whose worker this thread is (None on any other thread).
+
+    A class default, so that reading it on other threads (workers, callers of
+    `tell_and_run`) finds None without raising and catching an AttributeError each time.
+    """
+
+    dispatcher: Dispatcher | None = None
+
+
+_worker_state = _WorkerState()
 # Guards callback registration on futures (rare: only `add_done_callback`).
 _callbacks_lock = threading.Lock()
 
 
 def _on_dispatcher_thread() -> bool:
-    return getattr(_worker_state, "dispatcher", None) is not None
+    return _worker_state.dispatcher is not None
 
 
 def _on_pool_of(dispatcher: Dispatcher) -> bool:
-    return getattr(_worker_state, "dispatcher", None) is dispatcher
+    return _worker_state.dispatcher is dispatcher
 
 
 def _dead_letter(envelope: Envelope[Any], text: str) -> None:

@@ -162,7 +162,10 @@ class ProcessWriter:
                 (then the next call starts a new child).
         """
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
+            # returncode, not poll(): a system call per commit would hand the GIL away and
+            # wait to get it back. A child that died is found by the pipe failing (then
+            # reaped by _death, which sets returncode) and replaced on the retry.
+            if self._proc is None or self._proc.returncode is not None:
                 if self._proc is not None:
                     self.restarts += 1
                 self._start()
