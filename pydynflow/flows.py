@@ -56,7 +56,8 @@ class Atom(Flow):
 
     Every plan's flows hold one atom per step; sharing them keeps finished plans from
     holding thousands of identical objects for the garbage collector to scan (a step id
-    appears once in a plan's flows, so sharing never puts one object twice in a flow).
+    appears once in a plan's flows, so sharing never puts one object twice in a flow). The
+    cache keeps one atom per step id ever used: as many as the largest plan has steps.
     """
 
     __slots__ = ("step_id",)

@@ -52,7 +52,8 @@ pykka internals this module relies on (pinned to pykka 4.5;
   `ask` gets its reply future from `actor_class._create_future()`.
 * `Actor._actor_loop_setup` (runs `on_start`), `_handle_receive` (dispatches
   proxy and stop messages, which are `_ActorStop`, `ProxyCall`, `ProxyGetAttr` and
-  `ProxySetAttr`; any other message goes straight to `on_receive`), `_handle_failure` and `_actor_loop_teardown`
+  `ProxySetAttr`; any other message goes straight to `on_receive`), `_handle_failure`
+  and `_actor_loop_teardown`
   (answers leftover envelopes through the inbox's `empty()`/`get()`) are reused
   as they are. The body of `Actor._actor_loop_running` is replicated in
   `PooledActor._actor_loop_batch`, which runs one message at a time instead of a
