@@ -146,6 +146,11 @@ def _from_micros(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
+def _iso(micros: int) -> str:
+    """Return `_micros` as ISO text, as ``datetime.isoformat`` writes an aware UTC time."""
+    return (_EPOCH + micros * _MICROSECOND).isoformat()
+
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -428,7 +433,7 @@ class Storage:
             _micros(plan.ended_at),
             plan.real_time,
             plan.execution_time,
-            [entry.to_dict() for entry in plan.history],
+            [(_micros(e.time), e.name, e.world_id) for e in plan.history],
             flows,
         )
 
@@ -475,7 +480,11 @@ class Storage:
         """Encode a `plan_snapshot`; return (whether it has its flows, the row's values)."""
         dt = self._dt
         (plan_id, state, result, label, root, started, ended, real, execution) = snapshot[:9]
-        history, flows = snapshot[9], snapshot[10]
+        history = [
+            {"time": _iso(micros), "name": name, "world_id": world_id}  # HistoryEntry.to_dict
+            for micros, name, world_id in snapshot[9]
+        ]
+        flows = snapshot[10]
         started, ended = _from_micros(started), _from_micros(ended)
         meta = (plan_id, state, result, label, root, dt(started), dt(ended), real, execution)
         if flows is None:
@@ -1301,9 +1310,7 @@ def _plan_step_record(step: Step) -> list[Any]:
 
 def _iso_times(record: list[Any]) -> list[Any]:
     """Return a plan-step record with its two times as ISO text (JSON has no datetimes)."""
-    started, ended = (
-        None if t is None else (_EPOCH + t * _MICROSECOND).isoformat() for t in record[4:6]
-    )
+    started, ended = (None if t is None else _iso(t) for t in record[4:6])
     return [*record[:4], started, ended, *record[6:]]
 
 
