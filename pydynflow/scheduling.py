@@ -57,7 +57,10 @@ class FlowGraph:
             self._atoms.append(flow.step_id)
             return [flow.step_id], [flow.step_id]
         assert isinstance(flow, ComposedFlow)
-        parts = [self._build(sub) for sub in flow.flows]
+        flows = flow.flows
+        if flows and all(type(sub) is Atom for sub in flows):
+            return self._build_atoms(flow, [sub.step_id for sub in flows])  # type: ignore[attr-defined]
+        parts = [self._build(sub) for sub in flows]
         parts = [(entries, exits) for entries, exits in parts if entries]
         if not parts:
             return [], []
@@ -70,6 +73,19 @@ class FlowGraph:
         for (_, exits), (entries, _) in zip(parts, parts[1:], strict=False):
             self._connect(exits, entries)
         return parts[0][0], parts[-1][1]
+
+    def _build_atoms(self, flow: ComposedFlow, ids: list[int]) -> tuple[list[int], list[int]]:
+        """`_build` for a flow of atoms only (most flows): the same nodes and edges, without
+        a recursion and two lists per atom."""
+        self._atoms.extend(ids)
+        if isinstance(flow, Concurrence):
+            return ids, list(ids)
+        assert isinstance(flow, Sequence)
+        successors, waiting = self._successors, self._waiting
+        for before, after in zip(ids, ids[1:]):
+            successors.setdefault(before, []).append(after)
+            waiting[after] = waiting.get(after, 0) + 1
+        return [ids[0]], [ids[-1]]
 
     def _connect(self, exits: list[int], entries: list[int]) -> None:
         if len(exits) == 1 or len(entries) == 1:

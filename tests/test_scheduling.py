@@ -1,6 +1,10 @@
 """EXEC-26/27: which steps may start next (Dynflow's FlowManager)."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pydynflow import Atom, Concurrence, Sequence
+from pydynflow.flows import ComposedFlow, Flow
 from pydynflow.planning import plan_action
 from pydynflow.scheduling import FlowGraph
 from tests.support.code_workflow import ISSUES, IncomingIssues
@@ -56,3 +60,56 @@ def test_empty_flows():
     graph = FlowGraph(S([C([]), A(1), S([]), A(2)]))
     assert graph.start() == [1]
     assert graph.complete(1) == [2]
+
+
+# -- the shortcut for flows of atoms builds exactly the general graph ----------------------
+
+
+class GeneralFlowGraph(FlowGraph):
+    """FlowGraph built without the shortcut for flows of atoms (the reference)."""
+
+    def _build(self, flow: Flow) -> tuple[list[int], list[int]]:
+        if isinstance(flow, Atom):
+            self._atoms.append(flow.step_id)
+            return [flow.step_id], [flow.step_id]
+        assert isinstance(flow, ComposedFlow)
+        parts = [self._build(sub) for sub in flow.flows]
+        parts = [(entries, exits) for entries, exits in parts if entries]
+        if not parts:
+            return [], []
+        if isinstance(flow, Concurrence):
+            return (
+                [node for entries, _ in parts for node in entries],
+                [node for _, exits in parts for node in exits],
+            )
+        for (_, exits), (entries, _) in zip(parts, parts[1:], strict=False):
+            self._connect(exits, entries)
+        return parts[0][0], parts[-1][1]
+
+
+def numbered_flows() -> st.SearchStrategy[Flow]:
+    """Random flows whose atoms are numbered uniquely (as a plan's are)."""
+    shapes = st.recursive(
+        st.just("atom"),
+        lambda children: st.tuples(st.sampled_from("SC"), st.lists(children, max_size=5)),
+        max_leaves=20,
+    )
+
+    def build(shape: object, counter: list[int]) -> Flow:
+        if shape == "atom":
+            counter[0] += 1
+            return Atom(counter[0])
+        kind, subs = shape  # type: ignore[misc]
+        return (S if kind == "S" else C)([build(sub, counter) for sub in subs])
+
+    return shapes.map(lambda shape: build(shape, [0]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(numbered_flows())
+def test_the_atoms_shortcut_builds_the_same_graph(flow: Flow) -> None:
+    ours, reference = FlowGraph(flow), GeneralFlowGraph(flow)
+    assert ours._atoms == reference._atoms
+    assert ours._successors == reference._successors
+    assert ours._waiting == reference._waiting
+    assert ours.start() == reference.start()
