@@ -82,7 +82,7 @@ class FlowGraph:
             return ids, list(ids)
         assert isinstance(flow, Sequence)
         successors, waiting = self._successors, self._waiting
-        for before, after in zip(ids, ids[1:]):
+        for before, after in zip(ids, ids[1:], strict=False):
             successors.setdefault(before, []).append(after)
             waiting[after] = waiting.get(after, 0) + 1
         return [ids[0]], [ids[-1]]
