@@ -310,6 +310,39 @@ def test_plan17_renamed_action_class_loads_as_a_placeholder(url: str, client: Wo
         action.run()
 
 
+def test_plan_steps_with_iso_text_times_still_load(url: str, client: World) -> None:
+    # Plan rows keep their steps' times as integer microseconds; rows written before kept
+    # ISO text there (datetime.isoformat of an aware UTC time). Both load alike.
+    plan = client.plan(IncomingIssues, ISSUES)
+    records = decode(
+        fetch_blob(client, "SELECT plan_steps FROM dynflow_execution_plans WHERE uuid = ?", plan.id)
+    )
+    assert all(isinstance(record[4], int) for record in records)  # started_at: microseconds
+    for record in records:
+        step = plan.steps[record[0]]
+        for index, moment in ((4, step.started_at), (5, step.ended_at)):
+            assert record[index] is None or isinstance(record[index], int)
+            record[index] = None if moment is None else moment.isoformat()
+    execute_sql(
+        client,
+        "UPDATE dynflow_execution_plans SET plan_steps = ? WHERE uuid = ?",
+        encode(records),
+        plan.id,
+    )
+    client.stop()
+
+    world = reopen(url)
+    try:
+        loaded = world.load(plan.id)
+    finally:
+        world.stop()
+
+    for record in records:
+        step, original = loaded.steps[record[0]], plan.steps[record[0]]
+        assert (step.started_at, step.ended_at) == (original.started_at, original.ended_at)
+        assert step.started_at is not None and step.started_at.tzinfo is not None
+
+
 # -- World.plans: filters, order, pages ----------------------------------------------------
 
 

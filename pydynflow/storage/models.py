@@ -13,7 +13,7 @@ returned as aware UTC datetimes. Blob columns hold `pydynflow.storage.codec` fra
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import peewee
@@ -41,10 +41,16 @@ def to_db_datetime(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def from_db_datetime(value: Any) -> datetime | None:
-    """Return a stored time (naive UTC datetime or ISO text) as an aware UTC datetime."""
+    """Return a stored time (naive UTC datetime, ISO text, or integer microseconds since the
+    epoch as plan rows keep their steps' times) as an aware UTC datetime."""
     if value is None:
         return None
+    if isinstance(value, int):
+        return _EPOCH + timedelta(microseconds=value)
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:

@@ -7,11 +7,23 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pydynflow.storage.store import _from_micros, _micros
+from pydynflow.storage.store import (
+    Storage,
+    _from_micros,
+    _iso,
+    _micros,
+    _naive_from_micros,
+    _sqlite_text,
+)
 
 moments = st.datetimes(
     min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
 )
+# Also before the epoch (negative microseconds) and on whole seconds (no fraction).
+any_moments = st.datetimes(
+    min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+)
+whole_seconds = any_moments.map(lambda moment: moment.replace(microsecond=0))
 
 
 @given(moments)
@@ -26,3 +38,19 @@ def test_naive_means_utc_and_other_zones_convert() -> None:
     paris = moment.astimezone(timezone(timedelta(hours=1)))
     assert _micros(paris) == _micros(moment)
     assert _micros(None) is None and _from_micros(None) is None
+
+
+@given(st.one_of(any_moments, whole_seconds))
+def test_writer_time_texts_match_datetime_formatting(moment: datetime) -> None:
+    micros = _micros(moment)
+    assert _iso(micros) == moment.isoformat()  # type: ignore[arg-type]
+    assert _sqlite_text(micros) == Storage._sqlite_datetime(moment)
+    assert _naive_from_micros(micros) == Storage._naive_utc(moment)
+
+
+def test_writer_time_texts_stay_right_past_the_cache_limit() -> None:
+    start = datetime(2026, 11, 26, tzinfo=UTC)
+    for second in range(0, 10_000, 7):  # more distinct seconds than the cache keeps
+        moment = start + timedelta(seconds=second, microseconds=second)
+        assert _sqlite_text(_micros(moment)) == Storage._sqlite_datetime(moment)
+    assert _sqlite_text(None) is None and _naive_from_micros(None) is None
