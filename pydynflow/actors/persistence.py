@@ -1,21 +1,23 @@
 """`PersistenceActor`: the only writer to the store, committing changes in groups.
 
 Every state change travels here as a `Persist` message of immutable snapshots. The actor
-gathers whatever arrived while it was committing, writes it all in one transaction (group
-commit) and then calls each message's ``on_commit``, which replies to the sender. The
-commit is what makes a step count as done. With SQLite in WAL mode and
-``synchronous=FULL`` (the default), a committed change survives a killed process and a
-power loss.
+gathers whatever arrived since its last turn and hands it to its *writer*
+(`pydynflow.actors.writer`) as one batch; the writer commits batches in groups (all those
+waiting when a transaction starts go into it) and, once a batch is committed, the actor's
+acknowledgement calls each message's ``on_commit``, which replies to the sender. The commit
+is what makes a step count as done. With SQLite in WAL mode and ``synchronous=FULL`` (the
+default), a committed change survives a killed process and a power loss.
 
-The actor runs on a one-thread dispatcher of its own: a commit waits on the disk, and the
-shared dispatcher's threads must never block. The transaction itself runs in its *writer*
-(`pydynflow.actors.writer`): a child process owning the write connection for SQLite files
-and PostgreSQL, the actor's own thread for an in-memory database.
+The actor runs on a one-thread dispatcher of its own: handing a batch over writes to a
+pipe (or, with the in-thread writer, commits), and the shared dispatcher's threads must
+never block. The writer is a child process owning the write connection for SQLite files and
+PostgreSQL (acknowledgements then come from its reply thread), the actor's own thread for an
+in-memory database.
 """
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -75,13 +77,10 @@ class Sync:
 
 
 class PersistenceActor(PooledActor):
-    """Commit batches of state changes; acknowledge each sender after its commit.
+    """Hand batches of state changes to the writer; acknowledge each sender after its commit.
 
-    Start it on a dispatcher of its own with one thread (`start_persistence`): commits
-    block on the disk, which the shared dispatcher's threads must never do.
+    Start it on a dispatcher of its own with one thread (`start_persistence`).
     """
-
-    RETRIES = 5
 
     def __init__(self, storage: Any, world_id: str, writer: Any = None) -> None:
         super().__init__()
@@ -90,8 +89,13 @@ class PersistenceActor(PooledActor):
         self.pending: list[Persist] = []
         self.flush_scheduled = False
         self.log = get_logger(world_id=world_id, component="persistence")
-        self.commits = 0
+        self.batches = 0
         self.records = 0
+
+    @property
+    def commits(self) -> int:
+        """Return how many transactions the writer has committed."""
+        return int(self.writer.transactions)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Persist):
@@ -101,53 +105,54 @@ class PersistenceActor(PooledActor):
                 self.actor_ref.tell(Flush())
         elif isinstance(message, Flush):
             self.flush_scheduled = False
-            self._commit()
+            self._flush()
         elif isinstance(message, Sync):
-            self._commit()
-            return True
+            self._flush()
+            return self.writer.drain()
         return None
 
     def on_stop(self) -> None:
         try:
-            self._commit()
+            self._flush()
         finally:
-            self.writer.close()
+            self.writer.close()  # after the batches in flight are acknowledged
 
-    def _commit(self) -> None:
+    def _flush(self) -> None:
         batch, self.pending = self.pending, []
         if not batch:
             return
-        error: BaseException | None = None
-        refused: set[int] = set()
-        for attempt in range(self.RETRIES):
-            try:
-                refused = self._write(batch)
-                error = None
-                break
-            except PersistenceError as exc:  # e.g. "database is locked": back off and retry
-                error = exc
-                self.log.warning("commit failed", attempt=attempt + 1, error=str(exc))
-                time.sleep(0.01 * 2**attempt)
-        self.commits += 1
+        self.batches += 1
         self.records += len(batch)
-        for index, message in enumerate(batch):
-            if message.on_commit is None:
-                continue
-            reply = error
-            if reply is None and index in refused:
-                claim = message.claim
-                assert claim is not None
-                reply = PersistenceError(
-                    f"execution plan {claim.plan_id} is not in {'/'.join(claim.from_states)}"
-                )
-            try:
-                message.on_commit(reply)
-            except Exception:  # a broken callback must not stop the writer
-                self.log.exception("on_commit callback failed")
+        self.writer.submit(
+            [_request(message) for message in batch],
+            functools.partial(_acknowledge, batch, self.log),
+        )
 
-    def _write(self, batch: list[Persist]) -> set[int]:
-        """Write ``batch`` in one transaction; return the indexes of refused claims."""
-        return self.writer.write([_request(message) for message in batch])
+
+def _acknowledge(
+    batch: list[Persist], log: Any, refused: set[int], error: PersistenceError | None
+) -> None:
+    """Reply to every message of a committed (or failed) batch, in order.
+
+    Runs where the writer acknowledges: the persistence thread, or the writer's reply
+    thread; ``on_commit`` callbacks only tell actors and settle promises.
+    """
+    if error is not None:
+        log.error("commit failed", error=str(error), messages=len(batch))
+    for index, message in enumerate(batch):
+        if message.on_commit is None:
+            continue
+        reply = error
+        if reply is None and index in refused:
+            claim = message.claim
+            assert claim is not None
+            reply = PersistenceError(
+                f"execution plan {claim.plan_id} is not in {'/'.join(claim.from_states)}"
+            )
+        try:
+            message.on_commit(reply)
+        except Exception:  # a broken callback must not stop the writer
+            log.exception("on_commit callback failed")
 
 
 def _request(message: Persist) -> Request:

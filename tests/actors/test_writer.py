@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from pydynflow import Action, PersistenceError, PlanState, Result, World
-from pydynflow.actors.writer import ProcessWriter, ThreadWriter, writer_for
+from pydynflow.actors.writer import ProcessWriter, ThreadWriter, commit, writer_for
 from pydynflow.storage import Storage
 
 
@@ -127,3 +128,147 @@ def test_a_world_whose_writer_cannot_start_fails_to_start_and_leaves_nothing_run
     with pytest.raises(PersistenceError, match="could not open the database"):
         world.start()
     assert threading.active_count() == threads  # no dispatcher, pool or writer left
+
+
+# -- the child's group commit ----------------------------------------------------------------
+
+
+def envelope_request(plan_id: str, step_id: int) -> tuple[Any, ...]:
+    """A change set that stores one event (the envelopes table has no foreign key)."""
+    return ((), (), (), None, (), ((plan_id, step_id, {"n": step_id}),), (), ())
+
+
+REFUSED_CLAIM = ((), (), (), ("no-such-plan", ("planned",)), (), (), (), ())
+
+
+class Acks:
+    """Collect ``done`` calls of submitted batches, in the order they come."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, set[int], Any]] = []
+        self.lock = threading.Lock()
+
+    def done_for(self, name: str) -> Any:
+        def done(refused: set[int], error: Any) -> None:
+            with self.lock:
+                self.calls.append((name, refused, error))
+
+        return done
+
+
+def stopped(writer: ProcessWriter) -> Any:
+    """Freeze the child (SIGSTOP) until the block ends: what is sent meanwhile waits in the
+    pipe, so the child finds it all at once."""
+
+    class Frozen:
+        def __enter__(self) -> None:
+            assert writer.pid is not None
+            os.kill(writer.pid, signal.SIGSTOP)
+
+        def __exit__(self, *exc: object) -> None:
+            if writer.pid is not None:
+                os.kill(writer.pid, signal.SIGCONT)
+
+    return Frozen()
+
+
+def open_writer(url: str) -> ProcessWriter:
+    Storage(url).close()  # migrated
+    writer = ProcessWriter(url)
+    writer.wait_ready()
+    return writer
+
+
+def test_batches_waiting_in_the_pipe_share_one_transaction_and_are_acked_in_order(
+    sqlite_url: str,
+) -> None:
+    writer = open_writer(sqlite_url)
+    acks = Acks()
+    try:
+        before = writer.transactions
+        with stopped(writer):
+            writer.submit([envelope_request("p", 1), REFUSED_CLAIM], acks.done_for("a"))
+            writer.submit([REFUSED_CLAIM, envelope_request("p", 2)], acks.done_for("b"))
+            for n in range(3, 20):
+                writer.submit([envelope_request("p", n)], acks.done_for(f"c{n}"))
+        assert writer.drain(30)
+        assert writer.transactions - before == 1  # 19 batches, one commit
+        names = [name for name, _, _ in acks.calls]
+        assert names == ["a", "b", *(f"c{n}" for n in range(3, 20))]
+        assert acks.calls[0][1:] == ({1}, None)  # each batch learns its own refused claims
+        assert acks.calls[1][1:] == ({0}, None)
+        assert all(refused == set() and error is None for _, refused, error in acks.calls[2:])
+    finally:
+        writer.close()
+    storage = Storage(sqlite_url)
+    try:
+        assert [step for _, step, _ in storage.envelopes("p")] == list(range(1, 20))
+    finally:
+        storage.close()
+
+
+def test_batches_in_flight_when_the_child_dies_are_committed_by_the_next(sqlite_url: str) -> None:
+    writer = open_writer(sqlite_url)
+    acks = Acks()
+    try:
+        old = writer.pid
+        assert old is not None
+        with stopped(writer):
+            for n in range(1, 11):
+                writer.submit([envelope_request("p", n)], acks.done_for(str(n)))
+            os.kill(old, signal.SIGKILL)
+        assert writer.drain(60)
+        assert [(name, error) for name, _, error in acks.calls] == [
+            (str(n), None) for n in range(1, 11)
+        ]
+        assert writer.restarts == 1 and writer.pid not in (None, old)
+    finally:
+        writer.close()
+    storage = Storage(sqlite_url)
+    try:
+        assert [step for _, step, _ in storage.envelopes("p")] == list(range(1, 11))
+    finally:
+        storage.close()
+
+
+def test_close_commits_what_was_sent_before_the_child_exits(sqlite_url: str) -> None:
+    writer = open_writer(sqlite_url)
+    acks = Acks()
+    with stopped(writer):
+        for n in range(1, 6):
+            writer.submit([envelope_request("p", n)], acks.done_for(str(n)))
+    writer.close()  # the child exits the moment its input closes: only after the acks
+    assert [(name, error) for name, _, error in acks.calls] == [(str(n), None) for n in range(1, 6)]
+    storage = Storage(sqlite_url)
+    try:
+        assert len(storage.envelopes("p")) == 5
+    finally:
+        storage.close()
+
+
+def test_a_locked_database_is_retried_and_a_broken_row_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}?busy_timeout=0"  # "database is locked" at once
+    storage = Storage(url)
+    holder = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write lock, say
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:  # the backoff: the other side lets go meanwhile
+        pauses.append(seconds)
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+
+    monkeypatch.setattr("pydynflow.actors.writer.time.sleep", pause)
+    try:
+        assert commit(storage, [envelope_request("p", 1)]) == (set(), None)
+        assert pauses == [0.01]  # failed once, locked; committed on the second attempt
+        row = ("no-such-plan", 1, 1, "pending", "run", None, None, None, None, 0.0, 1.0, 0,
+               "default", "x.Hop", None, None)  # fmt: skip
+        refused, error = commit(storage, [((row,), (), (), None, (), (), (), ())])
+        assert error is not None and "FOREIGN KEY" in error
+        assert pauses == [0.01]  # not retried: it would fail the same way
+    finally:
+        holder.close()
+        storage.close()
