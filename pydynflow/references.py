@@ -89,10 +89,13 @@ def has_references(value: Any) -> bool:
     `iter_references` without its generators: asked of every step's input before it runs.
     """
     if isinstance(value, dict):
-        return any(has_references(item) for item in value.values() if not isinstance(item, _LEAF))
-    if isinstance(value, (list, tuple)):
-        return any(has_references(item) for item in value if not isinstance(item, _LEAF))
-    return isinstance(value, OutputReference)
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return isinstance(value, OutputReference)
+    for item in value:  # a loop, not any(genexpr): most inputs hold only plain values
+        if type(item) not in _LEAF and not isinstance(item, _LEAF) and has_references(item):
+            return True
+    return False
 
 
 _LEAF = (str, int, float, bool, type(None))  # what JSON-shaped data holds besides containers

@@ -27,7 +27,17 @@ def normalize(value: Any, *, owner: str, field: str, allow_references: bool = Fa
     return _normalize(value, owner, field, allow_references, ())
 
 
+# Exact types whose values are returned as they are (floats are checked for finiteness).
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def _normalize(value: Any, owner: str, field: str, refs: bool, path: tuple[Any, ...]) -> Any:
+    if type(value) in _PLAIN:  # the common case first: a type check instead of isinstance
+        return value
+    if type(value) is dict and all(
+        type(key) is str and type(item) in _PLAIN for key, item in value.items()
+    ):
+        return dict(value)  # flat and plain (most inputs): a copy, nothing to check further
     if isinstance(value, _SCALARS):
         if isinstance(value, float) and not math.isfinite(value):
             raise _error(owner, field, path, f"the float {value!r} is not valid JSON")

@@ -1349,8 +1349,24 @@ def _plan_step_record(step: Step) -> list[Any]:
     writer nor parsing on load. Rows written before kept ISO text there; both load
     (`pydynflow.storage.models.from_db_datetime`).
     """
-    values = Storage.step_snapshot(step)
-    return [*values[1:15], list(values[15])]
+    error = step.error
+    return [  # `Storage.step_snapshot` without the plan id, built directly (20 per W1 plan)
+        step.id,
+        step.action_id,
+        str(step.state),
+        str(step.phase),
+        _micros(step.started_at),
+        _micros(step.ended_at),
+        step.real_time,
+        step.execution_time,
+        step.progress_done,
+        step.progress_weight,
+        step.attempts,
+        step.queue,
+        step.action_class_name,
+        None if error is None else error.to_dict(),
+        list(step.children),
+    ]
 
 
 def _plan_step_rows(plan_id: str, blob: Any) -> list[tuple[Any, ...]]:
