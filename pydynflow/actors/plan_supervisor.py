@@ -642,7 +642,7 @@ class PlanSupervisor(PooledActor):
         actions: list[ActionRecord] | tuple[ActionRecord, ...] = (),
         plan_row: bool = False,
         claim: Claim | None = None,
-        on_commit: Callable[[BaseException | None], None] | None = None,
+        on_commit: Callable[[BaseException | None], object] | None = None,
         **extra: Any,
     ) -> None:
         message = changes(
