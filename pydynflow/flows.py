@@ -140,6 +140,18 @@ class ComposedFlow(Flow):
 
     def add(self, new_flow: Flow) -> None:
         """Add ``new_flow``, which needs no other step: `add_and_resolve` with nothing to find."""
+        if self._atom_prefix == len(self.flows) and type(self) in _PLAIN_COMPOSED:
+            # All atoms so far (the common case while planning): an atom, or a flow of just
+            # one, ends up appended as that atom whatever the kind of flow; nothing to flatten.
+            if type(new_flow) is Atom:
+                atom: Flow | None = new_flow
+            else:
+                inner = getattr(new_flow, "flows", None)
+                atom = inner[0] if inner and len(inner) == 1 and type(inner[0]) is Atom else None
+            if atom is not None:
+                self.flows.append(atom)
+                self._atom_prefix += 1
+                return
         if new_flow.is_empty():
             return
         self._add_to_sequence([], new_flow)
@@ -223,6 +235,9 @@ class Concurrence(ComposedFlow):
         self.flows = [f for f in self.flows if not any(f is s for s in satisfying)]
         self.flows.append(Sequence([Concurrence(satisfying), new_flow]))
         self._atom_prefix = 0
+
+
+_PLAIN_COMPOSED = (Sequence, Concurrence)  # whose `add` the shortcut above stands for
 
 
 class FlowRegistry:

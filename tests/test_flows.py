@@ -64,3 +64,18 @@ def test_flatten_shortcut_unwraps_a_single_atom_flow() -> None:
     flow = Concurrence([Atom(1), Concurrence([Atom(2)])])
     flow.flatten()
     assert flow.flows == [Atom(1), Atom(2)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from([Sequence, Concurrence]), added=st.lists(last_added, max_size=8))
+def test_add_equals_dynflows_add_then_full_flatten(
+    kind: type[ComposedFlow], added: list[Flow]
+) -> None:
+    ours, reference = kind(), kind()
+    for flow in added:
+        ours.add(copy.deepcopy(flow))
+        new = copy.deepcopy(flow)
+        if not new.is_empty():  # Dynflow's add: append (nothing to resolve), then flatten!
+            reference.flows.append(new)
+            dynflow_flatten(reference)
+        assert ours == reference

@@ -102,7 +102,10 @@ class StepActor(PooledActor):
     # -- outcomes ------------------------------------------------------------------------
 
     def _phase_done(self, outcome: PhaseOutcome) -> None:
-        self.supervisor.tell(StepOutcome(self.step_id, outcome))
+        # Usually on the worker that ran the step (see `_run`): if the supervisor is idle,
+        # it takes the outcome on this thread too, instead of waiting for a dispatcher
+        # thread to be woken and to get the interpreter lock.
+        tell_and_run(self.supervisor, StepOutcome(self.step_id, outcome))
         if outcome.state != StepState.SUSPENDED:
             self.stop_now()  # events still queued are dropped with the step (Dynflow's rule)
             return
