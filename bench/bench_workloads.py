@@ -8,7 +8,9 @@ durability (WAL, ``synchronous=FULL``), in one process, in this order:
 2. ``floor-batched``: the same changes, 64 per commit (``executemany``) -> rows/s.
 3. ``W1``: 200 plans x 10 sequential no-op steps, triggered from a ``ThreadPoolExecutor(16)``
    (plans triggered from several threads share commits), then all waited for.
-   ``W1-serial``: the same, triggered from one thread.
+   ``W1-serial``: the same, triggered from one thread. ``W1-pinned`` (Linux, 2+ CPUs): W1
+   with this process pinned to one CPU and the writer process to the others, a deployment
+   choice rather than a default (see `w1_pinned`).
 4. ``W2``: one plan, 1,000 concurrent no-op steps, then a join step.
 5. ``W3``: 100 plans: step, 5 concurrent steps sleeping 10 ms each, step; ``pool_size=50``.
 
@@ -306,6 +308,30 @@ def w1(workdir: Path, size: dict[str, int], *, parallel: bool) -> Run:
     return run_world(workdir, "W1" if parallel else "W1-serial", triggers, steps, parallel=parallel)
 
 
+def pinnable() -> bool:
+    """Return whether this machine can run `w1_pinned` (Linux, two CPUs or more allowed)."""
+    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+
+
+def w1_pinned(workdir: Path, size: dict[str, int]) -> Run:
+    """W1 with this process on one CPU and the writer process on the others.
+
+    Not a default: the deployment docs/performance.md suggests for a daemon on a small
+    machine (``taskset -c 0`` and ``PYDYNFLOW_WRITER_CPUS``). The world's threads then hand
+    the interpreter lock to each other on one CPU, whose caches hold what they work on.
+    """
+    allowed = os.sched_getaffinity(0)
+    world_cpu = min(allowed)
+    os.environ["PYDYNFLOW_WRITER_CPUS"] = ",".join(map(str, sorted(allowed - {world_cpu})))
+    os.sched_setaffinity(0, {world_cpu})  # threads started from now on inherit it
+    try:
+        run = w1(workdir, size, parallel=True)
+    finally:
+        os.sched_setaffinity(0, allowed)
+        del os.environ["PYDYNFLOW_WRITER_CPUS"]
+    return run
+
+
 def w2(workdir: Path, size: dict[str, int]) -> Run:
     steps = size["w2_steps"]
     triggers = [lambda world: world.trigger(FanOutJoin, steps)]
@@ -430,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         ("floor-batched", "rows/s", lambda: floor_batched(workdir, size)),
         ("W1", "steps/s", lambda: w1(workdir, size, parallel=True)),
         ("W1-serial", "steps/s", lambda: w1(workdir, size, parallel=False)),
+        *([("W1-pinned", "steps/s", lambda: w1_pinned(workdir, size))] if pinnable() else []),
         ("W2", "steps/s", lambda: w2(workdir, size)),
         ("W3", "steps/s", lambda: w3(workdir, size)),
     ]
@@ -476,6 +503,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"W1 target: >= 1.5x floor-single; measured {by_name['W1'].ratio:.2f}x "
             f"(per round: {rounds})"
+        )
+    if "W1-pinned" in by_name:
+        rounds = ", ".join(f"{r:.2f}" for r in by_name["W1-pinned"].extra["round_ratios"])
+        print(
+            f"W1-pinned (this process on one CPU, the writer on the others; not a default): "
+            f"{by_name['W1-pinned'].ratio:.2f}x floor-single (per round: {rounds})"
         )
     if "W3" in by_name:
         w3r = by_name["W3"]

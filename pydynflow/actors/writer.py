@@ -36,6 +36,10 @@ left), so nothing is committed after the world is gone.
 built on a peewee database object): the transaction runs on the persistence actor's thread.
 ``PYDYNFLOW_PERSISTENCE=thread`` forces it for any database.
 
+``PYDYNFLOW_WRITER_CPUS`` (Linux: a CPU list such as ``1`` or ``2-3,5``) runs the writer
+process on those CPUs; by default it inherits the world's. With the world's process pinned
+to one CPU (``taskset -c 0``), give the writer another one: see docs/performance.md.
+
 Both retry a transaction that failed for a passing reason (a lock held by another process, a
 lost connection: the driver's ``OperationalError``) up to `RETRIES` times with a growing
 pause; other failures (a foreign key, a value that cannot be encoded) fail at once.
@@ -237,8 +241,9 @@ class ProcessWriter:
     the child to have opened the database (about 0.2 s: it imports the storage layer).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cpus: set[int] | None = None) -> None:
         self.url = url
+        self.cpus = cpus  # where the child runs (`writer_cpus`); None: the world's CPUs
         self.restarts = 0
         self.transactions = 0  # committed by children (each may hold several batches)
         self.busy_seconds = 0.0  # spent by children on transactions (decode, encode, SQL, commit)
@@ -346,6 +351,15 @@ class ProcessWriter:
         assert self._proc.stdin is not None
         _enlarge_pipe(self._proc.stdin)
         self._ready = False
+        if self.cpus is not None:
+            try:
+                os.sched_setaffinity(self._proc.pid, self.cpus)
+            except (AttributeError, OSError) as exc:  # not Linux, or CPUs it may not use
+                _log().warning(
+                    "writer process left on the world's CPUs",
+                    cpus=sorted(self.cpus),
+                    error=str(exc),
+                )
 
     def _ensure_child(self) -> PersistenceError | None:
         """Make sure a ready child and the reader run; return the error if none can."""
@@ -452,13 +466,17 @@ class ProcessWriter:
         self._lock.notify_all()
 
 
+def _log() -> Any:
+    from pydynflow.logging import get_logger  # not at import: the child imports this module
+
+    return get_logger(component="writer")
+
+
 def _acknowledge(done: Done, refused: set[int], error: str | None) -> None:
     try:
         done(refused, None if error is None else PersistenceError(error))
     except Exception:  # a broken callback must not stop the reader
-        import logging
-
-        logging.getLogger(__name__).exception("persistence acknowledgement failed")
+        _log().exception("persistence acknowledgement failed")
 
 
 def _death(proc: subprocess.Popen[bytes]) -> str:
@@ -479,13 +497,38 @@ def _death(proc: subprocess.Popen[bytes]) -> str:
     return f"exited with code {code}"
 
 
+WRITER_CPUS = "PYDYNFLOW_WRITER_CPUS"
+
+
+def writer_cpus() -> set[int] | None:
+    """Return the CPUs ``PYDYNFLOW_WRITER_CPUS`` names (None when it is unset or empty).
+
+    Raises:
+        ValueError: it is not a CPU list (``1``, ``0,2``, ``2-3,5``), naming what is wrong.
+    """
+    text = os.environ.get(WRITER_CPUS, "").strip()
+    if not text:
+        return None
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            low, high = int(first), int(last or first)
+            if low < 0 or high < low:
+                raise ValueError(part)
+            cpus.update(range(low, high + 1))
+    except ValueError:
+        raise ValueError(f"{WRITER_CPUS}={text!r} is not a CPU list such as 1 or 2-3,5") from None
+    return cpus
+
+
 def writer_for(storage: Any) -> ThreadWriter | ProcessWriter:
     """Return the writer for ``storage``: a process for files and servers, else a thread."""
     url = getattr(storage, "url", None)
     in_thread = os.environ.get("PYDYNFLOW_PERSISTENCE", "").lower() == "thread"
     if in_thread or url is None or storage.in_memory:
         return ThreadWriter(storage)
-    return ProcessWriter(url)
+    return ProcessWriter(url, writer_cpus())
 
 
 # -- the child process ---------------------------------------------------------------------

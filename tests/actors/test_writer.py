@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from pydynflow import Action, PersistenceError, PlanState, Result, World
-from pydynflow.actors.writer import ProcessWriter, ThreadWriter, commit, writer_for
+from pydynflow.actors.writer import (
+    ProcessWriter,
+    ThreadWriter,
+    commit,
+    writer_cpus,
+    writer_for,
+)
 from pydynflow.storage import Storage
 
 
@@ -272,3 +278,40 @@ def test_a_locked_database_is_retried_and_a_broken_row_is_not(
     finally:
         holder.close()
         storage.close()
+
+
+# -- where the writer runs -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [("", None), (" 1 ", {1}), ("0,2", {0, 2}), ("2-3,5", {2, 3, 5}), ("4-4", {4})],
+)
+def test_writer_cpus_reads_a_cpu_list(
+    text: str, cpus: set[int] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYDYNFLOW_WRITER_CPUS", text)
+    assert writer_cpus() == cpus
+
+
+@pytest.mark.parametrize("text", ["one", "3-1", "-2", "1,,2", "1-x"])
+def test_a_bad_writer_cpu_list_fails_the_start_naming_the_variable(
+    text: str, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYDYNFLOW_WRITER_CPUS", text)
+    world = World(sqlite_url)
+    with pytest.raises(ValueError, match="PYDYNFLOW_WRITER_CPUS=.* is not a CPU list"):
+        world.start()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
+def test_the_writer_process_runs_on_the_cpus_it_is_given(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cpu = max(os.sched_getaffinity(0))  # one this process may use
+    monkeypatch.setenv("PYDYNFLOW_WRITER_CPUS", str(cpu))
+    with World(sqlite_url) as world:
+        writer = writer_of(world)
+        assert writer.pid is not None
+        assert os.sched_getaffinity(writer.pid) == {cpu}
+        assert world.trigger(Hops, 2).wait(30).result == Result.SUCCESS
