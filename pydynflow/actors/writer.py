@@ -150,12 +150,19 @@ def commit(storage: Any, requests: Sequence[Request]) -> tuple[set[int], str | N
 
     Returns the indexes of refused claims and None, or an empty set and what went wrong.
     """
+    refused, error, _ = _commit(storage, requests)
+    return refused, error
+
+
+def _commit(storage: Any, requests: Sequence[Request]) -> tuple[set[int], str | None, bool]:
+    """`commit`, also saying whether a failure was a passing one (retried in vain)."""
     for attempt in range(RETRIES):
         try:
-            return write_requests(storage, requests), None
+            return write_requests(storage, requests), None, False
         except Exception as exc:
-            if attempt + 1 == RETRIES or not _passing(exc):
-                return set(), _describe(exc)
+            passing = _passing(exc)
+            if attempt + 1 == RETRIES or not passing:
+                return set(), _describe(exc), passing
             time.sleep(0.01 * 2**attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -562,23 +569,38 @@ def main(url: str) -> None:
                 return
             group.extend(batches.waiting(GROUP_LIMIT - 1))
             started = time.perf_counter()
-            requests: list[Request] = []
-            ends: list[int] = []
-            for data in group:
-                requests.extend(pickle.loads(data))
-                ends.append(len(requests))
-            refused, error = commit(storage, requests)
+            batches_in = [pickle.loads(data) for data in group]
+            answers, transactions = _commit_group(storage, batches_in)
             busy = time.perf_counter() - started
-            replies, first = [], 0
-            for number, end in enumerate(ends, 1):
-                own = sorted(index - first for index in refused if first <= index < end)
-                last = number == len(ends)
-                reply = (own, error, busy if last else 0.0, 1 if last else 0)
+            replies = []
+            for number, (refused, error) in enumerate(answers, 1):
+                last = number == len(answers)
+                reply = (sorted(refused), error, busy if last else 0.0, transactions if last else 0)
                 replies.append(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
-                first = end
             _send_all(stdout, replies)
     finally:
         storage.close()
+
+
+def _commit_group(
+    storage: Any, batches: list[list[Request]]
+) -> tuple[list[tuple[set[int], str | None]], int]:
+    """Commit ``batches`` in one transaction; return each one's answer and the transactions.
+
+    If that fails for a reason other than a passing one (retried already), each batch is
+    committed on its own, so that one bad change fails only its own batch, as if it had come
+    alone.
+    """
+    requests = [request for batch in batches for request in batch]
+    refused, error, passing = _commit(storage, requests)
+    if error is None or passing or len(batches) == 1:
+        answers, first = [], 0
+        for batch in batches:
+            end = first + len(batch)
+            answers.append(({i - first for i in refused if first <= i < end}, error))
+            first = end
+        return answers, 1
+    return [commit(storage, batch) for batch in batches], 1 + len(batches)
 
 
 class _MessageReader:

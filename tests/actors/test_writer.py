@@ -315,3 +315,26 @@ def test_the_writer_process_runs_on_the_cpus_it_is_given(
         assert writer.pid is not None
         assert os.sched_getaffinity(writer.pid) == {cpu}
         assert world.trigger(Hops, 2).wait(30).result == Result.SUCCESS
+
+
+def test_a_bad_batch_fails_alone_when_it_shares_a_transaction(sqlite_url: str) -> None:
+    writer = open_writer(sqlite_url)
+    acks = Acks()
+    row = ("no-such-plan", 1, 1, "pending", "run", None, None, None, None, 0.0, 1.0, 0,
+           "default", "x.Hop", None, None)  # fmt: skip
+    try:
+        with stopped(writer):  # the three batches meet in one group
+            writer.submit([envelope_request("p", 1)], acks.done_for("before"))
+            writer.submit([((row,), (), (), None, (), (), (), ())], acks.done_for("bad"))
+            writer.submit([envelope_request("p", 2)], acks.done_for("after"))
+        assert writer.drain(30)
+        outcome = {name: error for name, _, error in acks.calls}
+        assert outcome["before"] is None and outcome["after"] is None
+        assert "FOREIGN KEY" in str(outcome["bad"])
+    finally:
+        writer.close()
+    storage = Storage(sqlite_url)
+    try:
+        assert [step for _, step, _ in storage.envelopes("p")] == [1, 2]
+    finally:
+        storage.close()
