@@ -623,7 +623,7 @@ class PlanSupervisor(PooledActor):
             steps=steps,
             actions=actions,
             plan_row=True,
-            on_commit=lambda error: me.tell(Finished(error)),
+            on_commit=lambda error: tell_and_run(me, Finished(error)),
             **extra,
         )
 
@@ -633,7 +633,9 @@ class PlanSupervisor(PooledActor):
         else:
             if enabled(logging.INFO):
                 self.log.info("plan finished", state=self.plan.state, result=self.plan.result)
-        self.executor.tell(PlanDone(self.plan.id, self.plan, error))
+        # Usually on the writer's reply thread (see `_finish`): the executor takes the news
+        # there too if it is idle, instead of a dispatcher thread being woken for it.
+        tell_and_run(self.executor, PlanDone(self.plan.id, self.plan, error))
         self.stop_now()
 
     def _send(
