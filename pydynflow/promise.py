@@ -9,7 +9,8 @@ of the `concurrent.futures.Future` interface pydynflow uses.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -76,9 +77,43 @@ class Promise(Generic[T]):
                 raise RuntimeError("a promise is answered only once")
             self._value, self._error = value, error
             callbacks, self._callbacks = self._callbacks, None
-        self._lock.release()
+        held = _deferred.locks
+        if held is None:
+            self._lock.release()
+        else:
+            held.append(self._lock)
         for fn in callbacks or ():
             fn(self)
 
 
 _callbacks_lock = threading.Lock()  # rare: only callback registration and settling
+
+
+class _Deferred(threading.local):
+    """Per thread: the locks of promises settled inside `waking_later` (else None)."""
+
+    locks: list[threading.Lock] | None = None
+
+
+_deferred = _Deferred()
+
+
+@contextmanager
+def waking_later() -> Iterator[None]:
+    """Within the block, promises settled on this thread wake their waiters only at its end.
+
+    For a thread that settles many promises in a row while it keeps the interpreter busy
+    (the writer's reply thread acknowledging a batch): a waiter woken at once would only
+    wait again, for the GIL. Answers are visible at once all the same (``done()``, and
+    ``result()`` of a thread that was not already waiting); only the wake-up is later.
+    """
+    if _deferred.locks is not None:  # nested: the outer block wakes them
+        yield
+        return
+    _deferred.locks = []
+    try:
+        yield
+    finally:
+        locks, _deferred.locks = _deferred.locks, None
+        for lock in locks:
+            lock.release()

@@ -47,3 +47,31 @@ def test_answered_only_once() -> None:
     promise.set_result(1)
     with pytest.raises(RuntimeError, match="only once"):
         promise.set_exception(ValueError())
+
+
+def test_waking_later_holds_the_wake_up_but_not_the_answer() -> None:
+    from pydynflow.promise import waking_later
+
+    first: Promise[int] = Promise()
+    second: Promise[int] = Promise()
+    with waking_later():
+        first.set_result(1)
+        with waking_later():  # nested: the outer block wakes
+            second.set_exception(ValueError("no"))
+        assert first.done() and first.result(0) == 1  # the answer is there at once
+        assert isinstance(second.exception(0), ValueError)
+        assert first._lock.locked() and second._lock.locked()  # a waiter would still sleep
+    assert not first._lock.locked() and not second._lock.locked()  # woken at the end
+
+
+def test_a_waiter_blocked_before_waking_later_gets_its_answer_after_it() -> None:
+    from pydynflow.promise import waking_later
+
+    promise: Promise[str] = Promise()
+    answers: list[str] = []
+    waiter = threading.Thread(target=lambda: answers.append(promise.result(30)))
+    waiter.start()
+    with waking_later():
+        promise.set_result("done")
+    waiter.join(30)
+    assert answers == ["done"]

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pydynflow.errors import PersistenceError
+from pydynflow.promise import waking_later
 from pydynflow.storage.store import redact_url
 
 # One change set as it crosses to the writer: step, action and plan snapshots, claim
@@ -429,7 +430,8 @@ class ProcessWriter:
                 batch = self._inflight.popleft()
                 if not self._inflight:
                     self._lock.notify_all()
-            _acknowledge(batch.done, set(refused), error)
+            with waking_later():  # callers waiting for these commits wake once this is done
+                _acknowledge(batch.done, set(refused), error)
 
     def _replace(self, proc: subprocess.Popen[bytes], exc: BaseException) -> bool:
         """Replace the dead ``proc`` and resend what is in flight; False to stop reading."""
