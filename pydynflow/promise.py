@@ -77,11 +77,8 @@ class Promise(Generic[T]):
                 raise RuntimeError("a promise is answered only once")
             self._value, self._error = value, error
             callbacks, self._callbacks = self._callbacks, None
-        held = _deferred.locks
-        if held is None:
+        if not wake_later(_RELEASE, self._lock):
             self._lock.release()
-        else:
-            held.append(self._lock)
         for fn in callbacks or ():
             fn(self)
 
@@ -89,31 +86,45 @@ class Promise(Generic[T]):
 _callbacks_lock = threading.Lock()  # rare: only callback registration and settling
 
 
-class _Deferred(threading.local):
-    """Per thread: the locks of promises settled inside `waking_later` (else None)."""
+_RELEASE = type(threading.Lock()).release
 
-    locks: list[threading.Lock] | None = None
+
+class _Deferred(threading.local):
+    """Per thread: the wake-ups held back by `waking_later` (None outside it)."""
+
+    wakes: list[tuple[Callable[[Any], Any], Any]] | None = None
 
 
 _deferred = _Deferred()
 
 
+def wake_later(wake: Callable[[Any], Any], arg: Any) -> bool:
+    """Hold back ``wake(arg)`` to the end of this thread's `waking_later` block, if it is in
+    one; return whether it was held back (else the caller wakes at once)."""
+    wakes = _deferred.wakes
+    if wakes is None:
+        return False
+    wakes.append((wake, arg))
+    return True
+
+
 @contextmanager
 def waking_later() -> Iterator[None]:
-    """Within the block, promises settled on this thread wake their waiters only at its end.
+    """Within the block, what this thread would wake (the waiters of the promises it settles,
+    the worker threads of the jobs it queues) wakes only at its end.
 
-    For a thread that settles many promises in a row while it keeps the interpreter busy
-    (the writer's reply thread acknowledging a batch): a waiter woken at once would only
+    For a thread that hands out many answers in a row while it keeps the interpreter busy
+    (the writer's reply thread acknowledging a batch): a thread woken at once would only
     wait again, for the GIL. Answers are visible at once all the same (``done()``, and
     ``result()`` of a thread that was not already waiting); only the wake-up is later.
     """
-    if _deferred.locks is not None:  # nested: the outer block wakes them
+    if _deferred.wakes is not None:  # nested: the outer block wakes them
         yield
         return
-    _deferred.locks = []
+    _deferred.wakes = []
     try:
         yield
     finally:
-        locks, _deferred.locks = _deferred.locks, None
-        for lock in locks:
-            lock.release()
+        wakes, _deferred.wakes = _deferred.wakes, None
+        for wake, arg in wakes:
+            wake(arg)

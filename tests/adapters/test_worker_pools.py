@@ -418,3 +418,23 @@ def test_classes_defined_in_main_work(tmp_path: Path) -> None:
         "refused": [None, "Refused", "no"],
         "classes_loaded_once": True,
     }
+
+
+def test_jobs_queued_inside_waking_later_start_at_its_end() -> None:
+    from pydynflow.promise import waking_later
+
+    pool = ThreadWorkers(2, name="test-later")
+    done = threading.Event()
+    ran: list[int] = []
+
+    def on_done(result: Any, error: Any) -> None:
+        ran.append(result)
+        done.set()
+
+    try:
+        with waking_later():
+            pool.submit(lambda: 7, (), on_done)
+            assert pool.threads == 0 and ran == []  # not queued yet: no thread even started
+        assert done.wait(30) and ran == [7]
+    finally:
+        pool.shutdown(wait=True)

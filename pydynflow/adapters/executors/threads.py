@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from pydynflow.promise import wake_later
+
 _STOP = None
 
 
@@ -35,7 +37,12 @@ class ThreadWorkers:
         """Queue ``fn(*args)``; ``on_done(result, None)`` or ``on_done(None, error)`` follows."""
         if self._closed:
             raise RuntimeError(f"worker pool {self.name!r} is shut down")
-        self._jobs.put((fn, args, on_done))
+        job = (fn, args, on_done)
+        if not wake_later(self._enqueue, job):  # see `pydynflow.promise.waking_later`
+            self._enqueue(job)
+
+    def _enqueue(self, job: tuple[Any, ...]) -> None:
+        self._jobs.put(job)
         # An idle thread may be about to take an earlier job: count queued jobs against the
         # idle threads, not just whether one is idle.
         if len(self._threads) < self.size and self._jobs.qsize() > self._idle:
