@@ -102,10 +102,15 @@ class ComposedFlow(Flow):
     """A flow made of sub-flows; subclasses say how they are ordered."""
 
     identifier: ClassVar[str]
-    # How many leading sub-flows `flatten` has seen to be atoms (what is at most appended or
-    # popped at the end since): its common case then looks at the new flow only, not at
-    # every flow before it (planning 1,000 children was quadratic).
-    _atom_prefix = 0
+    # How many leading sub-flows `flatten` has found settled: atoms, or composed flows that
+    # `flatten` would not change (deeply) and that this flow's own pass leaves alone (not of
+    # its kind, not of size one). Planning only appends to a flow, or pops from its end
+    # (`pop`), or (`Concurrence`) regroups from some index on, which keeps the prefix before
+    # it valid;
+    # so `flatten` looks at what came since, not at the whole flow again on every add
+    # (planning 1,000 children, half of them using the previous one's output, was
+    # quadratic: 1.6 s).
+    _flat_prefix = 0
 
     def __init__(self, flows: list[Flow] | None = None) -> None:
         self.flows: list[Flow] = list(flows) if flows else []
@@ -113,6 +118,12 @@ class ComposedFlow(Flow):
     def append(self, flow: Flow) -> None:
         """Add ``flow`` at the end."""
         self.flows.append(flow)
+
+    def pop(self) -> Flow:
+        """Remove and return the last sub-flow."""
+        flow = self.flows.pop()
+        self._flat_prefix = min(self._flat_prefix, len(self.flows))  # what follows is new
+        return flow
 
     def all_step_ids(self) -> list[int]:
         return [step_id for flow in self.flows for step_id in flow.all_step_ids()]
@@ -140,7 +151,7 @@ class ComposedFlow(Flow):
 
     def add(self, new_flow: Flow) -> None:
         """Add ``new_flow``, which needs no other step: `add_and_resolve` with nothing to find."""
-        if self._atom_prefix == len(self.flows) and type(self) in _PLAIN_COMPOSED:
+        if self._flat_prefix == len(self.flows) and type(self) in _PLAIN_COMPOSED:
             # All atoms so far (the common case while planning): an atom, or a flow of just
             # one, ends up appended as that atom whatever the kind of flow; nothing to flatten.
             if type(new_flow) is Atom:
@@ -150,7 +161,7 @@ class ComposedFlow(Flow):
                 atom = inner[0] if inner and len(inner) == 1 and type(inner[0]) is Atom else None
             if atom is not None:
                 self.flows.append(atom)
-                self._atom_prefix += 1
+                self._flat_prefix += 1
                 return
         if new_flow.is_empty():
             return
@@ -166,36 +177,44 @@ class ComposedFlow(Flow):
         self.flatten()
 
     def flatten(self) -> None:
+        """Lift sub-flows of this flow's kind into it and unwrap sub-flows of one, then flatten
+        every sub-flow: exactly Dynflow's ``AbstractComposed#flatten!`` (one pass; what a
+        sub-flow's own flattening leaves of size one is unwrapped by the next call), minus
+        the work on the settled prefix (see `_flat_prefix`), which it would not change."""
         flows = self.flows
-        last = len(flows) - 1
-        if (
-            last >= 0
-            and _is_single_atom(flows[last])
-            and all(type(f) is Atom for f in flows[min(self._atom_prefix, last) : last])
-        ):
-            # The common case while planning: atoms, and the flow just added holds one atom.
-            # The full walk below would unwrap it to that atom and change nothing else.
-            if type(flows[last]) is not Atom:
-                flows[last] = flows[last].flows[0]  # type: ignore[attr-defined]
-            self._atom_prefix = last + 1
-            return
-        self._atom_prefix = 0
-        # Walk a snapshot backwards so that expanding at index i keeps earlier indices valid
-        # (exactly Dynflow's AbstractComposed#flatten!).
-        for index, flow in reversed(list(enumerate(self.flows))):
+        start = min(self._flat_prefix, len(flows))
+        # Backwards, so that expanding at index i keeps earlier indices valid; each index is
+        # looked at once, as in Dynflow's walk over a snapshot.
+        for index in range(len(flows) - 1, start - 1, -1):
+            flow = flows[index]
             if type(flow) is type(self):
                 assert isinstance(flow, ComposedFlow)
-                self.flows[index : index + 1] = flow.flows
+                flows[index : index + 1] = flow.flows
             elif isinstance(flow, ComposedFlow) and flow.size() == 1:
-                self.flows[index] = flow.flows[0]
-        for flow in self.flows:
+                flows[index] = flow.flows[0]
+        settled = start
+        for index in range(start, len(flows)):
+            flow = flows[index]
             flow.flatten()
+            if settled == index and (
+                type(flow) is Atom
+                or (
+                    isinstance(flow, ComposedFlow)
+                    and type(flow) is not type(self)
+                    and flow.size() != 1
+                    and flow._flat_prefix == len(flow.flows)
+                )
+            ):
+                settled += 1
+        self._flat_prefix = settled
 
     def _find_satisfying_sub_flows(self, graph: DependencyGraph, new_flow: Flow) -> list[Flow]:
         satisfying: list[Flow] = []
         for step_id in new_flow.all_step_ids():
             for required in list(graph.required_step_ids(step_id)):
-                found = next((f for f in self.flows if f.includes_step(required)), None)
+                # A step is in exactly one sub-flow; what a new step needs is mostly what
+                # was planned just before it, at the end.
+                found = next((f for f in reversed(self.flows) if f.includes_step(required)), None)
                 if found is not None:
                     if not any(f is found for f in satisfying):
                         satisfying.append(found)
@@ -232,9 +251,17 @@ class Concurrence(ComposedFlow):
         if not satisfying:
             self.flows.append(new_flow)
             return
-        self.flows = [f for f in self.flows if not any(f is s for s in satisfying)]
-        self.flows.append(Sequence([Concurrence(satisfying), new_flow]))
-        self._atom_prefix = 0
+        # Take the satisfying flows out. They are mostly at the end (what was just planned):
+        # look for them from there, and rebuild only the part of the list after the first.
+        taken = {id(flow) for flow in satisfying}
+        flows, first, found = self.flows, len(self.flows), 0
+        while found < len(taken):
+            first -= 1
+            if id(flows[first]) in taken:
+                found += 1
+        flows[first:] = [flow for flow in flows[first:] if id(flow) not in taken]
+        self._flat_prefix = min(self._flat_prefix, first)  # what came before is as it was
+        flows.append(Sequence([Concurrence(satisfying), new_flow]))
 
 
 _PLAIN_COMPOSED = (Sequence, Concurrence)  # whose `add` the shortcut above stands for

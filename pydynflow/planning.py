@@ -301,7 +301,7 @@ class Planner:
         # its subscribers. Dynflow pops the last flow even when the trigger added none, which
         # would capture a sibling's flow: only pop what the trigger added.
         current = self._stack[-1]
-        trigger_flows = [current.flows.pop()] if added and current.flows else []
+        trigger_flows = [current.pop()] if added and current.flows else []
         with self._switch_flow(Concurrence(trigger_flows)):
             for subscriber in subscribers:
                 step, child = self._add_plan_step(subscriber, parent=action)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pydynflow import Action
 from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
+from pydynflow.planning import plan_action
 
 
 def dynflow_flatten(flow: ComposedFlow) -> None:
@@ -79,3 +82,103 @@ def test_add_equals_dynflows_add_then_full_flatten(
             reference.flows.append(new)
             dynflow_flatten(reference)
         assert ours == reference
+
+
+# -- whole plans: the planner's flows against Dynflow's algorithm as it is written -----------
+
+
+class Node(Action):
+    """Plans the program it is given: children (using earlier actions' outputs), blocks."""
+
+    planned: ClassVar[list[Action]] = []  # the actions planned so far in the current plan
+
+    def plan(self, program: list[Any], uses: list[float] | None = None) -> None:
+        earlier = Node.planned
+        refs = [earlier[int(at * len(earlier))].output["x"] for at in uses or () if earlier]
+        self.plan_self({"uses": refs})
+        earlier.append(self)
+        for item in program:
+            plan_item(self, item)
+
+    def run(self, event: Any = None) -> None:
+        self.output["x"] = 1
+
+
+class Leaf(Node):
+    """A node with a subscriber: planning it also plans `LeafEcho` beside it."""
+
+
+class LeafEcho(Action):
+    """Subscribes to `Leaf` (Dynflow's plugin mechanism)."""
+
+    subscribe = Leaf
+
+    def run(self, event: Any = None) -> None:
+        pass
+
+
+def plan_item(action: Action, item: Any) -> None:
+    kind, body = item[0], item[1]
+    if kind in ("child", "leaf"):
+        action.plan_action(Node if kind == "child" else Leaf, body, item[2])
+    else:
+        with action.sequence() if kind == "seq" else action.concurrence():
+            for sub in body:
+                plan_item(action, sub)
+
+
+uses = st.lists(st.floats(min_value=0, max_value=0.999), max_size=2)
+programs = st.recursive(
+    st.just([]),
+    lambda inner: st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(["child", "leaf"]), inner, uses),
+            st.tuples(
+                st.sampled_from(["seq", "conc"]),
+                st.lists(st.tuples(st.just("child"), inner, uses), max_size=3),
+            ),
+        ),
+        max_size=3,
+    ),
+    max_leaves=10,
+)
+
+
+def dynflow_add(self: ComposedFlow, new_flow: Flow) -> None:
+    if not new_flow.is_empty():
+        self._add_to_sequence([], new_flow)
+        dynflow_flatten(self)
+
+
+def dynflow_add_and_resolve(self: ComposedFlow, graph: Any, new_flow: Flow) -> None:
+    if new_flow.is_empty():
+        return
+    satisfying: list[Flow] = []
+    for step_id in new_flow.all_step_ids():
+        for required in list(graph.required_step_ids(step_id)):
+            found = next((f for f in self.flows if f.includes_step(required)), None)
+            if found is not None:
+                if not any(f is found for f in satisfying):
+                    satisfying.append(found)
+                graph.mark_satisfied(step_id, required)
+    self._add_to_sequence(satisfying, new_flow)
+    dynflow_flatten(self)
+
+
+def plan_program(program: list[Any]) -> Any:
+    Node.planned = []
+    plan = plan_action(Node, (program,))
+    return plan.state, plan.run_flow, plan.finalize_flow
+
+
+@settings(max_examples=300, deadline=None)
+@given(programs)
+def test_planned_flows_equal_dynflows_algorithm(program: list[Any]) -> None:
+    ours = plan_program(program)
+    with (
+        patch.object(ComposedFlow, "add", dynflow_add),
+        patch.object(ComposedFlow, "add_and_resolve", dynflow_add_and_resolve),
+        patch.object(ComposedFlow, "flatten", dynflow_flatten),
+    ):
+        reference = plan_program(program)
+    assert ours == reference
