@@ -15,7 +15,7 @@ from typing import Any
 
 from pydynflow.action import Action
 from pydynflow.actors.clock import RealClock
-from pydynflow.actors.dispatch import Dispatcher
+from pydynflow.actors.dispatch import Dispatcher, tell_and_run
 from pydynflow.actors.executor import ExecutorActor, NotRunningHere
 from pydynflow.actors.messages import CancelPlan, DeliverEvent, ExecutePlan, HaltPlan, Terminate
 from pydynflow.actors.persistence import Sync, changes, persist_and_wait, start_persistence
@@ -290,9 +290,11 @@ class World:
             self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
             future.set_result(plan)
             return Triggered(plan.id, future, planned=False, error=plan.error)
-        # One transaction stores the plan and starts it; return once it is committed.
+        # One transaction stores the plan and starts it; return once it is committed. The
+        # executor takes the plan on this thread if it is idle (its turn starts the plan's
+        # supervisor and sends that transaction), instead of a dispatcher thread being woken.
         stored: Promise[None] = Promise()
-        executor.tell(ExecutePlan(plan.id, plan, future, stored))
+        tell_and_run(executor, ExecutePlan(plan.id, plan, future, stored))
         stored.result()
         return Triggered(plan.id, future)
 
