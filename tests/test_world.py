@@ -252,6 +252,30 @@ def test_plan14_missing_steps_give_an_invalid_plan(url: str, executor: World) ->
     assert loaded.steps == {} and loaded.actions == {}
 
 
+def plan_step_records(client: World, plan_id: str) -> list[Any]:
+    """Return the step records a plan's row keeps (its plan_steps column, decoded)."""
+    select = "SELECT plan_steps FROM dynflow_execution_plans WHERE uuid = ?"
+    return decode(fetch_blob(client, select, plan_id))  # type: ignore[no-any-return]
+
+
+def store_records_and_reload(
+    url: str, client: World, plan_id: str, records: list[Any]
+) -> ExecutionPlan:
+    """Store ``records`` as the plan row's plan_steps, stop ``client``, load it afresh."""
+    execute_sql(
+        client,
+        "UPDATE dynflow_execution_plans SET plan_steps = ? WHERE uuid = ?",
+        encode(records),
+        plan_id,
+    )
+    client.stop()
+    world = reopen(url)
+    try:
+        return world.load(plan_id)
+    finally:
+        world.stop()
+
+
 # -- PLAN-17: an action class that was renamed ------------------------------------------
 
 
@@ -274,25 +298,11 @@ def test_plan17_renamed_action_class_loads_as_a_placeholder(url: str, client: Wo
         action_id,
     )
     # Its plan-phase step is kept in the plan row's plan_steps (step-row values, encoded).
-    records = decode(
-        fetch_blob(client, "SELECT plan_steps FROM dynflow_execution_plans WHERE uuid = ?", plan.id)
-    )
+    records = plan_step_records(client, plan.id)
     for record in records:
         if record[1] == action_id:
             record[12] = renamed
-    execute_sql(
-        client,
-        "UPDATE dynflow_execution_plans SET plan_steps = ? WHERE uuid = ?",
-        encode(records),
-        plan.id,
-    )
-    client.stop()
-
-    world = reopen(url)
-    try:
-        loaded = world.load(plan.id)
-    finally:
-        world.stop()
+    loaded = store_records_and_reload(url, client, plan.id, records)
 
     assert loaded.valid is True
     record = loaded.actions[action_id]
@@ -314,28 +324,14 @@ def test_plan_steps_with_iso_text_times_still_load(url: str, client: World) -> N
     # Plan rows keep their steps' times as integer microseconds; rows written before kept
     # ISO text there (datetime.isoformat of an aware UTC time). Both load alike.
     plan = client.plan(IncomingIssues, ISSUES)
-    records = decode(
-        fetch_blob(client, "SELECT plan_steps FROM dynflow_execution_plans WHERE uuid = ?", plan.id)
-    )
+    records = plan_step_records(client, plan.id)
     assert all(isinstance(record[4], int) for record in records)  # started_at: microseconds
     for record in records:
         step = plan.steps[record[0]]
         for index, moment in ((4, step.started_at), (5, step.ended_at)):
             assert record[index] is None or isinstance(record[index], int)
             record[index] = None if moment is None else moment.isoformat()
-    execute_sql(
-        client,
-        "UPDATE dynflow_execution_plans SET plan_steps = ? WHERE uuid = ?",
-        encode(records),
-        plan.id,
-    )
-    client.stop()
-
-    world = reopen(url)
-    try:
-        loaded = world.load(plan.id)
-    finally:
-        world.stop()
+    loaded = store_records_and_reload(url, client, plan.id, records)
 
     for record in records:
         step, original = loaded.steps[record[0]], plan.steps[record[0]]

@@ -1342,31 +1342,14 @@ def row_steps(steps: Iterable[Step], *, new: bool = False) -> list[Step]:
     return [step for step in steps if step.phase != Phase.PLAN]
 
 
-def _plan_step_record(step: Step) -> list[Any]:
-    """Return a step as kept in its plan row: its row's values but the plan id.
+def _plan_step_record(step: Step) -> tuple[Any, ...]:
+    """Return a step as kept in its plan row: its row's snapshot without the plan id.
 
     Its times stay integer microseconds since the epoch (`_micros`): no formatting in the
     writer nor parsing on load. Rows written before kept ISO text there; both load
-    (`pydynflow.storage.models.from_db_datetime`).
+    (`pydynflow.storage.models.from_db_datetime`). Encoded as JSON, its tuples are arrays.
     """
-    error = step.error
-    return [  # `Storage.step_snapshot` without the plan id, built directly (20 per W1 plan)
-        step.id,
-        step.action_id,
-        str(step.state),
-        str(step.phase),
-        _micros(step.started_at),
-        _micros(step.ended_at),
-        step.real_time,
-        step.execution_time,
-        step.progress_done,
-        step.progress_weight,
-        step.attempts,
-        step.queue,
-        step.action_class_name,
-        None if error is None else error.to_dict(),
-        list(step.children),
-    ]
+    return Storage.step_snapshot(step)[1:]
 
 
 def _plan_step_rows(plan_id: str, blob: Any) -> list[tuple[Any, ...]]:

@@ -38,6 +38,14 @@ class Hops(Action):
                 self.plan_action(Hop, {"i": i})
 
 
+# A change set with a step row of a plan that does not exist: it breaks the foreign key.
+BROKEN = (
+    (("no-such-plan", 1, 1, "pending", "run", None, None, None, None, 0.0, 1.0, 0, "default",
+      "x.Hop", None, None),),
+    (), (), None, (), (), (), (),
+)  # fmt: skip
+
+
 def writer_of(world: World) -> Any:
     return world._runtime.persistence.proxy().writer.get()  # type: ignore[union-attr]
 
@@ -104,11 +112,8 @@ def test_a_failed_transaction_comes_back_as_a_persistence_error(sqlite_url: str)
     writer = ProcessWriter(sqlite_url)
     try:
         writer.wait_ready()
-        # A step row for a plan that does not exist breaks the foreign key.
-        row = ("no-such-plan", 1, 1, "pending", "run", None, None, None, None, 0.0, 1.0, 0,
-               "default", "x.Hop", None, None)  # fmt: skip
         with pytest.raises(PersistenceError, match="FOREIGN KEY"):
-            writer.write([((row,), (), (), None, (), (), (), ())])
+            writer.write([BROKEN])
         assert writer.write([((), (), (), None, (), (), (), ())]) == set()  # still serving
     finally:
         writer.close()
@@ -270,9 +275,7 @@ def test_a_locked_database_is_retried_and_a_broken_row_is_not(
     try:
         assert commit(storage, [envelope_request("p", 1)]) == (set(), None)
         assert pauses == [0.01]  # failed once, locked; committed on the second attempt
-        row = ("no-such-plan", 1, 1, "pending", "run", None, None, None, None, 0.0, 1.0, 0,
-               "default", "x.Hop", None, None)  # fmt: skip
-        refused, error = commit(storage, [((row,), (), (), None, (), (), (), ())])
+        refused, error = commit(storage, [BROKEN])
         assert error is not None and "FOREIGN KEY" in error
         assert pauses == [0.01]  # not retried: it would fail the same way
     finally:
@@ -320,12 +323,10 @@ def test_the_writer_process_runs_on_the_cpus_it_is_given(
 def test_a_bad_batch_fails_alone_when_it_shares_a_transaction(sqlite_url: str) -> None:
     writer = open_writer(sqlite_url)
     acks = Acks()
-    row = ("no-such-plan", 1, 1, "pending", "run", None, None, None, None, 0.0, 1.0, 0,
-           "default", "x.Hop", None, None)  # fmt: skip
     try:
         with stopped(writer):  # the three batches meet in one group
             writer.submit([envelope_request("p", 1)], acks.done_for("before"))
-            writer.submit([((row,), (), (), None, (), (), (), ())], acks.done_for("bad"))
+            writer.submit([BROKEN], acks.done_for("bad"))
             writer.submit([envelope_request("p", 2)], acks.done_for("after"))
         assert writer.drain(30)
         outcome = {name: error for name, _, error in acks.calls}

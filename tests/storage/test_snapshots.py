@@ -54,20 +54,3 @@ def test_writer_time_texts_stay_right_past_the_cache_limit() -> None:
         moment = start + timedelta(seconds=second, microseconds=second)
         assert _sqlite_text(_micros(moment)) == Storage._sqlite_datetime(moment)
     assert _sqlite_text(None) is None and _naive_from_micros(None) is None
-
-
-def test_a_plan_row_keeps_a_step_as_its_row_snapshot_without_the_plan_id() -> None:
-    from pydynflow.plan import Step, StepError
-    from pydynflow.states import Phase, StepState
-    from pydynflow.storage.store import _plan_step_record
-
-    moment = datetime(2026, 11, 26, 21, 0, 0, 5, tzinfo=UTC)
-    steps = [
-        Step(1, "p", 1, "x.A", Phase.PLAN, StepState.SUCCESS, started_at=moment, ended_at=moment),
-        Step(2, "p", 2, "x.B", Phase.RUN, queue="slow", progress_weight=3),
-        Step(3, "p", 3, "x.C", Phase.PLAN, StepState.ERROR, StepError("E", "boom", ["t"])),
-    ]
-    steps[0].children = [2, 3]
-    for step in steps:
-        snapshot = Storage.step_snapshot(step)
-        assert _plan_step_record(step) == [*snapshot[1:15], list(snapshot[15])]
