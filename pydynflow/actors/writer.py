@@ -257,7 +257,6 @@ class ProcessWriter:
         self.busy_seconds = 0.0  # spent by children on transactions (decode, encode, SQL, commit)
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = False
-        self._start_error: PersistenceError | None = None
         self._inflight: deque[_Batch] = deque()  # sent, not yet acknowledged; oldest first
         self._lock = threading.Condition()  # guards the child, _inflight and the pipe's input
         self._reader: threading.Thread | None = None
