@@ -374,7 +374,10 @@ class ProcessWriter:
             return PersistenceError(f"the writer for {redact_url(self.url)} is closed")
         if self._proc is None:
             self.restarts += 1
-            self._start()
+            try:
+                self._start()
+            except OSError as exc:  # no process could be started (limits, memory)
+                return PersistenceError(f"the writer process could not be started: {exc}")
         if not self._ready:
             proc = self._proc
             assert proc is not None
@@ -450,7 +453,13 @@ class ProcessWriter:
                     f"{MAX_DELIVERIES} times in a row ({type(exc).__name__}); giving up on it",
                 )
             self.restarts += 1
-            self._start()
+            try:
+                self._start()
+            except OSError as start_error:  # the reader must not die: fail what is in flight
+                self._proc = None
+                self._fail_inflight(f"the writer process could not be restarted: {start_error}")
+                self._reader = None
+                return False
             assert self._proc is not None
             error = self._await_ready(self._proc)
             if error is not None:  # the next submit tries again
