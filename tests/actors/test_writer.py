@@ -183,6 +183,15 @@ def stopped(writer: ProcessWriter) -> Any:
     return Frozen()
 
 
+def stored_events(url: str) -> list[tuple[int, int, Any]]:
+    """Return the events stored for plan ``p`` (what the writer committed), read afresh."""
+    storage = Storage(url)
+    try:
+        return storage.envelopes("p")
+    finally:
+        storage.close()
+
+
 def open_writer(url: str) -> ProcessWriter:
     Storage(url).close()  # migrated
     writer = ProcessWriter(url)
@@ -211,11 +220,7 @@ def test_batches_waiting_in_the_pipe_share_one_transaction_and_are_acked_in_orde
         assert all(refused == set() and error is None for _, refused, error in acks.calls[2:])
     finally:
         writer.close()
-    storage = Storage(sqlite_url)
-    try:
-        assert [step for _, step, _ in storage.envelopes("p")] == list(range(1, 20))
-    finally:
-        storage.close()
+    assert [step for _, step, _ in stored_events(sqlite_url)] == list(range(1, 20))
 
 
 def test_batches_in_flight_when_the_child_dies_are_committed_by_the_next(sqlite_url: str) -> None:
@@ -235,11 +240,7 @@ def test_batches_in_flight_when_the_child_dies_are_committed_by_the_next(sqlite_
         assert writer.restarts == 1 and writer.pid not in (None, old)
     finally:
         writer.close()
-    storage = Storage(sqlite_url)
-    try:
-        assert [step for _, step, _ in storage.envelopes("p")] == list(range(1, 11))
-    finally:
-        storage.close()
+    assert [step for _, step, _ in stored_events(sqlite_url)] == list(range(1, 11))
 
 
 def test_close_commits_what_was_sent_before_the_child_exits(sqlite_url: str) -> None:
@@ -250,11 +251,7 @@ def test_close_commits_what_was_sent_before_the_child_exits(sqlite_url: str) -> 
             writer.submit([envelope_request("p", n)], acks.done_for(str(n)))
     writer.close()  # the child exits the moment its input closes: only after the acks
     assert [(name, error) for name, _, error in acks.calls] == [(str(n), None) for n in range(1, 6)]
-    storage = Storage(sqlite_url)
-    try:
-        assert len(storage.envelopes("p")) == 5
-    finally:
-        storage.close()
+    assert len(stored_events(sqlite_url)) == 5
 
 
 def test_a_locked_database_is_retried_and_a_broken_row_is_not(
@@ -334,8 +331,4 @@ def test_a_bad_batch_fails_alone_when_it_shares_a_transaction(sqlite_url: str) -
         assert "FOREIGN KEY" in str(outcome["bad"])
     finally:
         writer.close()
-    storage = Storage(sqlite_url)
-    try:
-        assert [step for _, step, _ in storage.envelopes("p")] == [1, 2]
-    finally:
-        storage.close()
+    assert [step for _, step, _ in stored_events(sqlite_url)] == [1, 2]
