@@ -257,8 +257,11 @@ class ProcessWriter:
         self.busy_seconds = 0.0  # spent by children on transactions (decode, encode, SQL, commit)
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = False
-        self._inflight: deque[_Batch] = deque()  # sent, not yet acknowledged; oldest first
-        self._lock = threading.Condition()  # guards the child, _inflight and the pipe's input
+        # Sent, not yet acknowledged; oldest first. Appended (then sent) under `_lock`; the
+        # reader pops without it (a deque's ends are thread-safe), see `_read_replies`.
+        self._inflight: deque[_Batch] = deque()
+        self._lock = threading.RLock()  # guards the child's lifecycle and the pipe's input
+        self._drained = threading.Condition(threading.Lock())  # `_inflight` became empty
         self._reader: threading.Thread | None = None
         self._closed = False
         self._start()
@@ -291,8 +294,8 @@ class ProcessWriter:
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every batch submitted so far is acknowledged; False on timeout."""
-        with self._lock:
-            return self._lock.wait_for(lambda: not self._inflight, timeout)
+        with self._drained:
+            return self._drained.wait_for(lambda: not self._inflight, timeout)
 
     def wait_ready(self) -> None:
         """Wait until the child has opened the database.
@@ -413,11 +416,17 @@ class ProcessWriter:
         """Take the child's replies in order and acknowledge the batches; replace a dead
         child. Ends when the writer is closed and its child has exited."""
         while True:
-            with self._lock:
-                proc = self._proc
-                if proc is None:
-                    self._reader = None
-                    return
+            # Not under `_lock`, which `submit` holds while it writes to the pipe: a write
+            # lets go of the GIL, and taking it back can take the switch interval (5 ms) in
+            # a busy world; the reader waiting for the lock meanwhile held up every
+            # acknowledgement (W1: the reader blocked on it ~60 ms of its ~0.3 s).
+            proc = self._proc
+            if proc is None:
+                with self._lock:
+                    if self._proc is None:
+                        self._reader = None
+                        return
+                    continue
             assert proc.stdout is not None
             try:
                 reply = _receive(proc.stdout)
@@ -428,10 +437,12 @@ class ProcessWriter:
             refused, error, busy, transactions = pickle.loads(reply)  # our own child's reply
             self.busy_seconds += busy
             self.transactions += transactions
-            with self._lock:
-                batch = self._inflight.popleft()
-                if not self._inflight:
-                    self._lock.notify_all()
+            try:
+                batch = self._inflight.popleft()  # appended before it was sent: it is there
+            except IndexError:  # failed meanwhile by `close` after its timeout
+                continue
+            if not self._inflight:
+                self._notify_drained()
             with waking_later():  # callers waiting for these commits wake once this is done
                 _acknowledge(batch.done, set(refused), error)
 
@@ -440,7 +451,7 @@ class ProcessWriter:
         with self._lock:
             if self._closed:
                 self._reader = None
-                self._lock.notify_all()
+                self._notify_drained()
                 return False
             how = _death(proc)
             self._proc = None
@@ -479,8 +490,16 @@ class ProcessWriter:
     def _fail_inflight(self, error: str) -> None:
         """Acknowledge every batch in flight with ``error`` (under the lock)."""
         while self._inflight:
-            _acknowledge(self._inflight.popleft().done, set(), error)
-        self._lock.notify_all()
+            try:
+                batch = self._inflight.popleft()
+            except IndexError:  # the reader took the last one
+                break
+            _acknowledge(batch.done, set(), error)
+        self._notify_drained()
+
+    def _notify_drained(self) -> None:
+        with self._drained:
+            self._drained.notify_all()
 
 
 def _log() -> Any:
