@@ -25,9 +25,9 @@ get the GIL back in the busy world, then to run the acknowledgements and pickle 
 batch: in W1, 1-6 ms per commit, a third of the wall time.
 
 Supervision: if the child dies (killed, crashed), the reader starts a new one and sends it
-every batch not yet acknowledged, in order (a batch the dead child had committed without
-replying is written again: snapshots are whole rows, so rewriting them is harmless). A batch
-that kills `MAX_DELIVERIES` children in a row fails with a `PersistenceError` instead. When
+every batch not yet acknowledged, in order; one the dead child had committed without
+replying is answered from the record that transaction left (`_Ledger`), not written again.
+A batch that kills `MAX_DELIVERIES` children in a row fails with a `PersistenceError` instead. When
 the world's process dies, its end of the pipe closes and the child exits at once, even
 inside a transaction (which then rolls back, as after any crash; nothing half-written is
 left), so nothing is committed after the world is gone.
@@ -52,6 +52,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
+import json
 import os
 import pickle
 import select
@@ -62,6 +64,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -78,6 +81,8 @@ Request = tuple[Any, ...]
 Done = Callable[[set[int], "PersistenceError | None"], None]
 
 _HEADER = struct.Struct("!I")
+_NUMBER = struct.Struct("!Q")  # a batch's number, ahead of its pickle
+LEDGER = "pydynflow.WriterLedger"  # the coordinator record class of `_Ledger`
 # The child imports the storage layer only: a bare `pydynflow` package object stands in for
 # the real one, whose __init__ would import the whole engine (0.5 s instead of 0.2 s).
 _BOOTSTRAP = """\
@@ -86,16 +91,22 @@ package = types.ModuleType("pydynflow")
 package.__path__ = [sys.argv[1] + "/pydynflow"]
 sys.modules["pydynflow"] = package
 from pydynflow.actors.writer import main
-main(sys.argv[2])
+main(sys.argv[2], sys.argv[3])
 """
 _READY = b"pydynflow-writer-ready"
 START_TIMEOUT = 60.0  # seconds for a new writer process to import and open the database
 RETRIES = 5  # attempts of a transaction that fails for a passing reason
 MAX_DELIVERIES = 3  # children a batch may see die under it before it fails
 GROUP_LIMIT = 256  # batches the child commits together at most
+# For fault tests: the child exits right after its N-th transaction commits, before it
+# replies (the window `_Ledger` covers), with this status.
+EXIT_AFTER_COMMITS = "PYDYNFLOW_WRITER_EXIT_AFTER_COMMITS"
+EXIT_AFTER_COMMITS_STATUS = 75
 
 
-def write_requests(storage: Any, requests: Sequence[Request]) -> set[int]:
+def write_requests(
+    storage: Any, requests: Sequence[Request], after: Callable[[set[int]], Any] | None = None
+) -> set[int]:
     """Write ``requests`` in one transaction of ``storage``; return the refused claims' indexes.
 
     Requests carry snapshots (`pydynflow.storage.Storage.step_snapshot` and friends), encoded
@@ -143,23 +154,30 @@ def write_requests(storage: Any, requests: Sequence[Request]) -> set[int]:
                 storage.pop_envelope(plan_id, step_id)
             for plan_id, step_id in envelope_clear:
                 storage.clear_envelopes(plan_id, step_id)
+        if after is not None:  # in the same transaction (see `_Ledger`)
+            after(refused)
     return refused
 
 
-def commit(storage: Any, requests: Sequence[Request]) -> tuple[set[int], str | None]:
+def commit(
+    storage: Any, requests: Sequence[Request], after: Callable[[set[int]], Any] | None = None
+) -> tuple[set[int], str | None]:
     """Write ``requests`` in one transaction, retrying passing failures; never raises.
 
+    ``after(refused)`` runs inside that transaction, once the requests are written.
     Returns the indexes of refused claims and None, or an empty set and what went wrong.
     """
-    refused, error, _ = _commit(storage, requests)
+    refused, error, _ = _commit(storage, requests, after)
     return refused, error
 
 
-def _commit(storage: Any, requests: Sequence[Request]) -> tuple[set[int], str | None, bool]:
+def _commit(
+    storage: Any, requests: Sequence[Request], after: Callable[[set[int]], Any] | None = None
+) -> tuple[set[int], str | None, bool]:
     """`commit`, also saying whether a failure was a passing one (retried in vain)."""
     for attempt in range(RETRIES):
         try:
-            return write_requests(storage, requests), None, False
+            return write_requests(storage, requests, after), None, False
         except Exception as exc:
             passing = _passing(exc)
             if attempt + 1 == RETRIES or not passing:
@@ -231,7 +249,8 @@ def _wait_for(writer: Any, requests: Sequence[Request]) -> set[int]:
 
 
 class _Batch:
-    """A batch sent to the child and not yet acknowledged."""
+    """A batch sent to the child and not yet acknowledged (``payload``: its number, then
+    the pickled requests)."""
 
     __slots__ = ("deliveries", "done", "payload")
 
@@ -252,6 +271,8 @@ class ProcessWriter:
     def __init__(self, url: str, cpus: set[int] | None = None) -> None:
         self.url = url
         self.cpus = cpus  # where the child runs (`writer_cpus`); None: the world's CPUs
+        self.key = uuid.uuid4().hex  # names this writer's `_Ledger` record
+        self._numbers = itertools.count(1)  # batch numbers, in the order batches are sent
         self.restarts = 0
         self.transactions = 0  # committed by children (each may hold several batches)
         self.busy_seconds = 0.0  # spent by children on transactions (decode, encode, SQL, commit)
@@ -269,18 +290,19 @@ class ProcessWriter:
     def submit(self, requests: Sequence[Request], done: Done) -> None:
         """Send ``requests`` to be committed; ``done`` is called from the reader thread
         (or at once with the error, if no child can be started)."""
-        payload = pickle.dumps(list(requests), pickle.HIGHEST_PROTOCOL)
-        batch = _Batch(payload, done)
+        pickled = pickle.dumps(list(requests), pickle.HIGHEST_PROTOCOL)
         with self._lock:
             error = self._ensure_child()
             if error is None:
+                # Numbered under the lock: numbers grow in the order the child reads batches.
+                batch = _Batch(_NUMBER.pack(next(self._numbers)) + pickled, done)
                 self._inflight.append(batch)
                 proc = self._proc
                 assert proc is not None and proc.stdin is not None
                 with contextlib.suppress(OSError, ValueError):
                     # A dead child is the reader's to find (end of its output): it starts
                     # a new one and sends it every batch in flight, this one included.
-                    _send(proc.stdin, payload)
+                    _send(proc.stdin, batch.payload)
         if error is not None:
             done(set(), error)
 
@@ -353,7 +375,7 @@ class ProcessWriter:
         """Start a child; `_ensure_child` waits for it to be ready."""
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, root, self.url],
+            [sys.executable, "-c", _BOOTSTRAP, root, self.url, self.key],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
@@ -570,11 +592,12 @@ def writer_for(storage: Any) -> ThreadWriter | ProcessWriter:
 # -- the child process ---------------------------------------------------------------------
 
 
-def main(url: str) -> None:
+def main(url: str, key: str) -> None:
     """Run the writer loop on stdin/stdout: open the database at ``url``, commit what arrives.
 
     Every batch waiting in the pipe goes into one transaction (up to `GROUP_LIMIT`); each
-    batch gets its own reply, in order, once that transaction is committed.
+    batch gets its own reply, in order, once that transaction is committed. ``key`` names
+    the writer's `_Ledger`: batches a dead predecessor committed are answered from it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     stdin_fd, stdout = sys.stdin.buffer.fileno(), sys.stdout.buffer
@@ -583,53 +606,146 @@ def main(url: str) -> None:
         from pydynflow.storage.store import Storage
 
         storage = Storage(url, migrate=False)
-        storage.count_plans(state="running")  # connects now and finds the schema, or fails
+        ledger = _Ledger(storage, key)  # connects now and finds the schema, or fails
     except BaseException as exc:
         _send(stdout, f"the writer process could not open the database: {exc}".encode())
         return
     _send(stdout, _READY)
-    threading.Thread(target=_exit_with_parent, args=(stdin_fd,), daemon=True).start()
+    working = threading.Lock()  # held while a group is being committed and answered
+    watcher = threading.Thread(
+        target=_exit_with_parent, args=(stdin_fd, working, ledger), daemon=True
+    )
+    watcher.start()
     batches = _MessageReader(stdin_fd)
+    exit_after = int(os.environ.get(EXIT_AFTER_COMMITS) or 0)
     try:
         while True:
             try:
-                group = [batches.next()]
+                first = batches.next()
             except EOFError:
+                watcher.join(10)  # it forgets the ledger and ends the process
                 return
-            group.extend(batches.waiting(GROUP_LIMIT - 1))
-            started = time.perf_counter()
-            batches_in = [pickle.loads(data) for data in group]
-            answers, transactions = _commit_group(storage, batches_in)
-            busy = time.perf_counter() - started
-            replies = []
-            for number, (refused, error) in enumerate(answers, 1):
-                last = number == len(answers)
-                reply = (sorted(refused), error, busy if last else 0.0, transactions if last else 0)
-                replies.append(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
-            _send_all(stdout, replies)
+            with working:
+                _answer_group(storage, ledger, batches, first, stdout, exit_after)
     finally:
         storage.close()
 
 
+def _answer_group(
+    storage: Any,
+    ledger: _Ledger,
+    batches: _MessageReader,
+    first: bytes,
+    stdout: IO[bytes],
+    exit_after: int,
+) -> None:
+    """Commit ``first`` and every batch waiting behind it in one transaction; reply to each."""
+    group = [first]
+    group.extend(batches.waiting(GROUP_LIMIT - 1))
+    started = time.perf_counter()
+    numbered = [(_NUMBER.unpack_from(data)[0], data) for data in group]
+    fresh = [(number, data) for number, data in numbered if not ledger.holds(number)]
+    answers_of: dict[int, tuple[set[int], str | None]] = {}
+    transactions = 0
+    if fresh:
+        numbers = [number for number, _ in fresh]
+        requests = [pickle.loads(memoryview(data)[_NUMBER.size :]) for _, data in fresh]
+        answers, transactions = _commit_group(storage, requests, numbers, ledger)
+        answers_of = dict(zip(numbers, answers, strict=True))
+        if exit_after and ledger.commits >= exit_after:
+            os._exit(EXIT_AFTER_COMMITS_STATUS)  # fault tests: committed, not answered
+    answers = [answers_of.get(number) or ledger.answer(number) for number, _ in numbered]
+    busy = time.perf_counter() - started
+    replies = []
+    for index, (refused, error) in enumerate(answers, 1):
+        last = index == len(answers)
+        reply = (sorted(refused), error, busy if last else 0.0, transactions if last else 0)
+        replies.append(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
+    _send_all(stdout, replies)
+
+
 def _commit_group(
-    storage: Any, batches: list[list[Request]]
+    storage: Any, batches: list[list[Request]], numbers: list[int], ledger: _Ledger
 ) -> tuple[list[tuple[set[int], str | None]], int]:
     """Commit ``batches`` in one transaction; return each one's answer and the transactions.
 
     If that fails for a reason other than a passing one (retried already), each batch is
     committed on its own, so that one bad change fails only its own batch, as if it had come
-    alone.
+    alone. Each transaction also records its answers in ``ledger``.
     """
     requests = [request for batch in batches for request in batch]
-    refused, error, passing = _commit(storage, requests)
+    sizes = [len(batch) for batch in batches]
+    refused, error, passing = _commit(storage, requests, ledger.recorder(numbers, sizes))
     if error is None or passing or len(batches) == 1:
-        answers, first = [], 0
-        for batch in batches:
-            end = first + len(batch)
-            answers.append(({i - first for i in refused if first <= i < end}, error))
-            first = end
-        return answers, 1
-    return [commit(storage, batch) for batch in batches], 1 + len(batches)
+        return [(mine, error) for mine in _split(refused, sizes)], 1
+    return [
+        commit(storage, batch, ledger.recorder([number], [len(batch)]))
+        for number, batch in zip(numbers, batches, strict=True)
+    ], 1 + len(batches)
+
+
+def _split(refused: set[int], sizes: list[int]) -> list[set[int]]:
+    """Split the refused indexes of a group's requests into each batch's own."""
+    mine, first = [], 0
+    for size in sizes:
+        end = first + size
+        mine.append({i - first for i in refused if first <= i < end})
+        first = end
+    return mine
+
+
+class _Ledger:
+    """The answers of a writer's last transaction, stored in that very transaction.
+
+    A child can die after a transaction commits and before its replies reach the world;
+    the world then sends the unanswered batches again, to the next child. Writing them a
+    second time would not be harmless: a claim would be refused by its own first write (the
+    plan is already running) and an ``envelope_pop`` would drop one more stored event. So
+    every transaction also writes a coordinator record (class `LEDGER`, id the writer's
+    key): the highest batch number it holds and its batches' refused claims. A new child
+    reads it once: batches up to that number are answered from it, not written again.
+    Only the last transaction's batches can come back (a child writes its replies before it
+    reads the next group), so that is all the record keeps. A clean close deletes it.
+    """
+
+    def __init__(self, storage: Any, key: str) -> None:
+        self.storage = storage
+        self.key = key
+        self.commits = 0  # transactions recorded by this child
+        self.last = 0  # batches up to this number were committed by a predecessor
+        self.refused: dict[int, set[int]] = {}
+        data = storage.record(LEDGER, key)
+        if data is not None:  # JSON written by `recorder`; never unpickled
+            last, refused = json.loads(data)
+            self.last = int(last)
+            self.refused = {int(number): set(indexes) for number, indexes in refused.items()}
+
+    def holds(self, number: int) -> bool:
+        """Return whether batch ``number`` was committed by a predecessor."""
+        return number <= self.last
+
+    def answer(self, number: int) -> tuple[set[int], str | None]:
+        """Return the answer a predecessor committed for batch ``number``."""
+        return set(self.refused.get(number, ())), None
+
+    def recorder(self, numbers: list[int], sizes: list[int]) -> Callable[[set[int]], None]:
+        """Return the hook that records a transaction of these batches, inside it."""
+
+        def record(refused: set[int]) -> None:
+            answers = {
+                str(number): sorted(mine)
+                for number, mine in zip(numbers, _split(refused, sizes), strict=True)
+                if mine
+            }
+            self.storage.put_record(LEDGER, self.key, json.dumps([max(numbers), answers]).encode())
+            self.commits += 1
+
+        return record
+
+    def forget(self) -> None:
+        """Delete the record (a clean close: nothing can come back)."""
+        with contextlib.suppress(Exception):  # a leftover record is small and harmless
+            self.storage.delete_record(LEDGER, self.key)
 
 
 class _MessageReader:
@@ -685,20 +801,26 @@ class _MessageReader:
         return message
 
 
-def _exit_with_parent(fd: int) -> None:
-    """Exit at once when the world's end of the input pipe closes (its process died).
+def _exit_with_parent(fd: int, working: threading.Lock, ledger: _Ledger) -> None:
+    """Exit at once when the world's end of the input pipe closes (a close, or its death).
 
     Without this, a child busy with a transaction when its world is killed would commit it
     a few milliseconds later, after the world is gone: a world started again on the database
     could already be recovering it. Killed here, an unfinished transaction rolls back (a
     commit that already reached the disk stays, as after any crash). On a normal close the
     last batch was acknowledged before the pipe closed, so nothing is lost either way.
+
+    If no group is being committed (``working`` is free: every batch read was answered),
+    nothing can be sent again and the ledger's record is deleted first; a child stopped in
+    the middle of a group leaves it behind (one small row).
     """
     watcher = select.poll()
     watcher.register(fd, 0)  # POLLHUP and POLLERR are reported whatever the mask
     while True:
         for _, events in watcher.poll():
             if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                if working.acquire(blocking=False):  # held until the exit: no group starts
+                    ledger.forget()
                 os._exit(0)
 
 

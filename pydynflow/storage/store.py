@@ -74,6 +74,7 @@ ACTIONS = "dynflow_actions"
 STEPS = "dynflow_steps"
 ENVELOPES = "dynflow_envelopes"
 CHUNKS = "dynflow_output_chunks"
+COORDINATOR = "dynflow_coordinator_records"
 _CHILD_TABLES = (CHUNKS, "dynflow_delayed_plans", STEPS, ACTIONS)
 
 PLAN_COLUMNS = (
@@ -731,6 +732,49 @@ class Storage:
         with self._write_atomic():
             cursor = self._db.cursor()
             cursor.execute(sql, (f"{plan_id}:{int(step_id)}",))
+            return int(cursor.rowcount)
+
+    # -- coordinator records ---------------------------------------------------------------
+
+    @_wrap_errors("put_record")
+    def put_record(
+        self, record_class: str, record_id: str, data: bytes | None, owner_id: str | None = None
+    ) -> None:
+        """Create or replace the coordinator record ``(record_id, record_class)``.
+
+        Coordinator records are small named blobs shared by the processes of one database
+        (Dynflow keeps worlds and locks there); ``data`` is stored as given.
+        """
+        param = self._db.param
+        sql = (
+            f'INSERT INTO "{COORDINATOR}" ("id", "class", "owner_id", "data") '
+            f"VALUES ({param}, {param}, {param}, {param}) "
+            'ON CONFLICT ("id", "class") DO UPDATE SET "owner_id" = excluded."owner_id", '
+            '"data" = excluded."data"'
+        )
+        with self._write_atomic():
+            self._db.cursor().execute(sql, (record_id, record_class, owner_id, data))
+
+    @_wrap_errors("record")
+    def record(self, record_class: str, record_id: str) -> bytes | None:
+        """Return the data of the coordinator record ``(record_id, record_class)``, or None."""
+        param = self._db.param
+        cursor = self._db.cursor()
+        cursor.execute(
+            f'SELECT "data" FROM "{COORDINATOR}" WHERE "id" = {param} AND "class" = {param}',
+            (record_id, record_class),
+        )
+        row = cursor.fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    @_wrap_errors("delete_record")
+    def delete_record(self, record_class: str, record_id: str) -> int:
+        """Delete the coordinator record ``(record_id, record_class)``; return how many (0/1)."""
+        param = self._db.param
+        sql = f'DELETE FROM "{COORDINATOR}" WHERE "id" = {param} AND "class" = {param}'
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(sql, (record_id, record_class))
             return int(cursor.rowcount)
 
     @_wrap_errors("step_state")

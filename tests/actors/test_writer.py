@@ -13,12 +13,15 @@ import pytest
 
 from pydynflow import Action, PersistenceError, PlanState, Result, World
 from pydynflow.actors.writer import (
+    EXIT_AFTER_COMMITS,
+    LEDGER,
     ProcessWriter,
     ThreadWriter,
     commit,
     writer_cpus,
     writer_for,
 )
+from pydynflow.planning import plan_action
 from pydynflow.storage import Storage
 
 
@@ -332,3 +335,92 @@ def test_a_bad_batch_fails_alone_when_it_shares_a_transaction(sqlite_url: str) -
     finally:
         writer.close()
     assert [step for _, step, _ in stored_events(sqlite_url)] == [1, 2]
+
+
+# -- a child that dies after committing, before answering --------------------------------
+
+
+def dies_after_its_first_commit(url: str, monkeypatch: pytest.MonkeyPatch) -> ProcessWriter:
+    """Open a writer whose first child exits right after its first commit, unanswered; the
+    children that replace it run normally."""
+    monkeypatch.setenv(EXIT_AFTER_COMMITS, "1")
+    writer = open_writer(url)  # the child read the variable when it started
+    monkeypatch.delenv(EXIT_AFTER_COMMITS)
+    return writer
+
+
+def claim_of(plan_id: str) -> tuple[Any, ...]:
+    return ((), (), (), (plan_id, ("planned",)), (), (), (), ())
+
+
+def test_a_claim_committed_by_a_child_that_died_unanswered_is_not_refused_by_the_next(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = Storage(sqlite_url)
+    plan = plan_action(Hops, (2,))
+    storage.save_plan(plan)
+    storage.close()
+    writer = dies_after_its_first_commit(sqlite_url, monkeypatch)
+    acks = Acks()
+    try:
+        first = writer.pid
+        writer.submit([claim_of(plan.id)], acks.done_for("claim"))
+        assert writer.drain(60)
+        # The first child committed the claim and exited; the batch went to the next child,
+        # which answered it from the ledger instead of claiming again (and being refused).
+        assert writer.restarts == 1 and writer.pid != first
+        assert acks.calls == [("claim", set(), None)]
+        # A claim the ledger does not hold is still decided by the database.
+        writer.submit([claim_of(plan.id)], acks.done_for("again"))
+        assert writer.drain(60)
+        assert acks.calls[1] == ("again", {0}, None)
+    finally:
+        writer.close()
+    storage = Storage(sqlite_url)
+    try:
+        assert storage.step_state(plan.id) == "running"
+        assert storage.record(LEDGER, writer.key) is None  # a clean close deletes it
+    finally:
+        storage.close()
+
+
+def test_an_event_pop_committed_by_a_child_that_died_unanswered_is_not_applied_twice(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = Storage(sqlite_url)
+    for n in (1, 2):
+        storage.add_envelope("p", 7, {"n": n})
+    storage.close()
+    writer = dies_after_its_first_commit(sqlite_url, monkeypatch)
+    acks = Acks()
+    pop = ((), (), (), None, (), (), (("p", 7),), ())
+    try:
+        writer.submit([pop], acks.done_for("pop"))
+        assert writer.drain(60)
+        assert writer.restarts == 1
+        assert acks.calls == [("pop", set(), None)]
+    finally:
+        writer.close()
+    assert [payload for _, _, payload in stored_events(sqlite_url)] == [{"n": 2}]
+
+
+@pytest.mark.parametrize("commits", [1, 2, 3])
+def test_plans_run_once_through_a_writer_that_dies_after_a_commit(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, commits: int
+) -> None:
+    # Commit 1 stores the plan, 2 claims it for execution (a conditional update: written
+    # twice, it would be refused by its own first write), 3 moves its first steps along.
+    # Whichever one the first child dies after, unanswered, the next child answers it from
+    # the ledger.
+    monkeypatch.setenv(EXIT_AFTER_COMMITS, str(commits))
+    with World(sqlite_url) as world:
+        monkeypatch.delenv(EXIT_AFTER_COMMITS)  # for the children that replace the first
+        planned = world.plan(Hops, 3)
+        plan = world.execute(planned.id).wait(60)
+        assert writer_of(world).restarts == 1
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
+    with World(sqlite_url, executor=False) as reader:
+        stored = reader.load(plan.id)
+        assert (stored.state, stored.result) == (PlanState.STOPPED, Result.SUCCESS)
+        run_steps = [step for step in stored.steps.values() if step.phase.value == "run"]
+        assert [step.state.value for step in run_steps] == ["success"] * 3
