@@ -975,6 +975,20 @@ class StorageContract:
     def test_ping(self, storage: Storage) -> None:
         assert storage.ping() is True
 
+    def test_coordinator_records_are_created_replaced_read_and_deleted(
+        self, storage: Storage
+    ) -> None:
+        assert storage.record("Lock", "a") is None
+        storage.put_record("Lock", "a", b"one", owner_id="w1")
+        storage.put_record("Lock", "a", b"two")  # replaced, not duplicated
+        storage.put_record("World", "a", b"other")  # (id, class) is the key
+        assert storage.record("Lock", "a") == b"two"
+        assert storage.record("World", "a") == b"other"
+        assert storage.delete_record("Lock", "a") == 1
+        assert storage.delete_record("Lock", "a") == 0
+        assert storage.record("Lock", "a") is None
+        assert storage.record("World", "a") == b"other"
+
 
 class TestSqliteFile(StorageContract):
     @pytest.fixture
