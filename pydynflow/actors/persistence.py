@@ -31,6 +31,8 @@ from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.promise import Promise
 from pydynflow.storage.store import row_steps
 
+BATCH_LIMIT = 16  # messages per batch handed to the writer
+
 
 def changes(
     storage: Any,
@@ -118,15 +120,18 @@ class PersistenceActor(PooledActor):
             self.writer.close()  # after the batches in flight are acknowledged
 
     def _flush(self) -> None:
-        batch, self.pending = self.pending, []
-        if not batch:
-            return
-        self.batches += 1
-        self.records += len(batch)
-        self.writer.submit(
-            [_request(message) for message in batch],
-            functools.partial(_acknowledge, batch, self.log),
-        )
+        pending, self.pending = self.pending, []
+        # In batches of at most BATCH_LIMIT messages: the writer decides how many go into
+        # one transaction (see `pydynflow.actors.writer._Pacer`), and it can only cut
+        # between batches.
+        for start in range(0, len(pending), BATCH_LIMIT):
+            batch = pending[start : start + BATCH_LIMIT]
+            self.batches += 1
+            self.records += len(batch)
+            self.writer.submit(
+                [_request(message) for message in batch],
+                functools.partial(_acknowledge, batch, self.log),
+            )
 
 
 def _acknowledge(

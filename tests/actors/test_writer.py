@@ -14,9 +14,13 @@ import pytest
 from pydynflow import Action, PersistenceError, PlanState, Result, World
 from pydynflow.actors.writer import (
     EXIT_AFTER_COMMITS,
+    GROUP_REQUESTS_MAX,
+    GROUP_REQUESTS_MIN,
     LEDGER,
     ProcessWriter,
     ThreadWriter,
+    _MessageReader,
+    _Pacer,
     commit,
     writer_cpus,
     writer_for,
@@ -424,3 +428,35 @@ def test_plans_run_once_through_a_writer_that_dies_after_a_commit(
         assert (stored.state, stored.result) == (PlanState.STOPPED, Result.SUCCESS)
         run_steps = [step for step in stored.steps.values() if step.phase.value == "run"]
         assert [step.state.value for step in run_steps] == ["success"] * 3
+
+
+# -- how many requests a transaction takes ----------------------------------------------------
+
+
+def test_the_pacer_sizes_transactions_by_what_a_commit_costs() -> None:
+    pacer = _Pacer()
+    assert pacer.budget() == GROUP_REQUESTS_MAX  # nothing measured: whatever is waiting
+    pacer.observe(100, work=0.002, commit=0.0004)  # 20 us a request, 0.4 ms a commit
+    assert pacer.budget() == 20
+    for _ in range(40):  # a slow disk: 10 ms a commit
+        pacer.observe(100, work=0.002, commit=0.010)
+    assert 450 <= pacer.budget() <= 500
+    for _ in range(40):  # commits cheaper than writing a single request
+        pacer.observe(10, work=0.010, commit=0.0001)
+    assert pacer.budget() == GROUP_REQUESTS_MIN
+
+
+def test_waiting_messages_beyond_the_budget_stay_for_the_next_group() -> None:
+    read, write = os.pipe()
+    try:
+        for size in (3, 4, 5, 1):
+            message = bytes([size]) * size
+            os.write(write, len(message).to_bytes(4, "big") + message)
+        reader = _MessageReader(read)
+        first = reader.next()
+        assert reader.waiting(10, budget=8) == [b"\x04" * 4]  # 4 fits, then 5 would not
+        assert reader.waiting(10) == [b"\x05" * 5, b"\x01"]  # the held one comes first
+        assert first == b"\x03" * 3
+    finally:
+        os.close(read)
+        os.close(write)
