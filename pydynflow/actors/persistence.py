@@ -31,7 +31,7 @@ from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.promise import Promise
 from pydynflow.storage.store import row_steps
 
-BATCH_LIMIT = 16  # messages per batch handed to the writer
+BATCH_LIMIT = 32  # messages per batch handed to the writer
 
 
 def changes(
