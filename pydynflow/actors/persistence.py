@@ -121,17 +121,23 @@ class PersistenceActor(PooledActor):
 
     def _flush(self) -> None:
         pending, self.pending = self.pending, []
+        if not pending:
+            return
         # In batches of at most BATCH_LIMIT messages: the writer decides how many go into
         # one transaction (see `pydynflow.actors.writer._Pacer`), and it can only cut
         # between batches.
-        for start in range(0, len(pending), BATCH_LIMIT):
-            batch = pending[start : start + BATCH_LIMIT]
-            self.batches += 1
-            self.records += len(batch)
-            self.writer.submit(
-                [_request(message) for message in batch],
-                functools.partial(_acknowledge, batch, self.log),
-            )
+        batches = [pending[at : at + BATCH_LIMIT] for at in range(0, len(pending), BATCH_LIMIT)]
+        self.batches += len(batches)
+        self.records += len(pending)
+        self.writer.submit_all(
+            [
+                (
+                    [_request(message) for message in batch],
+                    functools.partial(_acknowledge, batch, self.log),
+                )
+                for batch in batches
+            ]
+        )
 
 
 def _acknowledge(

@@ -215,6 +215,11 @@ class ThreadWriter:
         self.transactions += 1
         done(refused, None if error is None else PersistenceError(error))
 
+    def submit_all(self, batches: Sequence[tuple[Sequence[Request], Done]]) -> None:
+        """`submit` each ``(requests, done)`` batch, in order."""
+        for requests, done in batches:
+            self.submit(requests, done)
+
     def write(self, requests: Sequence[Request]) -> set[int]:
         """Commit ``requests``; return the indexes of refused claims.
 
@@ -293,22 +298,36 @@ class ProcessWriter:
     def submit(self, requests: Sequence[Request], done: Done) -> None:
         """Send ``requests`` to be committed; ``done`` is called from the reader thread
         (or at once with the error, if no child can be started)."""
-        pickled = pickle.dumps(list(requests), pickle.HIGHEST_PROTOCOL)
+        self.submit_all([(requests, done)])
+
+    def submit_all(self, batches: Sequence[tuple[Sequence[Request], Done]]) -> None:
+        """`submit` each ``(requests, done)`` batch, in order, with one write to the pipe.
+
+        One write: each write lets go of the GIL, and taking it back in a busy world can
+        take the switch interval (see `_send_all`).
+        """
+        pickled = [
+            (pickle.dumps(list(requests), pickle.HIGHEST_PROTOCOL), len(requests), done)
+            for requests, done in batches
+        ]
         with self._lock:
             error = self._ensure_child()
             if error is None:
-                # Numbered under the lock: numbers grow in the order the child reads batches.
-                number = next(self._numbers)
-                batch = _Batch(_NUMBER.pack(number, len(requests)) + pickled, done)
-                self._inflight.append(batch)
+                sent = []
+                for payload, count, done in pickled:
+                    # Numbered under the lock: numbers grow in the order the child reads.
+                    number = next(self._numbers)
+                    sent.append(_Batch(_NUMBER.pack(number, count) + payload, done))
+                self._inflight.extend(sent)
                 proc = self._proc
                 assert proc is not None and proc.stdin is not None
                 with contextlib.suppress(OSError, ValueError):
                     # A dead child is the reader's to find (end of its output): it starts
-                    # a new one and sends it every batch in flight, this one included.
-                    _send(proc.stdin, batch.payload)
+                    # a new one and sends it every batch in flight, these included.
+                    _send_all(proc.stdin, [batch.payload for batch in sent])
         if error is not None:
-            done(set(), error)
+            for _, _, done in pickled:
+                done(set(), error)
 
     def write(self, requests: Sequence[Request]) -> set[int]:
         """Commit ``requests`` and wait; return the indexes of refused claims.
