@@ -66,7 +66,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -689,6 +689,7 @@ def _answer_group(
         if exit_after and ledger.commits >= exit_after:
             os._exit(EXIT_AFTER_COMMITS_STATUS)  # fault tests: committed, not answered
     answers = [answers_of.get(number) or ledger.answer(number) for number, _ in numbered]
+    ledger.answered([number for number, _ in numbered])
     busy = time.perf_counter() - started
     replies = []
     for index, (refused, error) in enumerate(answers, 1):
@@ -710,12 +711,17 @@ def _commit_group(
     requests = [request for batch in batches for request in batch]
     sizes = [len(batch) for batch in batches]
     refused, error, passing = _commit(storage, requests, ledger.recorder(numbers, sizes))
+    if error is None:
+        ledger.committed()
     if error is None or passing or len(batches) == 1:
         return [(mine, error) for mine in _split(refused, sizes)], 1
-    return [
-        commit(storage, batch, ledger.recorder([number], [len(batch)]))
-        for number, batch in zip(numbers, batches, strict=True)
-    ], 1 + len(batches)
+    answers = []
+    for number, batch in zip(numbers, batches, strict=True):
+        answer = commit(storage, batch, ledger.recorder([number], [len(batch)]))
+        if answer[1] is None:
+            ledger.committed()
+        answers.append(answer)
+    return answers, 1 + len(batches)
 
 
 def _requests_in(message: bytes) -> int:
@@ -781,17 +787,20 @@ def _split(refused: set[int], sizes: list[int]) -> list[set[int]]:
 
 
 class _Ledger:
-    """The answers of a writer's last transaction, stored in that very transaction.
+    """Which batches are done, stored in every transaction, for the writer's successor.
 
     A child can die after a transaction commits and before its replies reach the world;
     the world then sends the unanswered batches again, to the next child. Writing them a
     second time would not be harmless: a claim would be refused by its own first write (the
     plan is already running) and an ``envelope_pop`` would drop one more stored event. So
     every transaction also writes a coordinator record (class `LEDGER`, id the writer's
-    key): the highest batch number it holds and its batches' refused claims. A new child
-    reads it once: batches up to that number are answered from it, not written again.
-    Only the last transaction's batches can come back (a child writes its replies before it
-    reads the next group), so that is all the record keeps. A clean close deletes it.
+    key): the batches done so far (every number up to a mark, and any above it: when a
+    group's transaction fails and its batches are committed one by one, a failed one stays
+    out) and the refused claims of the batches the current group committed. A new child
+    reads it once: a batch it holds is answered from it, not written again; any other is
+    written (a failed one fails again). Only the current group's batches can come back (a
+    child writes a group's replies before it reads the next), so those are the only answers
+    it keeps. A clean close deletes it.
     """
 
     def __init__(self, storage: Any, key: str) -> None:
@@ -799,17 +808,21 @@ class _Ledger:
         self.key = key
         self.commits = 0  # transactions recorded by this child
         self.written_at = 0.0  # when the last transaction was recorded, just before its commit
-        self.last = 0  # batches up to this number were committed by a predecessor
-        self.refused: dict[int, set[int]] = {}
+        self.up_to = 0  # every batch numbered up to this one is done
+        self.above: set[int] = set()  # and these, numbered higher
+        self.refused: dict[int, set[int]] = {}  # a predecessor's last group's answers
+        self.group_done: set[int] = set()  # committed in the current group so far
+        self.group_refused: dict[int, set[int]] = {}
+        self._candidate: tuple[set[int], dict[int, set[int]]] = (set(), {})
         data = storage.record(LEDGER, key)
         if data is not None:  # JSON written by `recorder`; never unpickled
-            last, refused = json.loads(data)
-            self.last = int(last)
+            up_to, above, refused = json.loads(data)
+            self.up_to, self.above = int(up_to), {int(number) for number in above}
             self.refused = {int(number): set(indexes) for number, indexes in refused.items()}
 
     def holds(self, number: int) -> bool:
-        """Return whether batch ``number`` was committed by a predecessor."""
-        return number <= self.last
+        """Return whether batch ``number`` was committed (by a predecessor)."""
+        return number <= self.up_to or number in self.above
 
     def answer(self, number: int) -> tuple[set[int], str | None]:
         """Return the answer a predecessor committed for batch ``number``."""
@@ -819,21 +832,42 @@ class _Ledger:
         """Return the hook that records a transaction of these batches, inside it."""
 
         def record(refused: set[int]) -> None:
-            answers = {
-                str(number): sorted(mine)
-                for number, mine in zip(numbers, _split(refused, sizes), strict=True)
-                if mine
-            }
-            self.storage.put_record(LEDGER, self.key, json.dumps([max(numbers), answers]).encode())
+            mine = dict(zip(numbers, _split(refused, sizes), strict=True))
+            done = self.group_done | set(numbers)
+            answers = {**self.group_refused, **{n: r for n, r in mine.items() if r}}
+            up_to, above = _advance(self.up_to, self.above, done)
+            stored = {str(number): sorted(indexes) for number, indexes in answers.items()}
+            self.storage.put_record(
+                LEDGER, self.key, json.dumps([up_to, sorted(above), stored]).encode()
+            )
+            self._candidate = (done, answers)
             self.commits += 1
             self.written_at = time.perf_counter()
 
         return record
 
+    def committed(self) -> None:
+        """Take in that the transaction recorded last has committed."""
+        self.group_done, self.group_refused = self._candidate
+
+    def answered(self, numbers: list[int]) -> None:
+        """Take in that the current group's batches (committed or failed) are answered."""
+        self.up_to, self.above = _advance(self.up_to, self.above, numbers)
+        self.group_done, self.group_refused = set(), {}
+
     def forget(self) -> None:
         """Delete the record (a clean close: nothing can come back)."""
         with contextlib.suppress(Exception):  # a leftover record is small and harmless
             self.storage.delete_record(LEDGER, self.key)
+
+
+def _advance(up_to: int, above: set[int], numbers: Iterable[int]) -> tuple[int, set[int]]:
+    """Return the mark and the numbers above it once ``numbers`` are done too."""
+    above = above | {number for number in numbers if number > up_to}
+    while up_to + 1 in above:
+        up_to += 1
+        above.discard(up_to)
+    return up_to, above
 
 
 class _MessageReader:

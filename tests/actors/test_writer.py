@@ -19,6 +19,7 @@ from pydynflow.actors.writer import (
     LEDGER,
     ProcessWriter,
     ThreadWriter,
+    _Ledger,
     _MessageReader,
     _Pacer,
     commit,
@@ -460,3 +461,60 @@ def test_waiting_messages_beyond_the_budget_stay_for_the_next_group() -> None:
     finally:
         os.close(read)
         os.close(write)
+
+
+def test_a_batch_that_failed_alone_is_not_taken_for_committed_by_the_next_child(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three batches in one group; the group fails on the broken one, so each is committed
+    # on its own: the first and the last commit, the middle fails. The child then dies
+    # before replying (after its second commit). The next child must answer the first and
+    # the last from the ledger (not write their events again) and try the middle again.
+    monkeypatch.setenv(EXIT_AFTER_COMMITS, "2")
+    writer = open_writer(sqlite_url)
+    monkeypatch.delenv(EXIT_AFTER_COMMITS)
+    acks = Acks()
+    try:
+        with stopped(writer):
+            writer.submit([envelope_request("p", 1)], acks.done_for("a"))
+            writer.submit([BROKEN], acks.done_for("b"))
+            writer.submit([envelope_request("p", 3)], acks.done_for("c"))
+        assert writer.drain(60)
+        assert writer.restarts == 1
+        assert [(name, refused) for name, refused, _ in acks.calls] == [
+            ("a", set()),
+            ("b", set()),
+            ("c", set()),
+        ]
+        errors = [error for _, _, error in acks.calls]
+        assert errors[0] is None and errors[2] is None
+        assert isinstance(errors[1], PersistenceError) and "FOREIGN KEY" in str(errors[1])
+    finally:
+        writer.close()
+    assert [step for _, step, _ in stored_events(sqlite_url)] == [1, 3]
+
+
+def test_the_ledger_holds_exactly_the_batches_done(sqlite_url: str) -> None:
+    storage = Storage(sqlite_url)
+    try:
+        ledger = _Ledger(storage, "k")
+        with storage.transaction():  # a group of 1 and 2, the claim of 2 refused
+            ledger.recorder([1, 2], [1, 1])({1})
+        ledger.committed()
+        ledger.answered([1, 2])
+        # The next group, 3-5, failed as a whole; 3 and 5 were committed alone, 4 failed.
+        for number in (3, 5):
+            with storage.transaction():
+                ledger.recorder([number], [1])(set())
+            ledger.committed()
+        successor = _Ledger(storage, "k")  # what the next child reads
+        assert [n for n in range(1, 8) if successor.holds(n)] == [1, 2, 3, 5]
+        assert successor.answer(2) == (set(), None)  # answered already: not kept
+        ledger.answered([3, 4, 5])  # 4's error was answered too
+        with storage.transaction():
+            ledger.recorder([6], [1])({0})
+        successor = _Ledger(storage, "k")
+        assert (successor.up_to, successor.above) == (6, set())
+        assert successor.answer(6) == ({0}, None)
+    finally:
+        storage.close()
