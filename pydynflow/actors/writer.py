@@ -16,8 +16,9 @@ time: in W1 it spent 0.98 s in its transactions for 0.31 s of CPU (88 rows took 
 quiet process, 665 ms next to one busy thread). In its own process the writer has a GIL to
 itself and a core of its own.
 
-The child does the group commit: it takes every batch waiting in its pipe and commits them
-in one transaction, then replies to each in order. The world's side never waits for a
+The child does the group commit: it takes the batches waiting in its pipe (as many as
+`_Pacer` allows: about four commits' time of writing) and commits them in one transaction,
+then replies to each in order. The world's side never waits for a
 reply before sending the next batch: a reader thread takes the replies and runs the
 acknowledgements. Why: when the persistence actor waited for each reply, the child sat idle
 from its reply until the next batch came, which was however long the actor's thread took to
@@ -618,8 +619,9 @@ def writer_for(storage: Any) -> ThreadWriter | ProcessWriter:
 def main(url: str, key: str) -> None:
     """Run the writer loop on stdin/stdout: open the database at ``url``, commit what arrives.
 
-    Every batch waiting in the pipe goes into one transaction (up to `GROUP_LIMIT`); each
-    batch gets its own reply, in order, once that transaction is committed. ``key`` names
+    The batches waiting in the pipe go into one transaction (as many as `_Pacer` allows, up
+    to `GROUP_LIMIT`); each batch gets its own reply, in order, once that transaction is
+    committed. ``key`` names
     the writer's `_Ledger`: batches a dead predecessor committed are answered from it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
