@@ -248,7 +248,9 @@ class Action:
 
     def plan_self(self, input: dict[str, Any] | None = None, **fields: Any) -> Action:
         """Merge ``input`` and ``fields`` into the input and add this action's own steps."""
-        planner = self._require_planner("plan_self")
+        planner = self._planner
+        if planner is None or self._phase != PLAN:  # `_require_planner`, inline: per action
+            planner = self._require_planner("plan_self")
         self._input.update(input or {})
         self._input.update(fields)
         planner.add_own_steps(self)
@@ -256,7 +258,9 @@ class Action:
 
     def plan_action(self, action_class: type[Action], *args: Any, **kwargs: Any) -> Action:
         """Plan ``action_class`` as a child of this action (depth-first) and return it."""
-        planner = self._require_planner("plan_action")
+        planner = self._planner
+        if planner is None or self._phase != PLAN:  # `_require_planner`, inline: per action
+            planner = self._require_planner("plan_action")
         return planner.plan_child(self, action_class, args, kwargs)
 
     @contextmanager

@@ -123,7 +123,7 @@ def _finished(
     action: Action, started: float, progress_of: Any, suspended: Any = False
 ) -> PhaseOutcome:
     try:
-        output = normalize(action.output, owner=action.class_name(), field="output")
+        output = normalize(action.output, owner=type(action), field="output")
     except Exception as exc:
         return _failed(action, exc, started)
     state = StepState.SUCCESS if suspended is False else StepState.SUSPENDED
@@ -141,7 +141,7 @@ def _finished(
 
 def _failed(action: Action, exc: Exception, started: float) -> PhaseOutcome:
     try:  # keep what run wrote before failing, if it is storable
-        output = normalize(action.output, owner=action.class_name(), field="output")
+        output = normalize(action.output, owner=type(action), field="output")
     except Exception:
         output = {}
     elapsed = time.perf_counter() - started
@@ -175,7 +175,7 @@ def snapshot_outcome(action: Action) -> PhaseOutcome:
 
     Raises `SerializationError` (inside the run) if the output cannot be stored.
     """
-    output = normalize(action.output, owner=action.class_name(), field="output")
+    output = normalize(action.output, owner=type(action), field="output")
     return PhaseOutcome(
         StepState.SUSPENDED,
         output,

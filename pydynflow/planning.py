@@ -12,16 +12,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from pydynflow.action import PLAN, Action
 from pydynflow.errors import PlanningError, SerializationError
 from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
-from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, new_plan_id, utcnow
+from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, new_plan_id
 from pydynflow.references import has_references, iter_references
 from pydynflow.registry import class_name, subscribed_actions
 from pydynflow.serialization import normalize
 from pydynflow.states import Phase, PlanState, Result, StepState
+
+_now = datetime.now
 
 
 class DependencyGraph:
@@ -33,9 +36,9 @@ class DependencyGraph:
 
     def add_dependencies(self, step_id: int, action: Action) -> None:
         """Record the run steps referenced by ``action``'s input as needed by ``step_id``."""
-        if not has_references(action.input):
+        if not has_references(action._input):
             return
-        for reference in iter_references(action.input):
+        for reference in iter_references(action._input):
             required = self._required.setdefault(step_id, [])
             if reference.step_id not in required:
                 required.append(reference.step_id)
@@ -204,8 +207,8 @@ class Planner:
         self, action_class: type[Action], parent: Action | None
     ) -> tuple[Step, Action]:
         plan = self.plan
-        step_id, action_id = self._take_step_id(), self._next_action_id
-        self._next_action_id += 1
+        step_id, action_id = self._next_step_id, self._next_action_id
+        self._next_step_id, self._next_action_id = step_id + 1, action_id + 1
         action = action_class(id=action_id, execution_plan_id=plan.id, phase=PLAN)
         action._planner = self
         action.plan_step_id = step_id
@@ -223,7 +226,8 @@ class Planner:
         return plan.steps[step_id], action
 
     def _add_flow_step(self, action: Action, phase: Phase, weight: int) -> Step:
-        step_id = self._take_step_id()
+        step_id = self._next_step_id
+        self._next_step_id = step_id + 1
         record = self.plan.actions[action.id]
         step = Step(
             step_id,
@@ -257,7 +261,7 @@ class Planner:
             action.trigger, action._from_subscription = trigger, True
         normalized = False
         step.state = StepState.RUNNING  # a plan step: pending -> running -> success or error
-        step.started_at = utcnow()
+        step.started_at = _now(UTC)  # `utcnow`, without its call (twice per action)
         started = time.perf_counter()
         try:
             own_flow = Concurrence()
@@ -274,7 +278,7 @@ class Planner:
                     action, subscribers, args, kwargs, added=bool(own_flow.flows)
                 )
             action._input = normalize(
-                action._input, owner=action.class_name(), field="input", allow_references=True
+                action._input, owner=type(action), field="input", allow_references=True
             )
             normalized = True
             step.state = StepState.SUCCESS
@@ -284,7 +288,7 @@ class Planner:
             step.state = StepState.ERROR
             raise
         finally:
-            step.ended_at = utcnow()
+            step.ended_at = _now(UTC)
             step.execution_time = step.real_time = time.perf_counter() - started
             self._record(action, normalized)
 
@@ -312,11 +316,11 @@ class Planner:
     def _record(self, action: Action, normalized: bool) -> None:
         record = self.plan.actions[action.id]
         if normalized:
-            record.input = action.input
+            record.input = action._input
         else:
             try:
                 record.input = normalize(
-                    action.input, owner=action.class_name(), field="input", allow_references=True
+                    action.input, owner=type(action), field="input", allow_references=True
                 )
             except SerializationError:  # its plan step failed on it: store what Dynflow does
                 record.input = {"not_serializable": True}

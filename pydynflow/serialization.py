@@ -11,12 +11,13 @@ from pydynflow.references import OutputReference
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def normalize(value: Any, *, owner: str, field: str, allow_references: bool = False) -> Any:
+def normalize(value: Any, *, owner: Any, field: str, allow_references: bool = False) -> Any:
     """Return a JSON-shaped copy of ``value`` (tuples become lists) or raise.
 
     Args:
         value: the data to check.
-        owner: the action class name, used in the error message.
+        owner: who holds it, named in the error message: a name, or an action class (named
+            only if there is an error: this runs for every step).
         field: ``"input"``, ``"output"`` or ``"event"``, used in the error message.
         allow_references: whether `OutputReference` values are accepted (inputs only).
 
@@ -24,6 +25,12 @@ def normalize(value: Any, *, owner: str, field: str, allow_references: bool = Fa
         SerializationError: naming ``owner``, ``field`` and the key path of the first value
             that JSON cannot represent.
     """
+    if type(value) is dict:  # `_normalize`'s flat case, without its calls: most data is this
+        for key, item in value.items():
+            if type(key) is not str or type(item) not in _PLAIN:
+                break
+        else:
+            return dict(value)
     return _normalize(value, owner, field, allow_references, ())
 
 
@@ -31,7 +38,7 @@ def normalize(value: Any, *, owner: str, field: str, allow_references: bool = Fa
 _PLAIN = frozenset({str, int, bool, type(None)})
 
 
-def _normalize(value: Any, owner: str, field: str, refs: bool, path: tuple[Any, ...]) -> Any:
+def _normalize(value: Any, owner: Any, field: str, refs: bool, path: tuple[Any, ...]) -> Any:
     if type(value) in _PLAIN:  # the common case first: a type check instead of isinstance
         return value
     if type(value) is dict and all(
@@ -58,6 +65,8 @@ def _normalize(value: Any, owner: str, field: str, refs: bool, path: tuple[Any, 
     )
 
 
-def _error(owner: str, field: str, path: tuple[Any, ...], why: str) -> SerializationError:
+def _error(owner: Any, field: str, path: tuple[Any, ...], why: str) -> SerializationError:
     where = "".join(f"[{key!r}]" for key in path) or " (the whole value)"
+    if isinstance(owner, type):
+        owner = f"{owner.__module__}.{owner.__qualname__}"  # as `registry.class_name`
     return SerializationError(f"{owner}: {field}{where}: {why}")

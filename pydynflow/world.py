@@ -266,7 +266,10 @@ class World:
         caller = None
         if caller_action is not None:
             caller = (caller_action.execution_plan_id, caller_action.id)
-        planner = Planner(plan, world_id=self.id, subscriptions=self.subscribed_actions)
+        subscriptions = self.subscribed_actions
+        if type(self).subscribed_actions is World.subscribed_actions:
+            subscriptions = subscribed_actions  # the same, one call less per planned action
+        planner = Planner(plan, world_id=self.id, subscriptions=subscriptions)
         planner.plan_root(action_class, tuple(args), dict(kwargs or {}), caller=caller)
         plan.world = self
         return plan

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pydynflow.actors.dispatch import Dispatcher, PooledActor
+from pydynflow.actors.dispatch import Dispatcher, PooledActor, tell
 from pydynflow.actors.messages import Claim, Flush, Persist
 from pydynflow.actors.writer import Request, ThreadWriter, writer_for
 from pydynflow.errors import PersistenceError
@@ -104,7 +104,7 @@ class PersistenceActor(PooledActor):
             self.pending.append(message)
             if not self.flush_scheduled:
                 self.flush_scheduled = True
-                self.actor_ref.tell(Flush())
+                tell(self._actor_ref, Flush())
         elif isinstance(message, Flush):
             self.flush_scheduled = False
             self._flush()
@@ -206,7 +206,7 @@ def store_plan(
         actions=plan.actions.values(),
         on_commit=on_commit,
     )
-    persistence.tell(message)
+    tell(persistence, message)
 
 
 def start_persistence(storage: Any, world_id: str) -> tuple[Any, Dispatcher]:

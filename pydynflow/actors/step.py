@@ -75,7 +75,7 @@ class StepActor(PooledActor):
             self._run(event)
 
     def _run(self, event: Any) -> None:
-        me = self.actor_ref
+        me = self._actor_ref  # `actor_ref` without pykka's property: once per step
 
         def on_done(outcome: PhaseOutcome | None, error: BaseException | None) -> None:
             if outcome is None or error is not None:
