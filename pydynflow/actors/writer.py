@@ -839,7 +839,7 @@ class _Ledger:
             answers = {**self.group_refused, **{n: r for n, r in mine.items() if r}}
             up_to, above = _advance(self.up_to, self.above, done)
             stored = {str(number): sorted(indexes) for number, indexes in answers.items()}
-            self.storage.put_record(
+            self.storage.put_record_data(
                 LEDGER, self.key, json.dumps([up_to, sorted(above), stored]).encode()
             )
             self._candidate = (done, answers)
