@@ -7,6 +7,7 @@ from typing import Any
 
 from pydynflow.errors import SerializationError
 from pydynflow.references import OutputReference
+from pydynflow.registry import class_name
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -68,5 +69,5 @@ def _normalize(value: Any, owner: Any, field: str, refs: bool, path: tuple[Any, 
 def _error(owner: Any, field: str, path: tuple[Any, ...], why: str) -> SerializationError:
     where = "".join(f"[{key!r}]" for key in path) or " (the whole value)"
     if isinstance(owner, type):
-        owner = f"{owner.__module__}.{owner.__qualname__}"  # as `registry.class_name`
+        owner = class_name(owner)
     return SerializationError(f"{owner}: {field}{where}: {why}")
