@@ -9,7 +9,7 @@ from unittest.mock import patch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pydynflow import Action
+from pydynflow import Action, planning
 from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
 from pydynflow.planning import plan_action
 
@@ -108,6 +108,13 @@ class Leaf(Node):
     """A node with a subscriber: planning it also plans `LeafEcho` beside it."""
 
 
+class Plain(Action):
+    """Action's own plan() (only plan_self): the planner's shortcut for such leaves."""
+
+    def run(self, event: Any = None) -> None:
+        self.output["x"] = 1
+
+
 class LeafEcho(Action):
     """Subscribes to `Leaf` (Dynflow's plugin mechanism)."""
 
@@ -119,7 +126,11 @@ class LeafEcho(Action):
 
 def plan_item(action: Action, item: Any) -> None:
     kind, body = item[0], item[1]
-    if kind in ("child", "leaf"):
+    if kind == "plain":
+        earlier = Node.planned
+        refs = [earlier[int(at * len(earlier))].output["x"] for at in item[2] if earlier]
+        Node.planned.append(action.plan_action(Plain, {"uses": refs}))
+    elif kind in ("child", "leaf"):
         action.plan_action(Node if kind == "child" else Leaf, body, item[2])
     else:
         with action.sequence() if kind == "seq" else action.concurrence():
@@ -132,7 +143,7 @@ programs = st.recursive(
     st.just([]),
     lambda inner: st.lists(
         st.one_of(
-            st.tuples(st.sampled_from(["child", "leaf"]), inner, uses),
+            st.tuples(st.sampled_from(["child", "leaf", "plain"]), inner, uses),
             st.tuples(
                 st.sampled_from(["seq", "conc"]),
                 st.lists(st.tuples(st.just("child"), inner, uses), max_size=3),
@@ -176,6 +187,8 @@ def plan_program(program: list[Any]) -> Any:
 def test_planned_flows_equal_dynflows_algorithm(program: list[Any]) -> None:
     ours = plan_program(program)
     with (
+        # Every action's plan() inside a concurrence of its own, as Dynflow does it.
+        patch.object(planning, "_DEFAULT_PLAN", object()),
         patch.object(ComposedFlow, "add", dynflow_add),
         patch.object(ComposedFlow, "add_and_resolve", dynflow_add_and_resolve),
         patch.object(ComposedFlow, "flatten", dynflow_flatten),
