@@ -214,7 +214,7 @@ def start_persistence(storage: Any, world_id: str) -> tuple[Any, Dispatcher]:
 
     Its writer is a child process for SQLite files and PostgreSQL (see `writer_for`).
     """
-    writer = writer_for(storage)
+    writer = writer_for(storage, owner=world_id)
     try:
         writer.wait_ready()  # a database the writer cannot open fails the start, not a commit
     except BaseException:

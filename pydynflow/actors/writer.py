@@ -92,7 +92,7 @@ package = types.ModuleType("pydynflow")
 package.__path__ = [sys.argv[1] + "/pydynflow"]
 sys.modules["pydynflow"] = package
 from pydynflow.actors.writer import main
-main(sys.argv[2], sys.argv[3])
+main(sys.argv[2], sys.argv[3], sys.argv[4])
 """
 _READY = b"pydynflow-writer-ready"
 START_TIMEOUT = 60.0  # seconds for a new writer process to import and open the database
@@ -277,10 +277,11 @@ class ProcessWriter:
     the child to have opened the database (about 0.2 s: it imports the storage layer).
     """
 
-    def __init__(self, url: str, cpus: set[int] | None = None) -> None:
+    def __init__(self, url: str, cpus: set[int] | None = None, owner: str | None = None) -> None:
         self.url = url
         self.cpus = cpus  # where the child runs (`writer_cpus`); None: the world's CPUs
         self.key = uuid.uuid4().hex  # names this writer's `_Ledger` record
+        self.owner = owner  # the world whose writer this is: its `_Ledger` record's owner
         self._numbers = itertools.count(1)  # batch numbers, in the order batches are sent
         self.restarts = 0
         self.transactions = 0  # committed by children (each may hold several batches)
@@ -399,7 +400,7 @@ class ProcessWriter:
         """Start a child; `_ensure_child` waits for it to be ready."""
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, root, self.url, self.key],
+            [sys.executable, "-c", _BOOTSTRAP, root, self.url, self.key, self.owner or ""],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
@@ -604,19 +605,22 @@ def writer_cpus() -> set[int] | None:
     return cpus
 
 
-def writer_for(storage: Any) -> ThreadWriter | ProcessWriter:
-    """Return the writer for ``storage``: a process for files and servers, else a thread."""
+def writer_for(storage: Any, owner: str | None = None) -> ThreadWriter | ProcessWriter:
+    """Return the writer for ``storage``: a process for files and servers, else a thread.
+
+    ``owner`` (a world id) owns the process writer's `_Ledger` record.
+    """
     url = getattr(storage, "url", None)
     in_thread = os.environ.get("PYDYNFLOW_PERSISTENCE", "").lower() == "thread"
     if in_thread or url is None or storage.in_memory:
         return ThreadWriter(storage)
-    return ProcessWriter(url, writer_cpus())
+    return ProcessWriter(url, writer_cpus(), owner)
 
 
 # -- the child process ---------------------------------------------------------------------
 
 
-def main(url: str, key: str) -> None:
+def main(url: str, key: str, owner: str = "") -> None:
     """Run the writer loop on stdin/stdout: open the database at ``url``, commit what arrives.
 
     The batches waiting in the pipe go into one transaction (as many as `_Pacer` allows, up
@@ -631,7 +635,7 @@ def main(url: str, key: str) -> None:
         from pydynflow.storage.store import Storage
 
         storage = Storage(url, migrate=False)
-        ledger = _Ledger(storage, key)  # connects now and finds the schema, or fails
+        ledger = _Ledger(storage, key, owner or None)  # connects now, finds the schema, or fails
     except BaseException as exc:
         _send(stdout, f"the writer process could not open the database: {exc}".encode())
         return
@@ -805,9 +809,10 @@ class _Ledger:
     it keeps. A clean close deletes it.
     """
 
-    def __init__(self, storage: Any, key: str) -> None:
+    def __init__(self, storage: Any, key: str, owner: str | None = None) -> None:
         self.storage = storage
         self.key = key
+        self.owner = owner  # the world's id: a dead world's record can be found by it
         self.commits = 0  # transactions recorded by this child
         self.written_at = 0.0  # when the last transaction was recorded, just before its commit
         self.up_to = 0  # every batch numbered up to this one is done
@@ -840,7 +845,10 @@ class _Ledger:
             up_to, above = _advance(self.up_to, self.above, done)
             stored = {str(number): sorted(indexes) for number, indexes in answers.items()}
             self.storage.put_record_data(
-                LEDGER, self.key, json.dumps([up_to, sorted(above), stored]).encode()
+                LEDGER,
+                self.key,
+                json.dumps([up_to, sorted(above), stored]).encode(),
+                owner_id=self.owner,
             )
             self._candidate = (done, answers)
             self.commits += 1

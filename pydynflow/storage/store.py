@@ -767,21 +767,23 @@ class Storage:
             self._db.cursor().execute(sql, (record_id, record_class, owner_id, data))
 
     @_wrap_errors("put_record_data")
-    def put_record_data(self, record_class: str, record_id: str, data: bytes | None) -> None:
+    def put_record_data(
+        self, record_class: str, record_id: str, data: bytes | None, owner_id: str | None = None
+    ) -> None:
         """Create the coordinator record ``(record_id, record_class)`` or replace its data.
 
-        Unlike `put_record`, an existing record keeps its owner; and its owner index is not
-        touched, which matters for a record rewritten in every transaction (the writer's
-        ledger: a page less to write per commit).
+        ``owner_id`` is set when the record is created; unlike `put_record`, an existing
+        record keeps its owner, and its owner index is not touched, which matters for a
+        record rewritten in every transaction (the writer's ledger: a page less per commit).
         """
         param = self._db.param
         sql = (
-            f'INSERT INTO "{COORDINATOR}" ("id", "class", "data") '
-            f"VALUES ({param}, {param}, {param}) "
+            f'INSERT INTO "{COORDINATOR}" ("id", "class", "owner_id", "data") '
+            f"VALUES ({param}, {param}, {param}, {param}) "
             'ON CONFLICT ("id", "class") DO UPDATE SET "data" = excluded."data"'
         )
         with self._write_atomic():
-            self._db.cursor().execute(sql, (record_id, record_class, data))
+            self._db.cursor().execute(sql, (record_id, record_class, owner_id, data))
 
     @_wrap_errors("record")
     def record(self, record_class: str, record_id: str) -> bytes | None:

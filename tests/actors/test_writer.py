@@ -140,7 +140,7 @@ def test_a_world_whose_writer_cannot_start_fails_to_start_and_leaves_nothing_run
 ) -> None:
     broken = f"sqlite:///{tmp_path / 'not-there' / 'x.db'}"
     monkeypatch.setattr(
-        "pydynflow.actors.persistence.writer_for", lambda storage: ProcessWriter(broken)
+        "pydynflow.actors.persistence.writer_for", lambda storage, owner: ProcessWriter(broken)
     )
     threads = threading.active_count()
     world = World(sqlite_url, executor="processes", pool_size=1)  # workers start at once
@@ -387,6 +387,30 @@ def test_a_claim_committed_by_a_child_that_died_unanswered_is_not_refused_by_the
         assert storage.record(LEDGER, writer.key) is None  # a clean close deletes it
     finally:
         storage.close()
+
+
+def ledger_owners(url: str) -> list[tuple[str, str | None]]:
+    """Return (id, owner_id) of the writers' ledger records, read with plain sqlite3."""
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        return list(
+            conn.execute(
+                'SELECT "id", "owner_id" FROM "dynflow_coordinator_records" WHERE "class" = ?',
+                (LEDGER,),
+            )
+        )
+
+
+def test_a_worlds_writer_ledger_is_owned_by_the_world(sqlite_url: str) -> None:
+    """Its record names the world (so a dead world's record can be found) and goes with it."""
+    world = World(sqlite_url, auto_execute=False)
+    world.start()
+    try:
+        plan = world.trigger(Hops, 2).wait(60)
+        assert plan.result == Result.SUCCESS
+        assert [owner for _, owner in ledger_owners(sqlite_url)] == [world.id]
+    finally:
+        world.stop()
+    assert ledger_owners(sqlite_url) == []
 
 
 def test_an_event_pop_committed_by_a_child_that_died_unanswered_is_not_applied_twice(

@@ -990,17 +990,21 @@ class StorageContract:
         assert storage.record("World", "a") == b"other"
 
     def test_record_data_is_replaced_and_the_owner_kept(self, storage: Storage) -> None:
-        storage.put_record_data("Ledger", "w", b"one")  # created
-        assert storage.record("Ledger", "w") == b"one"
+        def owner(record_id: str) -> Any:
+            return storage._db.execute_sql(
+                'SELECT "owner_id" FROM "dynflow_coordinator_records" WHERE "id" = '
+                f"{storage._db.param}",
+                (record_id,),
+            ).fetchall()
+
+        storage.put_record_data("Ledger", "w", b"one", owner_id="w9")  # created, owned
+        storage.put_record_data("Ledger", "w", b"two", owner_id="other")  # data replaced
+        assert storage.record("Ledger", "w") == b"two"
+        assert owner("w") == [("w9",)]
         storage.put_record("Lock", "a", b"one", owner_id="w1")
         storage.put_record_data("Lock", "a", b"two")
         assert storage.record("Lock", "a") == b"two"
-        owners = storage._db.execute_sql(
-            'SELECT "owner_id" FROM "dynflow_coordinator_records" WHERE "id" = '
-            f"{storage._db.param}",
-            ("a",),
-        ).fetchall()
-        assert owners == [("w1",)]
+        assert owner("a") == [("w1",)]
 
 
 class TestSqliteFile(StorageContract):
