@@ -222,10 +222,8 @@ class _Mailbox:
                 self._dispatcher._ready.append(self)
             else:
                 self._dispatcher._submit(self)
-        else:  # `_release`, inline (the usual end of a turn)
-            self._token.release()
-            if not self._queue.empty() and self._token.acquire(False):
-                self._schedule()
+        else:
+            self._release()
 
     def _retire(self, actor: PooledActor) -> None:
         if not self._queue.empty():  # pykka's teardown answers what is left (usually nothing)
@@ -752,12 +750,9 @@ class PooledActor(pykka.Actor):
         mailbox._actor = self
         mailbox._dispatcher = dispatcher
         if type(self).on_start is pykka.Actor.on_start:
-            # Nothing to run before the first message: start idle, holding no thread
-            # (`_release`, inline: once per step).
+            # Nothing to run before the first message: start idle, holding no thread.
             mailbox._started = True
-            mailbox._token.release()
-            if not mailbox._queue.empty() and mailbox._token.acquire(False):
-                mailbox._schedule()
+            mailbox._release()
         elif first_turn_here:
             mailbox._run(dispatcher.batch_size, on_pool=_on_pool_of(dispatcher))
         else:
@@ -826,18 +821,10 @@ def tell_and_run(ref: ActorRef[Any], message: Any) -> bool:
     inbox = ref.actor_inbox
     envelope = _new_envelope(Envelope)  # `Envelope(message)` without its __init__ call
     envelope.message, envelope.reply_to = message, None
-    if type(inbox) is not _Mailbox:
+    if type(inbox) is _Mailbox:
+        inbox.put_and_run(envelope)
+    else:
         inbox.put(envelope)
-        return True
-    # `_Mailbox.put_and_run`, inline (three times per step)
-    inbox._queue.put(envelope)
-    if inbox._token.acquire(False):
-        if inbox._actor is None:
-            inbox._answer_dead_letters()
-        else:
-            dispatcher = inbox._dispatcher
-            assert dispatcher is not None
-            inbox._run(dispatcher.batch_size, _worker_state.dispatcher is dispatcher)
     return True
 
 
@@ -852,13 +839,7 @@ def tell(ref: ActorRef[Any], message: Any) -> None:
         raise ActorDeadError(f"{ref} not found")
     envelope = _new_envelope(Envelope)
     envelope.message, envelope.reply_to = message, None
-    inbox = ref.actor_inbox
-    if type(inbox) is _Mailbox:  # `_Mailbox.put`, inline
-        inbox._queue.put(envelope)
-        if inbox._token.acquire(False):
-            inbox._schedule()
-    else:
-        inbox.put(envelope)
+    ref.actor_inbox.put(envelope)
 
 
 _new_envelope = object.__new__
