@@ -22,7 +22,6 @@ import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pydynflow.actors.dispatch import PooledActor, stop_if_alive, tell, tell_and_run, tell_if_alive
@@ -71,7 +70,6 @@ from pydynflow.states import Phase, PlanState, StepState
 _NONE: frozenset[int] = frozenset()
 _RUNNABLE = (StepState.PENDING, StepState.ERROR, StepState.SKIPPING, StepState.SUSPENDED)
 _TAKES_EVENTS = (StepState.RUNNING, StepState.SUSPENDED)
-_now = datetime.now
 _DONE = (StepState.SUCCESS, StepState.SKIPPED)
 
 
@@ -243,7 +241,7 @@ class PlanSupervisor(PooledActor):
                     actions.append(record)
                 step.transition(StepState.RUNNING)
             if step.started_at is None:
-                step.started_at = _now(UTC)  # `utcnow` without its call: once per step
+                step.started_at = utcnow()
             self.running.add(step_id)
         return steps, actions
 
@@ -485,7 +483,7 @@ class PlanSupervisor(PooledActor):
 
     @staticmethod
     def _stamp(step: Step) -> None:
-        step.ended_at = _now(UTC)  # `utcnow` without its call: once per step
+        step.ended_at = utcnow()
         if step.started_at is not None:
             step.real_time = (step.ended_at - step.started_at).total_seconds()
 
