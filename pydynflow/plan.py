@@ -30,8 +30,6 @@ from pydynflow.states import (
     compute_result,
 )
 
-_NOWHERE: frozenset[StepState] = frozenset()
-
 if TYPE_CHECKING:
     from pydynflow.action import Action
 
@@ -219,7 +217,7 @@ class Step:
     def transition(self, new: StepState) -> None:
         """Move to ``new``; raise `InvalidTransition` if this phase's table forbids it."""
         # `check_step_transition`, inline: twice per step run
-        if new not in STEP_TRANSITIONS[self.phase].get(self.state, _NOWHERE):
+        if new not in STEP_TRANSITIONS[self.phase].get(self.state, ()):
             check_step_transition(self.phase, self.state, new)  # raises, naming both
         self.state = new if type(new) is StepState else StepState(new)
 
