@@ -15,8 +15,8 @@ durability (WAL, ``synchronous=FULL``), in one process, in this order:
 5. ``W3``: 100 plans: step, 5 concurrent steps sleeping 10 ms each, step; ``pool_size=50``.
 
 Wall time runs from the first trigger to the last ``wait()``; outside it: world start and stop,
-starting the caller threads (`started_callers`) and collecting earlier runs' garbage
-(`settle`, before every timed window, floors included). Steps/s counts run steps. Each workload is repeated ``--repeat`` times (a fresh file and world
+starting the caller threads (`started_callers`) and a full garbage collection (`settle`,
+before every timed window, floors included). Steps/s counts run steps. Each workload is repeated ``--repeat`` times (a fresh file and world
 each time) and the median is reported. Every plan must end ``stopped``/``success`` with all its
 run steps ``success`` (checked on the plan reloaded from the store), else the exit code is 1.
 
@@ -265,11 +265,16 @@ def check_plans(world: World, plan_ids: list[str], run_steps: int, what: str) ->
 
 
 def settle() -> None:
-    """Collect the garbage earlier runs left, before a timed window starts.
+    """Run a full garbage collection before a timed window starts.
 
-    Each workload runs after others in one process (a stopped world, W3's 50 threads): their
-    garbage is theirs, not the next window's. The engine's own garbage collections inside the
-    window stay in it (the collector is not disabled).
+    The workloads run one after another in one process. The objects earlier runs allocated
+    and that survived count toward the collector's next full collection (due once the
+    survivors of young collections reach a quarter of the old generation), which can then
+    fall due inside whichever window comes next: a pause of ~30 ms on these VMs, charged to
+    a workload that did not cause it. After a full collection only the window's own objects
+    count. (pydynflow leaves no garbage behind: a `gc.collect()` after each workload finds
+    none.) The collections the window's own work triggers stay in it: the collector is not
+    disabled.
     """
     gc.collect()
 
