@@ -18,6 +18,12 @@ Design:
   (the process is gone: exit, signal, segfault) it fails that worker's job, and only that job,
   with `WorkerDied` and starts a replacement. Every ``on_done`` runs on this thread, so it must
   be quick (the runtime's only tells an actor).
+* A worker exits at once, even in the middle of a job, when the pool's end of its pipe closes,
+  that is when the pool's process dies (`_exit_with_pool`): else it would go on running a step
+  that a world restarted on the same database runs again. A parent-death signal would not do:
+  a worker's parent is the fork server, which exits once its last worker has (each holds its
+  alive pipe). With ``start_method="fork"`` a worker inherits the pool's ends and never sees
+  them close.
 * `shutdown` stops taking jobs; queued jobs still run, then idle workers get a stop message
   (and SIGTERM, then SIGKILL, after `ProcessWorkers.stop_grace` seconds) and the supervisor ends.
 
@@ -33,6 +39,7 @@ import functools
 import io
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -400,6 +407,10 @@ def _describe(exc: BaseException) -> str:
 def _serve(conn: Any) -> None:
     """Worker process main loop: run jobs from ``conn`` until the stop message or EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
+    lifeline = os.dup(conn.fileno())  # its own number: never closed, so never reused
+    threading.Thread(
+        target=_exit_with_pool, args=(lifeline,), name="pydynflow-lifeline", daemon=True
+    ).start()
     # dill gives a function sent by value from ``__main__`` the globals of the ``__main__`` it
     # saw when imported (the fork server's); here ``__main__`` is the user's script, which
     # multiprocess imported again as ``__mp_main__``: point dill at it.
@@ -415,6 +426,19 @@ def _serve(conn: Any) -> None:
             conn.send_bytes(_run(payload))
         except OSError:  # the pool's process is gone
             return
+
+
+def _exit_with_pool(fd: int) -> None:
+    """Exit the worker at once when the pool's end of the pipe ``fd`` closes.
+
+    The main thread would only notice at its next ``recv_bytes``, after its job: by then a
+    world restarted on the same database may be running that step again. Only the pool's
+    process holds that end, so it closes when that process dies, however it dies.
+    """
+    watcher = select.poll()
+    watcher.register(fd, 0)  # only POLLHUP, POLLERR and POLLNVAL can wake it
+    watcher.poll()
+    os._exit(0)
 
 
 def _run(payload: bytes) -> bytes:

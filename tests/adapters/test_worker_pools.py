@@ -8,9 +8,11 @@ functions, so the worker processes import them from here.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -438,3 +440,53 @@ def test_jobs_queued_inside_waking_later_start_at_its_end() -> None:
         assert done.wait(30) and ran == [7]
     finally:
         pool.shutdown(wait=True)
+
+
+ORPHAN_SCRIPT = """
+import os, sys, threading
+sys.path.insert(0, {root!r})
+from pydynflow.actors.process_pool import ProcessWorkers
+
+
+def hang():
+    print(os.getpid(), os.getppid(), flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    pool = ProcessWorkers(1, "orphaned")
+    pool.submit(hang, (), lambda result, error: None)
+    threading.Event().wait()  # until the test kills this process
+"""
+
+
+def test_a_busy_worker_exits_at_once_when_the_pool_process_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "orphan_script.py"
+    script.write_text(textwrap.dedent(ORPHAN_SCRIPT.format(root=str(ROOT))))
+    owner = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    assert owner.stdout is not None
+    watches: list[int] = []
+    try:
+        assert select.select([owner.stdout], [], [], WAIT)[0], "the job did not start"
+        pids = owner.stdout.readline().split()
+        assert len(pids) == 2, f"the pool's process ended (rc={owner.poll()})"
+        watches = [os.pidfd_open(int(pid)) for pid in pids]  # the worker, the fork server
+        owner.kill()
+        owner.wait(WAIT)
+        deadline = time.monotonic() + 2.0
+        outliving = [
+            pid
+            for pid, fd in zip(pids, watches, strict=True)
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]
+        ]
+        assert not outliving, "outlived the pool's process (worker, fork server)"
+    finally:
+        owner.kill()
+        owner.wait(WAIT)
+        owner.stdout.close()
+        for fd in watches:
+            with contextlib.suppress(ProcessLookupError):  # gone already, as expected
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            os.close(fd)
