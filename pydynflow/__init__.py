@@ -18,6 +18,7 @@ from pydynflow.errors import (
     UnknownStep,
 )
 from pydynflow.flows import Atom, Concurrence, Flow, Sequence
+from pydynflow.mixins import Cancellable, Polling
 from pydynflow.plan import ActionRecord, ExecutionPlan, HistoryEntry, Step, StepError
 from pydynflow.references import OutputReference
 from pydynflow.rescue import Fail, Pause, RescuePolicy, Retry, Skip
@@ -29,6 +30,7 @@ __all__ = [
     "Action",
     "ActionRecord",
     "Atom",
+    "Cancellable",
     "Concurrence",
     "CorruptData",
     "DataConsistencyError",
@@ -45,6 +47,7 @@ __all__ = [
     "Phase",
     "PlanState",
     "PlanningError",
+    "Polling",
     "RescuePolicy",
     "Result",
     "Retry",

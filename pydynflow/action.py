@@ -7,17 +7,19 @@ defines ``finalize``. Planning methods (`Action.plan_self`, `Action.plan_action`
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from pydynflow.errors import DynflowError, PlanningError, UnknownAction
+from pydynflow.errors import DynflowError, PlanningError, SerializationError, UnknownAction
 from pydynflow.events import Timeout
 from pydynflow.references import OutputReference
-from pydynflow.registry import class_name, register
+from pydynflow.registry import class_name, lookup, register
 from pydynflow.rescue import Pause, RescuePolicy
+from pydynflow.serialization import normalize
 
 if TYPE_CHECKING:
     from pydynflow.plan import ActionRecord, StepError
@@ -102,7 +104,9 @@ class Action:
     _from_subscription: bool = False
     _planned_events: list[tuple[Any, float | None]] | tuple[()] = ()  # plan_event() calls
     _chunks: list[tuple[Any, str | None, datetime]] | tuple[()] = ()  # output_chunk() calls
-    _event_channel: Any = None  # set by the runtime for an async run
+    # Set by the runtime for an async run: ``channel(action, timeout)`` parks the step and
+    # returns an awaitable of the next event (see `wait_for_event`).
+    _event_channel: Callable[[Action, float | None], Awaitable[Any]] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -324,22 +328,30 @@ class Action:
         restarted process runs ``run`` again from the top, so record there what must not
         happen twice. Raises `TimeoutError` when ``timeout`` seconds pass first.
         """
-        step = self._event_channel
-        if step is None:
+        channel = self._event_channel
+        if channel is None:
             raise DynflowError(
                 f"{self.class_name()}: wait_for_event() needs an async run on a world"
             )
-        from pydynflow.actors.messages import AwaitEvent
-        from pydynflow.phases import snapshot_outcome
-
-        future = asyncio.get_running_loop().create_future()
-        outcome = snapshot_outcome(self)
-        self._planned_events, self._chunks = (), ()
-        step.tell(AwaitEvent(future, outcome, timeout))
-        return await future
+        return await channel(self, timeout)
 
     def output_chunk(self, chunk: Any, kind: str | None = None) -> None:
-        """Append ``chunk`` to this action's streaming output (stored with the step)."""
+        """Append ``chunk`` to this action's streaming output (stored with the step).
+
+        Args:
+            chunk: JSON-compatible data, stored as its plain JSON form (like ``output``).
+            kind: a free label such as ``"stdout"``, or None.
+
+        Raises:
+            SerializationError: ``chunk`` is not JSON-compatible, or ``kind`` not a str.
+        """
+        chunk = normalize(chunk, owner=type(self), field="output chunk")
+        if kind is not None:
+            if not isinstance(kind, str):
+                raise SerializationError(
+                    f"{self.class_name()}: output chunk kind: {kind!r} is not a str"
+                )
+            kind = str.__str__(kind)  # a str enum's value: the writer cannot load its class
         if not isinstance(self._chunks, list):
             self._chunks = []
         self._chunks.append((chunk, kind, datetime.now(UTC)))
@@ -415,3 +427,48 @@ def missing_action_class(name: str) -> type[Action]:
         "missing_class_name": name,
     }
     return type(qualname.rpartition(".")[2] or name, (MissingAction,), attributes)
+
+
+_accepts_event: dict[type, bool] = {}
+_async_run: dict[type, bool] = {}
+
+
+def run_accepts_event(action_class: type[Action]) -> bool:
+    """Return whether ``run`` takes an event argument (``run(self, event=None)``).
+
+    Only such a run gets events, the engine's `Skip` included (Dynflow's rule).
+    """
+    found = _accepts_event.get(action_class)
+    if found is None:
+        run = action_class.run  # type: ignore[attr-defined]
+        parameters = list(inspect.signature(run).parameters.values())[1:]
+        found = _accepts_event[action_class] = any(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+            for p in parameters
+        )
+    return found
+
+
+def is_async_run(action_class: type[Action]) -> bool:
+    """Return whether ``action_class.run`` is an ``async def``."""
+    found = _async_run.get(action_class)
+    if found is None:
+        run = getattr(action_class, "run", None)
+        found = _async_run[action_class] = inspect.iscoroutinefunction(run)
+    return found
+
+
+_placeholders: dict[str, type[Action]] = {}
+_placeholders_lock = threading.Lock()
+
+
+def resolve_action_class(name: str) -> type[Action]:
+    """Return the class registered as ``name``, or a placeholder that fails every phase."""
+    found = lookup(name)
+    if found is not None:
+        return found
+    with _placeholders_lock:
+        placeholder = _placeholders.get(name)
+        if placeholder is None:
+            placeholder = _placeholders[name] = missing_action_class(name)
+        return placeholder

@@ -39,6 +39,14 @@ class PersistenceError(DynflowError):
     """Raise when the store cannot read or write what it was asked to."""
 
 
+class FatalPersistenceError(PersistenceError):
+    """Raise when the database stayed unwritable for the writer's whole ``fatal_timeout``.
+
+    Passing failures (a lost connection, a locked or full database) are retried until then;
+    this one means persistence is gone for good, and the world that sees it should stop.
+    """
+
+
 class CorruptData(PersistenceError):
     """Raise when a stored payload fails its magic, version or checksum check."""
 

@@ -60,10 +60,3 @@ def decode_event(data: Any) -> Any:
         if event_class is not None:
             return event_class()
     return data
-
-
-def is_cancellable(action_class: type) -> bool:
-    """Return whether steps of ``action_class`` accept `Cancel` and `Abort`."""
-    from pydynflow.mixins import Cancellable
-
-    return isinstance(action_class, type) and issubclass(action_class, Cancellable)

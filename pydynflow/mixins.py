@@ -134,6 +134,11 @@ class Polling(Action):
             )
 
 
+def is_cancellable(action_class: type) -> bool:
+    """Return whether steps of ``action_class`` accept `Cancel` and `Abort`."""
+    return isinstance(action_class, type) and issubclass(action_class, Cancellable)
+
+
 def _next_run(action: Action, mixin: type, event: Any) -> None:
     """Hand ``event`` to the next ``run`` after ``mixin`` in the MRO, or refuse it."""
     run = getattr(super(mixin, action), "run", None)

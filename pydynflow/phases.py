@@ -7,33 +7,22 @@ outcome; the testing helpers call the same functions directly.
 
 from __future__ import annotations
 
-import inspect
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from pydynflow.action import FINALIZE, RUN, Action, Suspend
+from pydynflow.action import (
+    FINALIZE,
+    RUN,
+    Action,
+    Suspend,
+    is_async_run,
+    run_accepts_event,
+)
 from pydynflow.events import Timeout
-from pydynflow.plan import ActionRecord, StepError
+from pydynflow.outcome import FinalizeDone, PhaseOutcome, failed_outcome
+from pydynflow.plan import ActionRecord, Step, StepError, utcnow
 from pydynflow.serialization import normalize
 from pydynflow.states import StepState
-
-_accepts_event: dict[type, bool] = {}
-
-
-@dataclass(slots=True)
-class PhaseOutcome:
-    """What one call of a phase produced."""
-
-    state: StepState
-    output: dict[str, Any]
-    error: StepError | None
-    progress: float
-    execution_time: float
-    exception: BaseException | None = None  # the live exception, for in-process callers
-    suspend_callback: Any = None  # given to suspend(): run once the step is parked
-    events: list[tuple[Any, float | None]] = field(default_factory=list)  # plan_event()s
-    chunks: list[tuple[Any, str | None, Any]] = field(default_factory=list)  # output_chunk()s
 
 
 def new_action(
@@ -47,31 +36,6 @@ def new_action(
     return action
 
 
-_async_run: dict[type, bool] = {}
-
-
-def is_async_run(action_class: type[Action]) -> bool:
-    """Return whether ``action_class.run`` is an ``async def``."""
-    found = _async_run.get(action_class)
-    if found is None:
-        run = getattr(action_class, "run", None)
-        found = _async_run[action_class] = inspect.iscoroutinefunction(run)
-    return found
-
-
-def run_accepts_event(action_class: type[Action]) -> bool:
-    """Return whether ``run`` takes an event argument (``run(self, event=None)``)."""
-    found = _accepts_event.get(action_class)
-    if found is None:
-        run = action_class.run  # type: ignore[attr-defined]
-        parameters = list(inspect.signature(run).parameters.values())[1:]
-        found = _accepts_event[action_class] = any(
-            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-            for p in parameters
-        )
-    return found
-
-
 def _run_args(action: Action, event: Any) -> tuple[Any, ...]:
     return (event,) if run_accepts_event(type(action)) else ()
 
@@ -81,51 +45,82 @@ def execute_run(action: Action, event: Any = None) -> PhaseOutcome:
 
     A `Timeout` event goes to ``action.process_timeout()`` instead.
     """
-    started = time.perf_counter()
+    begun, started = utcnow(), time.perf_counter()
     try:
         if isinstance(event, Timeout):
             action.process_timeout()
         else:
             action.run(*_run_args(action, event))  # type: ignore[attr-defined]
     except Suspend as suspended:
-        return _finished(action, started, action.run_progress, suspended.callback)
+        return _finished(action, begun, started, action.run_progress, suspended.callback)
     except Exception as exc:
-        return _failed(action, exc, started)
-    return _finished(action, started, action.run_progress)
+        return _failed(action, exc, begun, started)
+    return _finished(action, begun, started, action.run_progress)
 
 
 async def execute_run_async(action: Action, event: Any = None) -> PhaseOutcome:
     """Await an ``async def run(event)`` and return what happened."""
-    started = time.perf_counter()
+    begun, started = utcnow(), time.perf_counter()
     try:
         if isinstance(event, Timeout):
             action.process_timeout()
         else:
             await action.run(*_run_args(action, event))  # type: ignore[attr-defined]
     except Suspend as suspended:
-        return _finished(action, started, action.run_progress, suspended.callback)
+        return _finished(action, begun, started, action.run_progress, suspended.callback)
     except Exception as exc:
-        return _failed(action, exc, started)
-    return _finished(action, started, action.run_progress)
+        return _failed(action, exc, begun, started)
+    return _finished(action, begun, started, action.run_progress)
 
 
 def execute_finalize(action: Action) -> PhaseOutcome:
     """Call ``action.finalize()`` and return what happened."""
-    started = time.perf_counter()
+    begun, started = utcnow(), time.perf_counter()
     try:
         action.finalize()  # type: ignore[attr-defined]
     except Exception as exc:
-        return _failed(action, exc, started)
-    return _finished(action, started, action.finalize_progress)
+        return _failed(action, exc, begun, started)
+    return _finished(action, begun, started, action.finalize_progress)
+
+
+def execute_finalize_flow(
+    steps: list[Step], records: dict[int, ActionRecord], actions: dict[int, Action]
+) -> FinalizeDone:
+    """Run a plan's finalize steps in order (on a worker); stop at the first failure.
+
+    ``steps`` and ``records`` are copies (see `PlanExecution.finalize_work`), changed here;
+    ``actions`` the action objects to call, by action id.
+    """
+    failed = False
+    chunks: list[tuple[Any, ...]] = []
+    for step in steps:
+        if failed:
+            break
+        record = records[step.action_id]
+        step.transition(StepState.RUNNING)
+        step.attempts += 1
+        outcome = execute_finalize(actions[step.action_id])
+        step.started_at = step.started_at or outcome.started_at
+        chunks.extend((record.execution_plan_id, record.id, *chunk) for chunk in outcome.chunks)
+        step.transition(outcome.state)
+        step.error = outcome.error
+        step.execution_time += outcome.execution_time
+        step.progress_done = outcome.progress
+        step.ended_at = utcnow()
+        if step.started_at is not None:
+            step.real_time = (step.ended_at - step.started_at).total_seconds()
+        record.output = outcome.output
+        failed = outcome.state == StepState.ERROR
+    return FinalizeDone(tuple(steps), tuple(records.values()), tuple(chunks))
 
 
 def _finished(
-    action: Action, started: float, progress_of: Any, suspended: Any = False
+    action: Action, begun: Any, started: float, progress_of: Any, suspended: Any = False
 ) -> PhaseOutcome:
     try:
         output = normalize(action.output, owner=type(action), field="output")
     except Exception as exc:
-        return _failed(action, exc, started)
+        return _failed(action, exc, begun, started)
     state = StepState.SUCCESS if suspended is False else StepState.SUSPENDED
     return PhaseOutcome(
         state,
@@ -136,10 +131,11 @@ def _finished(
         suspend_callback=None if suspended is False else suspended,
         events=list(action._planned_events),
         chunks=list(action._chunks),
+        started_at=begun,
     )
 
 
-def _failed(action: Action, exc: Exception, started: float) -> PhaseOutcome:
+def _failed(action: Action, exc: Exception, begun: Any, started: float) -> PhaseOutcome:
     try:  # keep what run wrote before failing, if it is storable
         output = normalize(action.output, owner=type(action), field="output")
     except Exception:
@@ -147,7 +143,9 @@ def _failed(action: Action, exc: Exception, started: float) -> PhaseOutcome:
     elapsed = time.perf_counter() - started
     error = StepError.from_exception(exc)
     chunks = list(action._chunks)
-    return PhaseOutcome(StepState.ERROR, output, error, 0.0, elapsed, exc, chunks=chunks)
+    return PhaseOutcome(
+        StepState.ERROR, output, error, 0.0, elapsed, exc, chunks=chunks, started_at=begun
+    )
 
 
 def _progress(progress_of: Any) -> float:
@@ -162,8 +160,10 @@ __all__ = [
     "RUN",
     "PhaseOutcome",
     "execute_finalize",
+    "execute_finalize_flow",
     "execute_run",
     "execute_run_async",
+    "failed_outcome",
     "is_async_run",
     "new_action",
     "run_accepts_event",

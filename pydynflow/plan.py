@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydynflow import errors as _errors
+from pydynflow.action import resolve_action_class
 from pydynflow.flows import Concurrence, Flow, Sequence
-from pydynflow.registry import resolve_action_class
+from pydynflow.rescue import RescuePolicy, plan_rescue_strategy
 from pydynflow.states import (
     STEP_TRANSITIONS,
     Phase,
@@ -98,7 +99,8 @@ class StepError:
             for entry in traceback.format_tb(exc.__traceback__)
             for line in entry.splitlines()
         ]
-        return cls(name, str(exc), backtrace)
+        # __str__ may return a str subclass, whose class the writer process cannot load.
+        return cls(name, str.__str__(str(exc)), backtrace)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-compatible form that is stored."""
@@ -137,20 +139,37 @@ class StepError:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One entry of a plan's execution history (``"start execution"``, ``"delay"``...)."""
+    """One entry of a plan's execution history (``"start execution"``, ``"delay"``...).
+
+    ``details`` is None or a JSON-compatible dict: why a plan paused (``{"reason":
+    "error"}``), the step and event of an undelivered event, the steps a dead world left.
+    """
 
     time: datetime
     name: str
     world_id: str | None = None
+    details: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-compatible form that is stored."""
-        return {"time": self.time.isoformat(), "name": self.name, "world_id": self.world_id}
+        data: dict[str, Any] = {
+            "time": self.time.isoformat(),
+            "name": self.name,
+            "world_id": self.world_id,
+        }
+        if self.details is not None:
+            data["details"] = self.details
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HistoryEntry:
         """Rebuild an entry from `to_dict` output."""
-        return cls(datetime.fromisoformat(data["time"]), data["name"], data.get("world_id"))
+        return cls(
+            datetime.fromisoformat(data["time"]),
+            data["name"],
+            data.get("world_id"),
+            data.get("details"),
+        )
 
 
 @dataclass(eq=True, slots=True)
@@ -191,7 +210,8 @@ class Step:
     execution_time: float = 0.0
     progress_done: float = 0.0
     progress_weight: int = 1
-    attempts: int = 0
+    attempts: int = 0  # times its code was started: the first run, retries, resumes
+    retries: int = 0  # `Retry` attempts used since its first run or its last resume
     # A list once the step has children; until then (most steps never do) the shared empty
     # tuple: an empty list per step was a third of the objects a finished plan keeps alive
     # for the garbage collector to scan.
@@ -267,10 +287,8 @@ class ExecutionPlan:
         return compute_result([step.state for step in self.steps.values()])
 
     @property
-    def rescue_strategy(self) -> Any:
+    def rescue_strategy(self) -> RescuePolicy:
         """Return the rescue strategy (`Pause`, `Skip` or `Fail`) for this plan's failures."""
-        from pydynflow.rescue import plan_rescue_strategy
-
         return plan_rescue_strategy(self)
 
     @property
@@ -281,8 +299,13 @@ class ExecutionPlan:
                 return step.error
         return self.exception
 
-    def transition(self, new: PlanState, world_id: str | None = None) -> None:
-        """Move to ``new`` with Dynflow's side effects on times and history."""
+    def transition(
+        self, new: PlanState, world_id: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        """Move to ``new`` with Dynflow's side effects on times and history.
+
+        ``details`` go with the history entry the move adds (e.g. why the plan paused).
+        """
         check_plan_transition(self.state, new)
         now = utcnow()
         self.state = PlanState(new)
@@ -295,7 +318,18 @@ class ExecutionPlan:
             self.execution_time = sum([step.execution_time for step in self.steps.values()])
         notice = _HISTORY_NOTICES.get(PlanState(new))
         if notice is not None:
-            self.history.append(HistoryEntry(now, notice, world_id))
+            self.history.append(HistoryEntry(now, notice, world_id, details))
+
+    def note(self, name: str, world_id: str | None, details: dict[str, Any] | None = None) -> None:
+        """Add a history entry ``name`` now (an event not delivered, a resume...)."""
+        self.history.append(HistoryEntry(utcnow(), name, world_id, details))
+
+    def pause_reason(self) -> str | None:
+        """Return why the plan last paused (``"error"``, ``"stop"``...), if it says so."""
+        for entry in reversed(self.history):
+            if entry.name == "pause execution":
+                return (entry.details or {}).get("reason")
+        return None
 
     def steps_of_phase(self, phase: Phase) -> list[Step]:
         """Return the steps of one phase, ordered by id."""

@@ -9,6 +9,7 @@ first error stops planning: the failing plan step and all its callers end in ``e
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,6 +71,36 @@ def phases_of(action_class: type[Action]) -> tuple[bool, bool]:
     return found
 
 
+def plan_label(action_class: type[Action]) -> str:
+    """Return the label of a plan of ``action_class``: its ``label``, or ``"module.QualName"``.
+
+    Raises:
+        PlanningError: ``label`` is neither a str nor None.
+    """
+    label = action_class.label
+    if label is None:
+        return class_name(action_class)
+    return _plain_str(action_class, "label", label) or class_name(action_class)
+
+
+# The checks below make a class attribute a plain builtin: a step's fields go pickled to the
+# writer process, which cannot load the user's classes (a str enum, an IntEnum...).
+
+
+def _plain_str(action_class: type[Action], attribute: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise PlanningError(f"{class_name(action_class)}: {attribute} must be a str, got {value!r}")
+    return str.__str__(value)  # a str enum's value, where str() would give "Kind.A"
+
+
+def _plain_weight(action_class: type[Action], attribute: str, value: object) -> int | float:
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return float.__float__(value)
+    raise PlanningError(f"{class_name(action_class)}: {attribute} must be a number, got {value!r}")
+
+
 class Planner:
     """Build one execution plan by running the plan phase of its root action."""
 
@@ -94,10 +125,7 @@ class Planner:
         """Return an empty ``pending`` plan labelled after ``action_class``."""
         if not (isinstance(action_class, type) and issubclass(action_class, Action)):
             raise PlanningError(f"expected an Action subclass, got {action_class!r}")
-        return ExecutionPlan(
-            id=plan_id or new_plan_id(),
-            label=action_class.label or class_name(action_class),
-        )
+        return ExecutionPlan(id=plan_id or new_plan_id(), label=plan_label(action_class))
 
     # -- the whole phase -----------------------------------------------------------------
 
@@ -228,13 +256,19 @@ class Planner:
         step_id = self._next_step_id
         self._next_step_id = step_id + 1
         record = self.plan.actions[action.id]
+        queue = type(action).queue
+        if type(queue) is not str:  # exact types pass with one check: this runs every step
+            queue = _plain_str(type(action), "queue", queue)
+        if type(weight) is not int:
+            attribute = f"{phase}_progress_weight"
+            weight = _plain_weight(type(action), attribute, weight)  # type: ignore[assignment]
         step = Step(
             step_id,
             self.plan.id,
             action.id,
             record.action_class_name,
             phase,
-            queue=type(action).queue,
+            queue=queue,
             progress_weight=weight,
             action=record,
         )

@@ -1,8 +1,9 @@
 """The registry of `Action` subclasses: the only way a stored class name becomes a class.
 
 Every subclass of `Action` registers itself under ``"module.QualName"`` when it is defined.
-A stored name that is not registered resolves to a placeholder (`MissingAction`) whose phases
-fail with "action class <name> not found"; nothing is ever imported or unpickled by name.
+A stored name that is not registered resolves to a placeholder
+(`pydynflow.action.resolve_action_class`) whose phases fail with "action class <name> not
+found"; nothing is ever imported or unpickled by name.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
 
 _lock = threading.Lock()
 _classes: dict[str, type[Action]] = {}
-_placeholders: dict[str, type[Action]] = {}
 _subscriptions: dict[type[Action], list[type[Action]]] | None = None
 
 
@@ -39,7 +39,6 @@ def register(action_class: type[Action]) -> None:
     global _subscriptions
     with _lock:
         _classes[class_name(action_class)] = action_class
-        _placeholders.pop(class_name(action_class), None)
         _subscriptions = None
 
 
@@ -49,18 +48,9 @@ def registered_classes() -> list[type[Action]]:
         return list(_classes.values())
 
 
-def resolve_action_class(name: str) -> type[Action]:
-    """Return the class registered as ``name``, or a placeholder that fails every phase."""
-    found = _classes.get(name)
-    if found is not None:
-        return found
-    with _lock:
-        placeholder = _placeholders.get(name)
-        if placeholder is None:
-            from pydynflow.action import missing_action_class
-
-            placeholder = _placeholders[name] = missing_action_class(name)
-        return placeholder
+def lookup(name: str) -> type[Action] | None:
+    """Return the class registered as ``name``, or None."""
+    return _classes.get(name)
 
 
 def subscribed_actions(action_class: type[Action]) -> list[type[Action]]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydynflow.states import StepState
+
 if TYPE_CHECKING:
     from pydynflow.plan import ExecutionPlan
 
@@ -91,8 +93,6 @@ def plan_rescue_strategy(plan: ExecutionPlan) -> RescuePolicy:
 
 
 def _action_strategy(plan: ExecutionPlan, action_id: int) -> RescuePolicy | None:
-    from pydynflow.states import StepState
-
     record = plan.actions[action_id]
     own = (record.plan_step_id, record.run_step_id, record.finalize_step_id)
     suggested: list[RescuePolicy] = []

@@ -9,17 +9,21 @@ from pydynflow.errors import SerializationError
 from pydynflow.references import OutputReference
 from pydynflow.registry import class_name
 
-_SCALARS = (str, int, float, bool, type(None))
-
 
 def normalize(value: Any, *, owner: Any, field: str, allow_references: bool = False) -> Any:
-    """Return a JSON-shaped copy of ``value`` (tuples become lists) or raise.
+    """Return a JSON-shaped copy of ``value`` made of plain builtins only, or raise.
+
+    The copy is what ``json.loads(json.dumps(value))`` returns: tuples become lists and an
+    instance of a subclass of ``str``, ``int``, ``float``, ``dict`` or ``list`` (a ``str``
+    enum, an ``IntEnum``, an ``OrderedDict``, ...) becomes the plain builtin. The copy goes
+    pickled to the writer process, which cannot load the user's classes.
 
     Args:
         value: the data to check.
         owner: who holds it, named in the error message: a name, or an action class (named
             only if there is an error: this runs for every step).
-        field: ``"input"``, ``"output"`` or ``"event"``, used in the error message.
+        field: ``"input"``, ``"output"``, ``"output chunk"`` or ``"event"``, used in the
+            error message.
         allow_references: whether `OutputReference` values are accepted (inputs only).
 
     Raises:
@@ -46,15 +50,22 @@ def _normalize(value: Any, owner: Any, field: str, refs: bool, path: tuple[Any, 
         type(key) is str and type(item) in _PLAIN for key, item in value.items()
     ):
         return dict(value)  # flat and plain (most inputs): a copy, nothing to check further
-    if isinstance(value, _SCALARS):
-        if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float):
+        number = float.__float__(value)  # what `json.dumps` writes, whatever __float__ says
+        if not math.isfinite(number):
             raise _error(owner, field, path, f"the float {value!r} is not valid JSON")
-        return value
+        return number
+    if isinstance(value, str):  # a subclass: its characters (str() of a str enum is "K.A")
+        return str.__str__(value)
+    if isinstance(value, int):  # a subclass (bool is plain): its value, as `json.dumps` writes
+        return int.__int__(value)
     if isinstance(value, dict):
         result = {}
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise _error(owner, field, (*path, key), f"the key {key!r} is not a str")
+            if type(key) is not str:
+                if not isinstance(key, str):
+                    raise _error(owner, field, (*path, key), f"the key {key!r} is not a str")
+                key = str.__str__(key)
             result[key] = _normalize(item, owner, field, refs, (*path, key))
         return result
     if isinstance(value, (list, tuple)):

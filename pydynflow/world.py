@@ -6,6 +6,7 @@ its actor system. Reads (`World.load`, `World.plans`) go straight to storage.
 
 from __future__ import annotations
 
+import getpass
 import os
 import socket
 import threading
@@ -17,20 +18,37 @@ from pydynflow.action import Action
 from pydynflow.actors.clock import RealClock
 from pydynflow.actors.dispatch import Dispatcher, tell_and_run
 from pydynflow.actors.executor import ExecutorActor, NotRunningHere
-from pydynflow.actors.messages import CancelPlan, DeliverEvent, ExecutePlan, HaltPlan, Terminate
-from pydynflow.actors.persistence import Sync, changes, persist_and_wait, start_persistence
+from pydynflow.actors.messages import (
+    Abandon,
+    CancelPlan,
+    DeliverEvent,
+    ExecutePlan,
+    HaltPlan,
+    Terminate,
+)
+from pydynflow.actors.persistence import (
+    Sync,
+    changes,
+    persist_and_wait,
+    request_of,
+    start_persistence,
+)
 from pydynflow.actors.process_pool import ProcessWorkers
 from pydynflow.actors.runtime import Runtime
+from pydynflow.actors.writer import ThreadWriter
 from pydynflow.adapters.executors import ThreadWorkers
 from pydynflow.errors import (
     DynflowError,
     EventRejected,
+    PersistenceError,
     PlanningError,
     UnknownPlan,
     UnknownStep,
 )
+from pydynflow.events import EngineEvent
+from pydynflow.execution import recover_plan
 from pydynflow.logging import configure_logging, get_logger
-from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError
+from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.planning import Planner
 from pydynflow.promise import Promise
 from pydynflow.registry import subscribed_actions
@@ -38,6 +56,7 @@ from pydynflow.serialization import normalize
 from pydynflow.skipping import skip_plan_steps
 from pydynflow.states import Phase, PlanState, Result, StepState
 from pydynflow.storage import Storage
+from pydynflow.storage.executor_lock import ExecutorLock
 from pydynflow.triggered import Triggered
 
 DEFAULT_DB = "sqlite:///pydynflow.db"
@@ -62,11 +81,19 @@ class World:
         auto_rescue: when a plan fails, apply its combined rescue strategy at once
             (``Skip``: skip the failed steps and go on; ``Fail``: stop; otherwise pause).
             ``Retry`` policies act whatever this says.
-        auto_execute: on start, execute plans left ``planned`` or ``paused`` without errors.
+        auto_execute: on start, execute plans left ``planned``, and continue those a stop or
+            a crash interrupted (their steps' policies apply: `Retry` attempts left, `Skip`).
+            Plans paused for a person (an error their policy does not rescue) stay paused.
         delayed_executor: run delayed plans when they are due.
         name: a name for logs and the console; defaults to ``<host>-<pid>``.
         clock: the clock timers run on: ``plan_event`` delays, timeouts, polling
             (``pydynflow.testing.ManagedClock`` for virtual time); one thread by default.
+        max_recoveries: how many times a step may be under its world's death (its code
+            running) before its plan is paused for a person instead of continued.
+        fatal_persistence_timeout: how long (seconds) a commit that fails for a passing
+            reason (the database restarting, locked, a full disk) is retried, acknowledgements
+            held meanwhile. Past it, the world stops at once (`fatal_error` says why): it
+            cannot go on with a state it cannot store; a daemon should exit non-zero.
     """
 
     def __init__(
@@ -82,6 +109,8 @@ class World:
         delayed_executor: bool = True,
         name: str | None = None,
         clock: Any = None,
+        max_recoveries: int = 3,
+        fatal_persistence_timeout: float = 60.0,
     ) -> None:
         if executor not in (True, False, "threads", "processes"):
             raise ValueError(
@@ -92,6 +121,13 @@ class World:
         for queue, size in (queues or {}).items():
             if not isinstance(size, int) or size < 1:
                 raise ValueError(f"queues[{queue!r}] must be a positive int, got {size!r}")
+        if not isinstance(max_recoveries, int) or max_recoveries < 1:
+            raise ValueError(f"max_recoveries must be a positive int, got {max_recoveries!r}")
+        if not isinstance(fatal_persistence_timeout, int | float) or fatal_persistence_timeout <= 0:
+            raise ValueError(
+                "fatal_persistence_timeout must be a positive number of seconds, "
+                f"got {fatal_persistence_timeout!r}"
+            )
         # Accepted by the API, built by the issues that follow; refuse rather than ignore.
         if middleware:
             raise DynflowError("world middleware is not available yet")
@@ -106,11 +142,16 @@ class World:
         self.auto_execute = auto_execute
         self.delayed_executor = delayed_executor
         self.clock = clock
+        self.max_recoveries = max_recoveries
+        self.fatal_persistence_timeout = float(fatal_persistence_timeout)
+        self.fatal_error: BaseException | None = None
+        """Why the world stopped on its own (persistence gone for good), or None."""
         self.storage = Storage(db)
         self.log = get_logger(world_id=self.id, world=self.name)
         self._lock = threading.Lock()
         self._runtime: Runtime | None = None
         self._executor: Any = None
+        self._executor_lock: ExecutorLock | None = None
         self._stopped = False
         self.auto_executed: list[Triggered] = []
         """The executions `start` began on its own (``auto_execute``), for inspection."""
@@ -132,9 +173,15 @@ class World:
     def start(self) -> World:
         """Start the actor system: persistence, and with an executor, the executor (idempotent).
 
-        An executor world then recovers what a killed process left behind: steps that were
-        running become ``error`` ("Abnormal termination") and their plans ``paused``; with
-        ``auto_execute``, plans left ``planned`` or ``paused`` without errors are executed.
+        An executor world holds its database's executor lock while it runs (a second
+        executor world on the same database refuses to start, naming this one), then
+        recovers what a killed process left behind: steps that were running become
+        ``error`` ("Abnormal termination"), and their plans are rescued by their policies;
+        with ``auto_execute``, plans left ``planned`` are executed and plans a stop or a
+        crash interrupted are continued.
+
+        Raises:
+            ExecutorLockHeld: another executor world runs on this database.
         """
         with self._lock:
             if self._runtime is not None:
@@ -142,79 +189,165 @@ class World:
             if self._stopped:
                 raise DynflowError(f"{self!r} was stopped; create a new World")
             configure_logging()
-            # First the persistence actor: its writer process may fail to open the database,
-            # and then nothing else has been started.
-            persistence, self._persistence_dispatcher = start_persistence(self.storage, self.id)
-            pools: dict[str, Any] = {}
-            processes = self.executor == "processes"
             if self.executor:
-                workers = ProcessWorkers if processes else ThreadWorkers
-                try:
-                    for queue, size in self.queues.items():
-                        pools[queue] = workers(size, name=f"pydynflow-{queue}")
-                except BaseException:
-                    for pool in pools.values():
-                        pool.shutdown()
-                    persistence.stop()
-                    self._persistence_dispatcher.shutdown()
-                    raise
-            self._runtime = Runtime(
-                world_id=self.id,
-                storage=self.storage,
-                dispatcher=Dispatcher(DISPATCHER_THREADS, name=f"pydynflow-actors-{self.id[:8]}"),
-                persistence=persistence,
-                pools=pools,
-                auto_rescue=self.auto_rescue,
-                world=self,
-                clock=self.clock if self.clock is not None else RealClock(),
-                processes=processes,
-            )
-            if self.executor:
-                self._executor = ExecutorActor.start(
-                    self._runtime, _dispatcher=self._runtime.dispatcher
-                )
+                self._executor_lock = ExecutorLock.acquire(self.storage, self._describe())
+            try:
+                self._start_runtime()
+            except BaseException:
+                if self._executor_lock is not None:
+                    self._executor_lock.release()
+                raise
         self.log.info("world started", executor=self.executor, db=self.db)
         if self.executor:
             self._recover()
         return self
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop gracefully: take no new work, let running steps finish (up to ``timeout``
-        seconds), pause the plans that were running, commit everything, close the store.
+    def _describe(self) -> dict[str, Any]:
+        """Return who this world is, for locks and messages."""
+        return {
+            "world_id": self.id,
+            "name": self.name,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
 
-        Idempotent: stopping a stopped world does nothing.
+    def _start_runtime(self) -> None:
+        """Start persistence, then (with an executor) the worker pools and the executor."""
+        # First the persistence actor: its writer process may fail to open the database,
+        # and then nothing else has been started.
+        persistence, self._persistence_dispatcher = start_persistence(
+            self.storage,
+            self.id,
+            fatal_timeout=self.fatal_persistence_timeout,
+            on_fatal=self._persistence_lost,
+        )
+        pools: dict[str, Any] = {}
+        processes = self.executor == "processes"
+        if self.executor:
+            workers = ProcessWorkers if processes else ThreadWorkers
+            try:
+                for queue, size in self.queues.items():
+                    pools[queue] = workers(size, name=f"pydynflow-{queue}")
+            except BaseException:
+                for pool in pools.values():
+                    pool.shutdown()
+                persistence.stop()
+                self._persistence_dispatcher.shutdown()
+                raise
+        self._runtime = Runtime(
+            world_id=self.id,
+            storage=self.storage,
+            dispatcher=Dispatcher(DISPATCHER_THREADS, name=f"pydynflow-actors-{self.id[:8]}"),
+            persistence=persistence,
+            pools=pools,
+            auto_rescue=self.auto_rescue,
+            max_recoveries=self.max_recoveries,
+            world=self,
+            clock=self.clock if self.clock is not None else RealClock(),
+            processes=processes,
+        )
+        if self.executor:
+            self._executor = ExecutorActor.start(
+                self._runtime, _dispatcher=self._runtime.dispatcher
+            )
+
+    def stop(self, timeout: float | None = None) -> list[tuple[str, int]]:
+        """Stop gracefully: take no new work at once, let running steps finish (up to
+        ``timeout`` seconds), pause the plans that were running, commit everything, close
+        the store.
+
+        Steps waiting for a worker are not started; suspended steps stay suspended. Returns
+        ``(plan id, step id)`` of the steps whose code was still running when ``timeout``
+        ran out (logged too): they are stored ``running`` and come back "Abnormal
+        termination" to their policies when an executor world starts next. Idempotent:
+        stopping a stopped world does nothing (and returns ``[]``).
         """
         with self._lock:
             if self._stopped:
-                return
+                if self.fatal_error is not None:
+                    self.storage.close()  # what the fatal stop left to its owner
+                return []
             self._stopped = True
             runtime, self._runtime = self._runtime, None
+        left: list[tuple[str, int]] = []
         if runtime is not None:
-            finished = True
             if self._executor is not None:
                 done: Promise[bool] = Promise()
                 self._executor.tell(Terminate(done))
                 try:
                     done.result(timeout)
                 except TimeoutError:
-                    finished = False
-                    self.log.warning("steps still running at stop", timeout=timeout)
+                    left = runtime.running_steps()
+                    self.log.warning(
+                        "steps still running at stop: stored running, to be recovered",
+                        timeout=timeout,
+                        steps=[f"{plan_id}/{step_id}" for plan_id, step_id in left],
+                    )
             runtime.persistence.ask(Sync())
             runtime.persistence.stop()
             self._persistence_dispatcher.shutdown()
             for pool in runtime.pools.values():
-                pool.shutdown(wait=finished)
-            runtime.dispatcher.shutdown(wait=finished)
+                pool.shutdown(wait=not left)
+            runtime.dispatcher.shutdown(wait=not left)
             runtime.close_loop()
             runtime.close_callbacks()
             if self.clock is None:  # ours, not the caller's
                 runtime.clock.close()
+        if self._executor_lock is not None:
+            self._executor_lock.release()
         self.storage.close()
         self.log.info("world stopped")
+        return left
+
+    def _persistence_lost(self, error: BaseException) -> None:
+        """The writer gave up (`fatal_persistence_timeout`): stop the world at once.
+
+        Called on the writer's reply thread, which must not wait: the stop runs on a thread
+        of its own. Nothing more can be stored; plans stay as stored (running ones are
+        recovered when an executor world starts next).
+        """
+        if self.fatal_error is None:
+            self.fatal_error = error
+        self.log.critical(
+            "persistence failed for good: the world stops",
+            error=str(error),
+            timeout=self.fatal_persistence_timeout,
+        )
+        threading.Thread(
+            target=self._stop_fatally, args=(error,), name="pydynflow-fatal", daemon=True
+        ).start()
+
+    def _stop_fatally(self, error: BaseException) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            runtime, self._runtime = self._runtime, None
+        if runtime is None:
+            return
+        if self._executor is not None:
+            self._executor.tell(Abandon(error))
+        runtime.persistence.stop(block=False)
+        self._persistence_dispatcher.shutdown(wait=False)
+        for pool in runtime.pools.values():
+            pool.shutdown(wait=False)
+        runtime.dispatcher.shutdown(wait=False)
+        runtime.close_loop()
+        runtime.close_callbacks()
+        if self.clock is None:
+            runtime.clock.close()
+        if self._executor_lock is not None:
+            self._executor_lock.release()
+        self.log.info("world stopped", fatal=True)
 
     def _require_runtime(self, what: str) -> Runtime:
         runtime = self._runtime
         if runtime is None:
+            if self.fatal_error is not None:
+                raise PersistenceError(
+                    f"{what}: {self!r} stopped because its database could not be written "
+                    f"for {self.fatal_persistence_timeout:g} s: {self.fatal_error}"
+                )
             state = "stopped" if self._stopped else "not started"
             raise DynflowError(f"{what} needs a started world; {self!r} is {state}")
         return runtime
@@ -302,18 +435,30 @@ class World:
         return Triggered(plan.id, future)
 
     def execute(self, plan_id: str) -> Triggered:
-        """Execute a ``planned`` or ``paused`` plan; ``.wait()`` raises if it cannot run."""
-        return self._execute(plan_id, None)
+        """Execute a ``planned`` or ``paused`` plan (a paused one: as `resume` does);
+        ``.wait()`` raises if it cannot run."""
+        return self._execute(plan_id, None, "resume", self._operator("execute"))
 
     def resume(self, plan_id: str) -> Triggered:
-        """Run a paused plan again: its failed steps, then its finalize phase from its start."""
-        return self._execute(plan_id, None)
+        """Run a paused plan again: its failed steps (with a fresh set of `Retry`
+        attempts), then its finalize phase from its start."""
+        return self._execute(plan_id, None, "resume", self._operator("resume"))
 
-    def _execute(self, plan_id: str, plan: ExecutionPlan | None) -> Triggered:
+    def _execute(
+        self,
+        plan_id: str,
+        plan: ExecutionPlan | None,
+        mode: str,
+        note: dict[str, Any] | None = None,
+    ) -> Triggered:
         executor = self._require_executor("execute")
         future: Promise[ExecutionPlan] = Promise()
-        executor.tell(ExecutePlan(plan_id, plan, future))
+        executor.tell(ExecutePlan(plan_id, plan, future, mode=mode, note=note))
         return Triggered(plan_id, future)
+
+    def _operator(self, call: str) -> dict[str, Any]:
+        """Return who asked for an operator action, for the plan's history."""
+        return {"call": call, "world": self.name, "host": socket.gethostname(), "user": _user()}
 
     def skip(self, plan_id: str, step_id: int) -> None:
         """Skip a failed run step of a paused plan, then `resume` it.
@@ -330,6 +475,7 @@ class World:
         if step.state != StepState.ERROR or step.phase != Phase.RUN:
             raise DynflowError(f"step {step_id} has to be a failed run step to be skipped")
         changed = skip_plan_steps(plan, step)
+        plan.note("skip", self.id, {**self._operator("skip"), "step_id": step_id})
         self._save(plan, steps=changed)
 
     def event(self, plan_id: str, step_id: int, payload: Any, optional: bool = False) -> bool:
@@ -401,44 +547,55 @@ class World:
         steps: Iterable[Step] = (),
         actions: Iterable[ActionRecord] = (),
     ) -> None:
-        """Commit changes to ``plan`` through the persistence actor (or directly if stopped).
+        """Commit changes to ``plan``: its row, and the given steps and actions.
 
-        ``new``: the plan was never stored (written whole).
+        ``new``: the plan was never stored (written whole). Through the persistence actor
+        when the world runs, else in a transaction of this thread; either way the same
+        change set (`changes`), so that nothing is written that did not change.
         """
-        runtime = self._runtime
-        if runtime is None:  # not started: nothing else writes, write directly
-            if new:
-                self.storage.save_plan(plan)
-            else:
-                self.storage.save_steps(steps)
-                self.storage.save_actions(actions)
-                self.storage.save_plan_row(plan)
-            return
         message = changes(self.storage, plan=plan, new=new, steps=steps, actions=actions)
+        runtime = self._runtime
+        if runtime is None:  # not started: write directly, on this thread
+            ThreadWriter(self.storage).write([request_of(message)])
+            return
         persist_and_wait(runtime.persistence, message)
 
     def _recover(self) -> None:
-        """Turn what a killed process left running into errors; execute what can go on."""
+        """Recover what a killed process left; continue what a stop or a crash interrupted.
+
+        Runs once, when an executor world starts (holding the executor lock: a plan stored
+        ``running`` has no live world). Plans paused for a person are listed in one log line.
+        """
+        recovered = 0
+        abandoned: list[str] = []
         for plan in self.storage.find_plans(state="running", limit=None):
             if not plan.valid:
                 continue
-            abandoned = [s for s in plan.steps.values() if s.state == StepState.RUNNING]
-            for step in abandoned:
-                step.state = StepState.ERROR
-                step.error = StepError(
-                    "pydynflow.errors.AbnormalTermination",
-                    "Abnormal termination (previous state: running)",
-                )
-            plan.transition(PlanState.PAUSED, self.id)
-            self._save(plan, steps=abandoned)
+            steps = recover_plan(plan, self.id, self.max_recoveries)
+            self._save(plan, steps=steps)
+            recovered += 1
+            abandoned.extend(f"{plan.id}/{step.id}" for step in steps)
+        if recovered:
             self.log.warning(
-                "recovered plan", plan_id=plan.id, abandoned_steps=[s.id for s in abandoned]
+                "recovered plans a dead world left running",
+                plans=recovered,
+                abnormally_terminated=abandoned,
             )
-        if not self.auto_execute:
-            return
+        waiting: list[str] = []
         for plan in self.storage.find_plans(state=["planned", "paused"], limit=None):
-            if plan.valid and plan.result != Result.ERROR:
-                self.auto_executed.append(self._execute(plan.id, plan))
+            if not plan.valid:
+                waiting.append(plan.id)
+            elif plan.state == PlanState.PLANNED or _interrupted(plan):
+                if self.auto_execute:
+                    self.auto_executed.append(self._execute(plan.id, plan, "continue"))
+            else:
+                waiting.append(plan.id)
+        if waiting:
+            self.log.warning(
+                "plans paused for a person (resume or skip them)",
+                count=len(waiting),
+                plan_ids=waiting,
+            )
 
     # -- reading -------------------------------------------------------------------------
 
@@ -476,10 +633,25 @@ class World:
         return f"<World {self.name} id={self.id[:8]} db={self.db}>"
 
 
+def _interrupted(plan: ExecutionPlan) -> bool:
+    """Return whether a paused plan was interrupted (a stop, a crash) rather than paused
+    for a person; a plan paused before reasons were recorded counts if it has no error."""
+    reason = plan.pause_reason()
+    if reason is None:
+        return plan.result != Result.ERROR
+    return reason in ("stop", "crash")
+
+
+def _user() -> str:
+    """Return the operating-system user of this process (for operator history entries)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
 def normalize_event(payload: Any) -> Any:
     """Return ``payload`` checked for storage: an engine event or JSON-shaped data."""
-    from pydynflow.events import EngineEvent
-
     if isinstance(payload, EngineEvent):
         return payload
     return normalize(payload, owner="World.event", field="event")

@@ -182,5 +182,5 @@ def test_rescue_guide_samples_run(tmp_path: Path) -> None:
     done = run_samples(DOCS / "guides" / "rescue-and-supervision.md", tmp_path, 7)
     assert "ConnectionError: database unreachable" in done.stdout
     assert "CreateVM skipped, RegisterDNS skipped, Announce success" in done.stdout
-    assert re.search(r"^warning 1 worker process \d+ died with exit code 3$", done.stdout, re.M)
+    assert re.search(r"^warning 2 worker process \d+ died with exit code 3$", done.stdout, re.M)
     assert "bootstrapping phase" not in done.stderr  # the __main__ guards hold

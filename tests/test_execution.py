@@ -120,9 +120,12 @@ def test_exec09_resume_after_fixing_input(world: World) -> None:
     assert [entry.name for entry in loaded.history] == [
         "start execution",
         "pause execution",
+        "resume",  # an operator action: who asked, from where
         "start execution",
         "finish execution",
     ]
+    assert loaded.history[1].details == {"reason": "error"}
+    assert loaded.history[2].details["call"] == "resume"
 
 
 def test_exec11_skip_and_resume(world: World) -> None:

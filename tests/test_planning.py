@@ -21,11 +21,12 @@ from pydynflow import (
     StepState,
     UnknownAction,
 )
+from pydynflow.action import resolve_action_class
 from pydynflow.errors import IdentifierTaken, UnknownError, UnknownIdentifier
 from pydynflow.flows import FLOW_REGISTRY, FlowRegistry, decode_flow, encode_flow
 from pydynflow.plan import StepError, new_plan_id
 from pydynflow.planning import plan_action
-from pydynflow.registry import resolve_action_class, subscribed_actions
+from pydynflow.registry import subscribed_actions
 from pydynflow.states import Phase
 from tests.support.code_workflow import (
     FAIL,

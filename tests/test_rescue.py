@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pydynflow import Action, Fail, Pause, PlanState, Result, Retry, Skip, StepState, World
-from pydynflow.testing import ManagedClock
+from tests.support.clocks import SignallingClock
 from tests.support.rescue_example import (
     ActionWithSkip,
     ComplexActionWithFail,
@@ -110,24 +110,6 @@ class Flaky(Action):
         self.output["runs"] = Flaky.runs[self.execution_plan_id]
 
 
-class SignallingClock(ManagedClock):
-    """A ManagedClock that notifies a condition whenever a timer is armed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changed = threading.Condition()
-
-    def schedule(self, delay: float, callback: Any) -> Any:
-        timer = super().schedule(delay, callback)
-        with self.changed:
-            self.changed.notify_all()
-        return timer
-
-    def notify(self, *_: Any) -> None:
-        with self.changed:
-            self.changed.notify_all()
-
-
 def _advance_until_done(clock: SignallingClock, triggered: Any) -> None:
     """Fire backoff timers as they get armed (virtual time), until the plan ends."""
     triggered.future.add_done_callback(clock.notify)
@@ -149,7 +131,8 @@ def test_retry_restarts_the_step_then_succeeds(sqlite_url: str, auto_rescue: boo
         _advance_until_done(clock, triggered)
         plan = triggered.wait(TIMEOUT)
         assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
-        assert plan.steps[2].attempts == 2 and plan.steps[2].output == {"runs": 3}
+        # attempts counts every run: the first and two retries
+        assert plan.steps[2].attempts == 3 and plan.steps[2].output == {"runs": 3}
         assert clock.now() == 30.0  # backoffs of 10 s then 20 s, virtual
 
 
@@ -161,7 +144,7 @@ def test_retry_runs_out_then_its_then_applies(sqlite_url: str, auto_rescue: bool
         _advance_until_done(clock, triggered)
         plan = triggered.wait(TIMEOUT)
         assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
-        assert plan.steps[2].attempts == 2
+        assert (plan.steps[2].attempts, plan.steps[2].retries) == (3, 2)
         assert plan.steps[2].error.message == "flaky failure 3"
 
 
@@ -191,7 +174,7 @@ def test_retry_backoff_on_a_thousand_steps_holds_no_thread(sqlite_url: str) -> N
         clock.advance(30)
         plans = [one.wait(60) for one in triggered]
         assert all(plan.result == Result.SUCCESS for plan in plans)
-        assert all(plan.steps[2].attempts == 1 for plan in plans)
+        assert all(plan.steps[2].attempts == 2 for plan in plans)
 
 
 def test_stopping_a_world_during_a_backoff_pauses_the_plan(sqlite_url: str) -> None:
@@ -274,6 +257,6 @@ def test_retry_reruns_a_failed_finalize_phase(sqlite_url: str, failures: int, ex
         _advance_until_done(clock, triggered)
         plan = triggered.wait(TIMEOUT)
         assert plan.result == expected
-        assert plan.steps[3].attempts == 2
+        assert plan.steps[3].attempts == 3
         assert FlakyFinalize.calls[plan.id] == 3
         assert clock.now() == 15.0  # backoffs of 5 s and 10 s

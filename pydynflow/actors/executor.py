@@ -1,17 +1,20 @@
 """`ExecutorActor`: accepts plans to execute, starts their supervisors, answers the callers.
 
 It keeps one `PlanSupervisor` per running plan (a dict, not pykka's registry) and the
-futures of the callers waiting for each plan. On `Terminate` it takes no new work, tells
-every supervisor to wind down (start nothing new, pause once running steps return) and
-answers when the last one is gone.
+futures of the callers waiting for each plan. A plan stored ``running`` that no supervisor
+of this world runs was left by a world that died or a commit that failed (a database has
+one executor world at a time): it is recovered (`pydynflow.execution.recover_plan`) and run
+again. On `Terminate` it takes no new work, tells every supervisor to wind down (start
+nothing new, pause once running steps return) and answers when the last one is gone.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydynflow.actors.dispatch import PooledActor
+from pydynflow.actors.dispatch import PooledActor, stop_if_alive
 from pydynflow.actors.messages import (
+    Abandon,
     CancelPlan,
     DeliverEvent,
     ExecutePlan,
@@ -20,11 +23,13 @@ from pydynflow.actors.messages import (
     Terminate,
     Wind,
 )
-from pydynflow.actors.persistence import store_plan
+from pydynflow.actors.persistence import changes, store_plan
 from pydynflow.actors.plan_supervisor import PlanSupervisor
 from pydynflow.actors.runtime import Runtime
-from pydynflow.errors import DynflowError, EventRejected, UnknownPlan
+from pydynflow.errors import DynflowError, EventRejected, PersistenceError, UnknownPlan
+from pydynflow.execution import recover_plan
 from pydynflow.logging import get_logger
+from pydynflow.plan import ExecutionPlan
 from pydynflow.states import PlanState
 
 
@@ -54,6 +59,8 @@ class ExecutorActor(PooledActor):
             self._plan_done(message)
         elif isinstance(message, Terminate):
             self._terminate(message.future)
+        elif isinstance(message, Abandon):
+            self._abandon(message.error)
         elif isinstance(message, (DeliverEvent, CancelPlan, HaltPlan)):
             supervisor = self.supervisors.get(message.plan_id)
             if supervisor is None:
@@ -89,30 +96,62 @@ class ExecutorActor(PooledActor):
         if plan is None:
             try:
                 plan = self.runtime.storage.load_plan(plan_id)
-            except UnknownPlan as exc:
+            except (UnknownPlan, PersistenceError) as exc:
                 future.set_exception(exc)
                 return
-        plan.world = self.runtime.world
         if plan.state == PlanState.STOPPED:
             future.set_exception(DynflowError(f"execution plan {plan_id} is stopped: it's done"))
             return
-        if plan.state == PlanState.RUNNING:
-            future.set_exception(DynflowError(f"execution plan {plan_id} is already running"))
+        mode = message.mode
+        orphaned = plan.state == PlanState.RUNNING  # no supervisor here runs it
+        if orphaned and not self._recover(plan) and mode != "resume":
+            future.set_result(plan)  # paused for a person (max_recoveries)
             return
         self.waiting[plan_id] = [future]
+        self._start(plan, mode, message.note, message.stored)
+
+    def _start(
+        self,
+        plan: ExecutionPlan,
+        mode: str,
+        note: dict[str, Any] | None = None,
+        stored: Any = None,
+    ) -> None:
+        plan.world = self.runtime.world
         # A fresh plan's caller waits for its first commit: start the supervisor (which
         # sends that commit) on this thread, not behind every actor queued on the pool.
-        self.supervisors[plan_id] = PlanSupervisor.start(
+        self.supervisors[plan.id] = PlanSupervisor.start(
             self.runtime,
             plan,
             self.actor_ref,
-            message.stored,
+            stored,
+            mode,
+            note,
             _dispatcher=self.runtime.dispatcher,
-            _first_turn_here=message.stored is not None,
+            _first_turn_here=stored is not None,
         )
+
+    def _recover(self, plan: ExecutionPlan) -> bool:
+        """Record that ``plan``, stored running, lost its world; return whether its
+        policies may continue it (False: paused for a person after too many recoveries).
+
+        The recovery is committed before the plan's next claim (messages to the
+        persistence actor are committed in order).
+        """
+        runtime = self.runtime
+        abandoned = recover_plan(plan, runtime.world_id, runtime.max_recoveries)
+        self.log.warning(
+            "recovered a plan left running",
+            plan_id=plan.id,
+            abandoned_steps=[step.id for step in abandoned],
+        )
+        runtime.persistence.tell(changes(runtime.storage, plan=plan, steps=abandoned))
+        return plan.pause_reason() != "recoveries"
 
     def _plan_done(self, message: PlanDone) -> None:
         self.supervisors.pop(message.plan_id, None)
+        if message.reclaim and self.terminating is None and self._reclaim(message.plan_id):
+            return
         for future in self.waiting.pop(message.plan_id, []):
             if message.error is not None:
                 future.set_exception(message.error)
@@ -120,6 +159,35 @@ class ExecutorActor(PooledActor):
                 future.set_result(message.plan)
         if self.terminating is not None and not self.supervisors:
             self._answer_terminate()
+
+    def _reclaim(self, plan_id: str) -> bool:
+        """Run a plan again whose supervisor gave up after a failed commit, from what is
+        stored; return False if it cannot be (its callers then get the error)."""
+        try:
+            plan = self.runtime.storage.load_plan(plan_id)
+        except (UnknownPlan, PersistenceError) as exc:
+            self.log.error(
+                "cannot reclaim a plan after a failed commit", plan_id=plan_id, error=str(exc)
+            )
+            return False
+        if plan.state == PlanState.RUNNING and not self._recover(plan):
+            return False
+        if plan.state not in (PlanState.RUNNING, PlanState.PAUSED, PlanState.PLANNED):
+            return False
+        self._start(plan, "continue")
+        return True
+
+    def _abandon(self, error: BaseException) -> None:
+        """Persistence is gone: answer every waiting caller with ``error``, stop everything."""
+        self.terminating = self.terminating or []
+        for supervisor in self.supervisors.values():
+            stop_if_alive(supervisor)
+        self.supervisors.clear()
+        for futures in self.waiting.values():
+            for future in futures:
+                future.set_exception(error)
+        self.waiting.clear()
+        self._answer_terminate()
 
     def _terminate(self, future: Any) -> None:
         if self.terminating is None:

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydynflow.outcome import PhaseOutcome
+
 if TYPE_CHECKING:
-    from pydynflow.phases import PhaseOutcome
-    from pydynflow.plan import ActionRecord, ExecutionPlan, Step
+    from pydynflow.plan import ExecutionPlan
 
 OnCommit = Callable[[BaseException | None], None]
 
@@ -41,7 +42,7 @@ class Persist:
     claim: Claim | None = None
     on_commit: OnCommit | None = None
     chunks: tuple[tuple[Any, ...], ...] = ()
-    envelope_add: tuple[tuple[str, int, Any], ...] = ()
+    envelope_add: tuple[tuple[Any, ...], ...] = ()  # plan id, step id, payload, event id
     envelope_pop: tuple[tuple[str, int], ...] = ()
     envelope_clear: tuple[tuple[str, int], ...] = ()
 
@@ -59,46 +60,11 @@ class PhaseDone:
 
 
 @dataclass(slots=True)
-class Claimed:
-    """The plan's claim (``planned``/``paused`` -> ``running``) committed, or was refused.
-
-    ``launch`` are the first steps, moved to running in the same transaction.
-    """
-
-    launch: tuple[int, ...]
-    error: BaseException | None = None
-
-
-@dataclass(slots=True)
 class StepOutcome:
     """A step's user code returned: the supervisor records and commits the outcome."""
 
     step_id: int
     outcome: PhaseOutcome
-
-
-@dataclass(slots=True)
-class Launch:
-    """The steps' move to ``running`` is committed (or failed): start their actors."""
-
-    step_ids: tuple[int, ...]
-    error: BaseException | None = None
-
-
-@dataclass(slots=True)
-class Finished:
-    """The plan's final state is committed (or failed to be)."""
-
-    error: BaseException | None = None
-
-
-@dataclass(slots=True)
-class FinalizeDone:
-    """The finalize flow ran: its steps and records as they ended, and their output chunks."""
-
-    steps: tuple[Step, ...]
-    actions: tuple[ActionRecord, ...]
-    chunks: tuple[tuple[Any, ...], ...] = ()
 
 
 @dataclass(slots=True)
@@ -113,15 +79,21 @@ class ExecutePlan:
     plan: ExecutionPlan | None
     future: Any
     stored: Any = None
+    mode: str = "execute"  # or "resume" (a person asked), "continue" (after a stop, a crash)
+    note: dict[str, Any] | None = None  # details of a resume's history entry
 
 
 @dataclass(slots=True)
 class PlanDone:
-    """A supervisor finished its plan (paused or stopped), or could not start it."""
+    """A supervisor finished its plan (paused or stopped), or could not start it.
+
+    ``reclaim``: a commit failed; the stored plan is to be recovered and run again.
+    """
 
     plan_id: str
     plan: ExecutionPlan | None
     error: BaseException | None = None
+    reclaim: bool = False
 
 
 @dataclass(slots=True)
@@ -129,6 +101,14 @@ class Terminate:
     """Stop taking work; pause running plans once their running steps return."""
 
     future: Any
+
+
+@dataclass(slots=True)
+class Abandon:
+    """Persistence is gone for good: fail every caller waiting for a plan, stop driving
+    plans (what is stored stays as it is, for the next start to recover)."""
+
+    error: BaseException
 
 
 @dataclass(slots=True)

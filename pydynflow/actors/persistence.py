@@ -24,7 +24,7 @@ from typing import Any
 
 from pydynflow.actors.dispatch import Dispatcher, PooledActor, tell
 from pydynflow.actors.messages import Claim, Flush, Persist
-from pydynflow.actors.writer import Request, ThreadWriter, writer_for
+from pydynflow.actors.writer import FATAL_TIMEOUT, Request, ThreadWriter, writer_for
 from pydynflow.errors import PersistenceError
 from pydynflow.logging import get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
@@ -44,7 +44,7 @@ def changes(
     claim: Claim | None = None,
     on_commit: Any = None,
     chunks: Iterable[tuple[Any, ...]] = (),
-    envelope_add: tuple[tuple[str, int, Any], ...] = (),
+    envelope_add: tuple[tuple[Any, ...], ...] = (),
     envelope_pop: tuple[tuple[str, int], ...] = (),
     envelope_clear: tuple[tuple[str, int], ...] = (),
 ) -> Persist:
@@ -132,7 +132,7 @@ class PersistenceActor(PooledActor):
         self.writer.submit_all(
             [
                 (
-                    [_request(message) for message in batch],
+                    [request_of(message) for message in batch],
                     functools.partial(_acknowledge, batch, self.log),
                 )
                 for batch in batches
@@ -166,7 +166,7 @@ def _acknowledge(
             log.exception("on_commit callback failed")
 
 
-def _request(message: Persist) -> Request:
+def request_of(message: Persist) -> Request:
     """Return ``message`` as the writer takes it: plain tuples, without the callback."""
     claim = message.claim
     return (
@@ -209,12 +209,20 @@ def store_plan(
     tell(persistence, message)
 
 
-def start_persistence(storage: Any, world_id: str) -> tuple[Any, Dispatcher]:
+def start_persistence(
+    storage: Any,
+    world_id: str,
+    *,
+    fatal_timeout: float = FATAL_TIMEOUT,
+    on_fatal: Any = None,
+) -> tuple[Any, Dispatcher]:
     """Start a persistence actor on its own one-thread dispatcher; return both.
 
-    Its writer is a child process for SQLite files and PostgreSQL (see `writer_for`).
+    Its writer is a child process for SQLite files and PostgreSQL (see `writer_for`); it
+    retries a commit that fails for a passing reason for up to ``fatal_timeout`` seconds,
+    then calls ``on_fatal(error)`` once.
     """
-    writer = writer_for(storage, owner=world_id)
+    writer = writer_for(storage, owner=world_id, fatal_timeout=fatal_timeout, on_fatal=on_fatal)
     try:
         writer.wait_ready()  # a database the writer cannot open fails the start, not a commit
     except BaseException:
@@ -243,7 +251,6 @@ def persist_and_wait(persistence: Any, message: Persist, timeout: float | None =
         else:
             done.set_exception(error)
 
-    persistence.tell(
-        Persist(message.steps, message.actions, message.plans, message.claim, on_commit)
-    )
+    message.on_commit = on_commit
+    persistence.tell(message)
     done.result(timeout)

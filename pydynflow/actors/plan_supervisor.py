@@ -1,41 +1,37 @@
 """`PlanSupervisor`: one actor per running execution plan, the parent of its step actors.
 
-It claims the plan (``planned``/``paused`` -> ``running``, a conditional update, so a plan
-never runs twice at once) and walks the run flow with a `FlowGraph`: concurrence branches
-in parallel, sequences in order, a failed step stops only its own sequence.
+It drives the plan's `pydynflow.execution.PlanExecution` (which decides what happens next)
+and does what the decisions ask: commit each change set through the persistence actor, find
+a worker slot (`pydynflow.actors.slots`) for each step that wants one, start the step's
+actor once its move to ``running`` is committed, arm retry timers and run the finalize phase
+on a worker. A step counts as done only once its state is committed, and the commit of a
+step's outcome carries the move to ``running`` of the steps it unblocks when they get a
+worker at once: one commit per step carries a sequence forward.
 
-The supervisor is the only one that changes its plan's states, and every change goes to the
-persistence actor. A step's user code starts only after its move to ``running`` is
-committed; a step's outcome is committed in the same transaction as the move to
-``running`` of the steps it unblocks, and only then are those started. So one commit per
-step carries a sequence forward, and a step counts as done only once its state is durable.
-
-When the run flow is complete the finalize flow runs in order on a worker and all of it is
-committed in one transaction. A failed step pauses the plan; what else a failure can mean
-(Skip, Fail, Retry) is decided here, as the parent.
+If a commit fails, the supervisor stops driving the plan (what is stored is the truth),
+waits for its running steps' code to return, and hands the plan back to the executor, which
+recovers it from storage.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydynflow.action import is_async_run
 from pydynflow.actors.dispatch import PooledActor, stop_if_alive, tell, tell_and_run, tell_if_alive
 from pydynflow.actors.messages import (
     CancelPlan,
     Claim,
-    Claimed,
     DeliverEvent,
     Event,
-    FinalizeDone,
-    Finished,
     GoAhead,
     HaltPlan,
-    Launch,
     Parked,
     PlanDone,
     Resume,
@@ -44,60 +40,62 @@ from pydynflow.actors.messages import (
 )
 from pydynflow.actors.persistence import changes, store_plan
 from pydynflow.actors.runtime import Runtime
-from pydynflow.actors.step import StepActor, failed_outcome
+from pydynflow.actors.slots import SlotClaim
+from pydynflow.actors.step import StepActor
 from pydynflow.clock import ClockClosedError
-from pydynflow.errors import DynflowError, EventRejected, UnknownStep
-from pydynflow.events import Abort, Cancel, decode_event, encode_event, is_cancellable
-from pydynflow.events import Skip as SkipEvent
-from pydynflow.logging import enabled, get_logger
-from pydynflow.phases import (
-    FINALIZE,
-    RUN,
-    PhaseOutcome,
-    execute_finalize,
-    is_async_run,
-    new_action,
-    run_accepts_event,
+from pydynflow.errors import (
+    DynflowError,
+    EventRejected,
+    FatalPersistenceError,
+    PersistenceError,
 )
-from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
-from pydynflow.references import has_references, resolve_references
-from pydynflow.rescue import Fail, Pause, Retry, Skip, plan_rescue_strategy
-from pydynflow.scheduling import FlowGraph
-from pydynflow.skipping import skip_plan_steps
-from pydynflow.states import Phase, PlanState, StepState
+from pydynflow.events import Abort, Cancel, decode_event
+from pydynflow.events import Skip as SkipEvent
+from pydynflow.execution import Advance, NotRunnable, PlanExecution
+from pydynflow.logging import enabled, get_logger
+from pydynflow.mixins import is_cancellable
+from pydynflow.outcome import FinalizeDone
+from pydynflow.phases import RUN, execute_finalize_flow, new_action
+from pydynflow.plan import ExecutionPlan, StepError
+from pydynflow.states import PlanState, StepState
 
-# A suspended step runs again from run(None): after a crash, a halt or a graceful stop.
-_NONE: frozenset[int] = frozenset()
-_RUNNABLE = (StepState.PENDING, StepState.ERROR, StepState.SKIPPING, StepState.SUSPENDED)
-_TAKES_EVENTS = (StepState.RUNNING, StepState.SUSPENDED)
-_DONE = (StepState.SUCCESS, StepState.SKIPPED)
+FINALIZE_SLOT = 0  # the claim key of the finalize phase (step ids start at 1)
 
 
 class PlanSupervisor(PooledActor):
-    """Run one execution plan: its run flow through step actors, then its finalize flow."""
+    """Run one execution plan: its run flow through step actors, then its finalize flow.
 
-    # Rarely set: defaults on the class, and frozensets replaced (never mutated in place),
-    # so that 10,000 waiting plans do not each carry empty sets (about 0.2 KB each).
-    winding_down = False
-    halting = False
-    finishing = False
-    had_events: frozenset[int] = _NONE  # steps that got stored events (envelopes)
-    stored_events: dict[int, list[Event]] | None = None  # for steps not started yet
-    rescued: frozenset[int] = _NONE  # failed steps auto-rescue already acted on
-    retrying: frozenset[int] = _NONE  # failed steps waiting out a Retry backoff
+    ``mode``: ``"execute"`` (a planned plan), ``"resume"`` (a person resumes it: failed
+    steps run again) or ``"continue"`` (after a stop or a crash: failed steps are failures
+    for their policies). ``note``: details of the ``"resume"`` history entry.
+    """
+
+    # Rarely set: defaults on the class, so that 10,000 waiting plans stay small.
+    stored_events: dict[int, list[Event]] | None = None  # for steps without an actor yet
+    claims: dict[int, SlotClaim] | None = None  # slot requests waiting, by step id
+    broken: BaseException | None = None  # a commit failed: stop driving the plan
+    finalizing = False  # the finalize phase runs on a worker
 
     def __init__(
-        self, runtime: Runtime, plan: ExecutionPlan, executor: Any, stored: Any = None
+        self,
+        runtime: Runtime,
+        plan: ExecutionPlan,
+        executor: Any,
+        stored: Any = None,
+        mode: str = "execute",
+        note: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.stored = stored  # a fresh plan: stored together with its start
         self.runtime = runtime
         self.plan = plan
         self.executor = executor
-        self.running: set[int] = set()  # steps in flight: running, or parked (suspended)
-        self.parked: set[int] = set()  # steps whose suspended state is committed
+        self.mode = mode
+        self.note = note
+        self.core = PlanExecution(plan, runtime.world_id, auto_rescue=runtime.auto_rescue)
         self.children: dict[int, Any] = {}  # step id -> its live StepActor
-        self.graph = FlowGraph(plan.run_flow)
+        self.holding: dict[int, SlotClaim] = {}  # step id (or FINALIZE_SLOT) -> its slot
+        self.handoffs: list[SlotClaim] = []  # slots given back to other plans' waiting steps
 
     @functools.cached_property
     def log(self) -> Any:
@@ -107,29 +105,33 @@ class PlanSupervisor(PooledActor):
             world_id=self.runtime.world_id,
             plan_id=self.plan.id,
             label=self.plan.label,
-            step_id=None,  # plan-level lines; step lines override these three
             action_class=root.action_class_name if root else None,
-            phase=None,
         )
 
     # -- start ---------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        plan = self.plan
-        if plan.state not in (PlanState.PLANNED, PlanState.PAUSED):
-            self._give_up(DynflowError(f"execution plan {plan.id} is {plan.state}, not runnable"))
+        plan, core = self.plan, self.core
+        stored_events: list[tuple[int, str]] = []
+        if self.stored is None:  # not a fresh plan: events may be stored for it
+            for _, step_id, payload, event_id in self.runtime.storage.envelopes(
+                plan.id, with_event_ids=True
+            ):
+                self._keep(step_id, Event(decode_event(payload), persisted=True))
+                stored_events.append((step_id, event_id))
+        try:
+            advance = core.begin(
+                resume=self.mode == "resume",
+                continuing=self.mode == "continue",
+                stored_events=stored_events,
+                note=self.note,
+            )
+        except NotRunnable as exc:
+            self._give_up(exc)
             return
-        plan.transition(PlanState.RUNNING, self.runtime.world_id)
-        if self.stored is None:  # not a fresh plan: deliver events stored for it
-            for _, step_id, payload in self.runtime.storage.envelopes(plan.id):
-                event = Event(decode_event(payload), persisted=True)
-                self._keep_event(step_id, event)
-                self.had_events |= {step_id}
-        # The first steps move to running in the claim's own transaction: if the claim is
-        # refused, none of it is written.
-        done = [sid for sid, step in plan.steps.items() if step.state in _DONE]
-        steps, actions = self._start_steps(self.graph.start(done))
-        launch = tuple(step.id for step in steps if step.id in self.running)
+        # The first steps that get a worker move to running in the claim's own transaction:
+        # if the claim is refused, none of it is written.
+        self._grant(advance)
         me = self.actor_ref
         if self.stored is not None:  # a fresh plan: its first write is the claim
             runtime, stored, self.stored = self.runtime, self.stored, None  # handed over
@@ -138,158 +140,240 @@ class PlanSupervisor(PooledActor):
                 runtime.storage,
                 plan,
                 stored,
-                then=lambda error: tell_and_run(me, Claimed(launch, error)),
+                then=lambda error: tell_and_run(me, _Claimed(advance, error)),
             )
-            return
-        self._send(
-            steps=steps,
-            actions=actions,
-            plan_row=True,
-            claim=Claim(plan.id, (PlanState.PLANNED.value, PlanState.PAUSED.value)),
-            on_commit=lambda error: me.tell(Claimed(launch, error)),
-        )
+        else:
+            self._send(
+                advance,
+                claim=Claim(plan.id, (PlanState.PLANNED.value, PlanState.PAUSED.value)),
+                on_commit=lambda error: me.tell(_Claimed(advance, error)),
+            )
+        self._hand_off()
+        self._arm_retries(advance)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, StepOutcome):
-            self._step_outcome(message.step_id, message.outcome)
-        elif isinstance(message, Launch):
-            self._launch(message)
-        elif isinstance(message, Claimed):
-            self._claimed(message.launch, message.error)
+            self._outcome(message.step_id, message.outcome)
+        elif isinstance(message, _Committed):
+            self._committed(message.advance, message.error)
+        elif isinstance(message, SlotGranted):
+            self._slot_granted(message.step_id)
+        elif isinstance(message, _Claimed):
+            self._claimed(message.advance, message.error)
         elif isinstance(message, FinalizeDone):
             self._finalize_done(message)
-        elif isinstance(message, Finished):
-            self._finished(message.error)
         elif isinstance(message, _EventStored):
-            child = self.children.get(message.step_id)
-            if child is not None:
-                tell_if_alive(child, message.event)
-            else:  # not launched yet: it gets the event when it is
-                self._keep_event(message.step_id, message.event)
+            self._event_stored(message.step_id, message.event)
         elif isinstance(message, _RetryStep):
-            self._retry(message.step_id)
-        elif isinstance(message, _StepParked):
-            self._step_parked(message.step_id)
+            self._apply(self.core.retry_due(message.step_id))
         elif isinstance(message, Resume):
-            self._resume(message)
+            self._apply(self.core.wake(message.step_id, message.persisted))
         elif isinstance(message, DeliverEvent):
             self._deliver(message.step_id, message.payload, message.optional, message.reply)
         elif isinstance(message, CancelPlan):
             self._cancel(message)
         elif isinstance(message, HaltPlan):
-            self.halting = self.winding_down = True
             message.reply.set_result(True)
-            self._maybe_run_flow_finished()
+            self._apply(self.core.wind_down(halt=True))
         elif isinstance(message, Wind):
-            self.winding_down = True
-            if self.finishing and self.retrying:  # a finalize retry is waiting: stop now
-                self.retrying = _NONE
-                self._finish(PlanState.PAUSED, [], [])
-            else:
-                self._maybe_run_flow_finished()
+            self._apply(self.core.wind_down())
         return None
 
-    def _claimed(self, launch: tuple[int, ...], error: BaseException | None) -> None:
+    def _claimed(self, advance: Advance, error: BaseException | None) -> None:
         if error is not None:
+            self._release_all()
             self._give_up(DynflowError(f"execution plan {self.plan.id} is already running"))
             return
         if enabled(logging.INFO):
-            self.log.info("plan started")
-        if launch:
-            self._launch(Launch(launch))
-        else:
-            self._maybe_run_flow_finished()
+            self.log.info("plan started", mode=self.mode)
+        self._committed(advance, None)
 
     def _give_up(self, error: BaseException) -> None:
         self.executor.tell(PlanDone(self.plan.id, None, error))
         self.stop()
 
-    # -- run flow ------------------------------------------------------------------------
+    # -- driving the core ----------------------------------------------------------------
 
-    def _start_steps(self, step_ids: Iterable[int]) -> tuple[list[Step], list[ActionRecord]]:
-        """Move ready steps to ``running`` in memory; return what must be committed first.
-
-        A skipped step whose ``run`` takes no event is marked ``skipped`` right here, and
-        the steps it unblocks are started in turn.
-        """
-        steps: list[Step] = []
-        actions: list[ActionRecord] = []
-        ready = list(step_ids)
-        while ready:
-            step_id = ready.pop(0)
-            step = self.plan.steps[step_id]
-            record = self.plan.actions[step.action_id]
-            if self.winding_down:
-                self.graph.fail(step_id)  # not started: it stays as it is
-                continue
-            steps.append(step)
-            if step.state not in _RUNNABLE:
-                self._fail(step, DynflowError(f"step {step_id} cannot run from {step.state}"))
-                continue
-            if step.state == StepState.SKIPPING and not run_accepts_event(record.action_class):
-                step.transition(StepState.SKIPPED)
-                self._stamp(step)
-                ready.extend(self.graph.complete(step_id))
-                continue
-            if step.state != StepState.SKIPPING:
-                if has_references(record.input):
-                    try:
-                        record.input = resolve_references(record.input, self._output_of)
-                    except DynflowError as exc:
-                        self._fail(step, exc)
-                        continue
-                    actions.append(record)
-                step.transition(StepState.RUNNING)
-            if step.started_at is None:
-                step.started_at = utcnow()
-            self.running.add(step_id)
-        return steps, actions
-
-    def _keep_event(self, step_id: int, event: Event) -> None:
-        """Hold an event for a step whose actor is not started yet."""
-        if self.stored_events is None:
-            self.stored_events = {}
-        self.stored_events.setdefault(step_id, []).append(event)
-
-    def _output_of(self, action_id: int) -> dict[str, Any]:
-        return self.plan.actions[action_id].output
-
-    def _fail(self, step: Step, exc: BaseException) -> None:
-        step.state = StepState.ERROR  # bypasses the table: the step never started
-        step.error = StepError.from_exception(exc)
-        self.graph.fail(step.id)
-
-    def _commit_and_continue(
-        self, steps: list[Step], actions: list[ActionRecord], **extra: Any
-    ) -> None:
-        """Commit state changes; then launch the steps moved to running, or finish."""
-        running, children = self.running, self.children
-        launch = tuple([s.id for s in steps if s.id in running and s.id not in children])
-        if not launch and self._run_flow_over():
-            self._after_run_flow(steps, actions, **extra)
+    def _apply(self, advance: Advance) -> None:
+        """Carry out a decision: find workers, commit, then act on what the commit allows."""
+        if self.broken is not None:
             return
-        if not steps and not actions:
-            return
-        me = self._actor_ref  # `actor_ref` without pykka's property (once per step)
-        # The ack comes on the writer's reply thread, which has nothing else to do for this
-        # plan: the supervisor starts its next steps right there if it is idle, instead of
-        # waking a dispatcher thread for it (W1: 5% less CPU; the writer never waits for it).
-        self._send(
-            steps=steps,
-            actions=actions,
-            on_commit=(lambda error: tell_and_run(me, Launch(launch, error))) if launch else None,
-            **extra,
+        self._withdraw(advance.withdraw, advance)
+        self._grant(advance)
+        after = bool(
+            advance.launch
+            or advance.parked
+            or advance.finalize
+            or advance.finished
+            or advance.stop_parked
         )
+        if advance.has_changes():
+            me = self._actor_ref  # `actor_ref` without pykka's property (once per step)
+            # The ack comes on the writer's reply thread, which has nothing else to do for
+            # this plan: the supervisor goes on right there if it is idle, instead of a
+            # dispatcher thread being woken for it.
+            on_commit = (
+                (lambda error: tell_and_run(me, _Committed(advance, error))) if after else None
+            )
+            self._send(advance, on_commit=on_commit)
+        elif after:
+            self._committed(advance, None)
+        self._hand_off()
+        self._arm_retries(advance)
 
-    def _launch(self, message: Launch) -> None:
-        if message.error is not None:
-            self.log.error("steps could not be marked running", error=str(message.error))
-        for step_id in message.step_ids:
-            step = self.plan.steps[step_id]
-            if message.error is not None:
-                self._step_outcome(step_id, failed_outcome(message.error))
+    def _grant(self, advance: Advance) -> None:
+        """Take a slot for each step that wants a worker; mark those that got one running."""
+        core = self.core
+        wanted, advance.want = advance.want, []
+        for step_id in wanted:
+            if not self._needs_slot(step_id):  # an async run: no worker, no slot
+                core.granted(step_id, advance)
                 continue
-            event = SkipEvent() if step.state == StepState.SKIPPING else None
+            claim = self._claim(step_id)
+            if claim.slots.take(claim):
+                self._use(claim, advance)
+            else:
+                if self.claims is None:
+                    self.claims = {}
+                self.claims[step_id] = claim
+
+    def _slot_granted(self, step_id: int) -> None:
+        """A slot a waiting step claimed was handed to it."""
+        claim = self.claims.pop(step_id, None) if self.claims is not None else None
+        if claim is None:  # withdrawn meanwhile; `_withdraw` gave it back
+            return
+        advance = Advance()
+        self._use(claim, advance)
+        self._apply(advance)
+
+    def _use(self, claim: SlotClaim, advance: Advance) -> None:
+        """Put a slot just taken to work, or give it back if it is not needed after all."""
+        step_id = claim.step_id
+        self.holding[step_id] = claim
+        if self.broken is not None:
+            self._release(step_id, advance)
+        elif step_id == FINALIZE_SLOT:
+            self._run_finalize()
+        elif not self.core.granted(step_id, advance):
+            self._release(step_id, advance)
+
+    def _committed(self, advance: Advance, error: BaseException | None) -> None:
+        """A decision's changes are committed (or failed to be): do what follows."""
+        if error is not None:
+            self._break(error)
+            return
+        if self.broken is not None:
+            return
+        children = self.children
+        for step_id in advance.parked:
+            child = children.get(step_id)
+            if child is not None:
+                tell_if_alive(child, Parked())
+        if advance.launch:
+            self._launch(advance.launch)
+        if advance.stop_parked:
+            for child in children.values():  # parked steps: they stay suspended
+                stop_if_alive(child)
+            children.clear()
+        if advance.finalize:
+            self._want_finalize()
+        if advance.finished:
+            self._finished()
+
+    def _send(
+        self,
+        advance: Advance,
+        claim: Claim | None = None,
+        on_commit: Callable[[BaseException | None], object] | None = None,
+    ) -> None:
+        message = changes(
+            self.runtime.storage,
+            plan=self.plan if advance.plan_row else None,
+            steps=advance.steps,
+            actions=advance.actions,
+            claim=claim,
+            on_commit=on_commit,
+            chunks=advance.chunks,
+            envelope_add=tuple(advance.envelope_add),
+            envelope_pop=tuple(advance.envelope_pop),
+            envelope_clear=tuple(advance.envelope_clear),
+        )
+        tell(self.runtime.persistence, message)
+
+    def _arm_retries(self, advance: Advance) -> None:
+        me = self.actor_ref
+        for step_id, delay in advance.retry:
+            # A closed clock: the world is stopping, and the step stays failed.
+            with contextlib.suppress(ClockClosedError):
+                self.runtime.clock.schedule(
+                    delay, functools.partial(tell_if_alive, me, _RetryStep(step_id))
+                )
+
+    # -- slots ---------------------------------------------------------------------------
+
+    def _needs_slot(self, step_id: int) -> bool:
+        """Return whether a step's code runs on a worker (an async run runs on the loop)."""
+        return not is_async_run(self.plan.steps[step_id].action_class)
+
+    def _claim(self, step_id: int) -> SlotClaim:
+        queue = "default" if step_id == FINALIZE_SLOT else self.plan.steps[step_id].queue
+        return SlotClaim(self.runtime.slots_of(queue), self._actor_ref, self.plan.id, step_id)
+
+    def _release(self, step_id: int, advance: Advance) -> None:
+        """Give back the slot ``step_id`` holds: to a step of this plan waiting for one
+        (granted into ``advance``, so in the same commit), or to another plan's (told once
+        this plan's commit is sent, see `_hand_off`)."""
+        claim = self.holding.pop(step_id, None)
+        if claim is None:
+            return
+        successor = claim.slots.give_back(claim)
+        if successor is None:
+            return
+        if successor.supervisor is not self._actor_ref:
+            self.handoffs.append(successor)
+            return
+        if self.claims is not None:  # one of ours waited: it holds the slot now
+            self.claims.pop(successor.step_id, None)
+        self._use(successor, advance)
+
+    def _hand_off(self) -> None:
+        """Tell the other plans whose waiting steps got this plan's slots."""
+        while self.handoffs:
+            claim = self.handoffs.pop(0)
+            if not tell_and_run(claim.supervisor, SlotGranted(claim.step_id)):
+                successor = claim.slots.give_back(claim)  # its plan ended: pass it on
+                if successor is not None:
+                    self.handoffs.append(successor)
+
+    def _withdraw(self, step_ids: Any, advance: Advance) -> None:
+        if not step_ids or self.claims is None:
+            return
+        for step_id in step_ids:
+            claim = self.claims.pop(step_id, None)
+            if claim is not None and not claim.slots.withdraw(claim):
+                # Handed to us meanwhile (its SlotGranted is on its way): give it back.
+                self.holding[step_id] = claim
+                self._release(step_id, advance)
+
+    def _release_all(self) -> None:
+        """Give back every slot held and withdraw every claim (the plan ends here)."""
+        advance = Advance()
+        if self.claims:
+            self._withdraw(list(self.claims), advance)
+        for step_id in list(self.holding):
+            self._release(step_id, advance)
+        self._hand_off()
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _launch(self, step_ids: list[int]) -> None:
+        plan, children, runtime = self.plan, self.children, self.runtime
+        for step_id in step_ids:
+            child = children.get(step_id)
+            if child is not None:  # a parked step resumed with its event
+                tell_if_alive(child, GoAhead())
+                continue
+            step = plan.steps[step_id]
             if enabled(logging.DEBUG):
                 self.log.debug(
                     "step started",
@@ -297,374 +381,207 @@ class PlanSupervisor(PooledActor):
                     action_class=step.action_class_name,
                     phase=step.phase,
                 )
-            record = self.plan.actions[step.action_id]
-            in_process = not self.runtime.processes or is_async_run(record.action_class)
-            world = self.runtime.world if in_process else None  # a world does not pickle
+            record = plan.actions[step.action_id]
+            in_process = not runtime.processes or is_async_run(record.action_class)
+            world = runtime.world if in_process else None  # a world does not pickle
             action = new_action(record, RUN, world=world)
             action.error = step.error  # e.g. what a step being skipped failed with
-            self.children[step_id] = StepActor.start(
-                self.runtime,
+            event = SkipEvent() if step.state == StepState.SKIPPING else None
+            kept = self.stored_events.pop(step_id, ()) if self.stored_events else ()
+            children[step_id] = StepActor.start(
+                runtime,
                 self.actor_ref,
                 step_id,
                 step.queue,
                 action,
                 event,
-                tuple(self.stored_events.pop(step_id, ())) if self.stored_events else (),
-                _dispatcher=self.runtime.dispatcher,
+                tuple(kept),
+                _dispatcher=runtime.dispatcher,
             )
 
-    def _step_outcome(self, step_id: int, outcome: PhaseOutcome) -> None:
-        step = self.plan.steps[step_id]
-        record = self.plan.actions[step.action_id]
-        chunks = [(self.plan.id, record.id, *chunk) for chunk in outcome.chunks]
-        step.execution_time += outcome.execution_time
-        step.progress_done = outcome.progress
-        changed = [record] if outcome.output != record.output else []
-        record.output = outcome.output
-        if outcome.state == StepState.SUSPENDED:
-            self._suspended(step, changed, chunks)
+    def _outcome(self, step_id: int, outcome: Any) -> None:
+        if outcome.state != StepState.SUSPENDED:
+            self.children.pop(step_id, None)
+        advance = Advance()
+        if self.broken is not None:
+            self._release(step_id, advance)
+            self._hand_off()
+            self._maybe_done_broken()
             return
-        self.running.discard(step_id)
-        self.parked.discard(step_id)
-        self.children.pop(step_id, None)
-        skipping = step.state == StepState.SKIPPING
-        if outcome.state == StepState.SUCCESS:
-            step.transition(StepState.SKIPPED if skipping else StepState.SUCCESS)
-            if not skipping:  # a skipped step keeps the error it was skipped for
-                step.error = None
-        else:
-            step.transition(StepState.ERROR)
-            step.error = outcome.error
-        self._stamp(step)
-        if enabled(logging.DEBUG):
-            self.log.debug(
-                "step finished",
-                step_id=step_id,
-                action_class=step.action_class_name,
-                phase=step.phase,
-                state=step.state,
-            )
-        if step.state in _DONE:
-            steps, actions = self._start_steps(self.graph.complete(step_id))
-        elif not skipping and self._retry_later(step):  # a failed skip is not retried
-            self._send(steps=(step,), actions=changed, chunks=chunks)
-            return
-        else:
-            self.graph.fail(step_id)
-            steps, actions = [], []
-        extra: dict[str, Any] = {"chunks": chunks}
-        if step_id in self.had_events:  # events still queued die with the step
-            self.had_events -= {step_id}
-            extra["envelope_clear"] = ((self.plan.id, step_id),)
-        self._commit_and_continue([step, *steps], [*changed, *actions], **extra)
-
-    def _retry_later(self, step: Step) -> bool:
-        """Arm a retry of a failed step if its action's policy allows one more attempt.
-
-        The step stays in flight (``error``, counted in ``attempts``) while the clock waits
-        out the backoff: no thread is held.
-        """
-        policy = step.action_class.rescue
-        if not isinstance(policy, Retry) or step.attempts >= policy.attempts:
-            return False
-        if self.winding_down:
-            return False
-        step.attempts += 1
-        delay = policy.delay(step.attempts)
-        self.log.warning(
-            "step failed, retrying",
-            step_id=step.id,
-            action_class=step.action_class_name,
-            phase=step.phase,
-            attempt=step.attempts,
-            of=policy.attempts,
-            backoff=delay,
-            error=str(step.error),
-        )
-        me = self.actor_ref
-        try:
-            self.runtime.clock.schedule(delay, lambda: tell_if_alive(me, _RetryStep(step.id)))
-        except ClockClosedError:  # the world is stopping: leave the step failed
-            return False
-        self.retrying |= {step.id}
-        return True
-
-    def _retry(self, step_id: int) -> None:
-        if step_id not in self.retrying:  # wound down meanwhile
-            return
-        self.retrying -= {step_id}
-        if self.plan.steps[step_id].phase == Phase.FINALIZE:
-            self.finishing = False
-            self._run_finalize_flow([], [])  # the finalize phase runs again from its start
-            return
-        if self.finishing:
-            return
-        self.running.discard(step_id)
-        steps, actions = self._start_steps([step_id])
-        self._commit_and_continue(steps, actions)
-
-    def _suspended(self, step: Step, changed: list[ActionRecord], chunks: list[Any]) -> None:
-        step.transition(StepState.SUSPENDED)
-        if enabled(logging.DEBUG):
-            self.log.debug("step suspended", step_id=step.id, action_class=step.action_class_name)
-        child = self.children.get(step.id)
-        me = self.actor_ref
-
-        def on_commit(error: BaseException | None) -> None:
-            if error is None and child is not None:
-                tell_if_alive(child, Parked())
-            me.tell(_StepParked(step.id))
-
-        self._send(steps=(step,), actions=changed, chunks=chunks, on_commit=on_commit)
-
-    def _step_parked(self, step_id: int) -> None:
-        if self.plan.steps[step_id].state == StepState.SUSPENDED:
-            self.parked.add(step_id)
-            self._maybe_run_flow_finished()
-
-    def _resume(self, message: Resume) -> None:
-        step = self.plan.steps[message.step_id]
-        child = self.children.get(message.step_id)
-        if step.state != StepState.SUSPENDED or child is None:
-            return
-        self.parked.discard(step.id)
-        step.transition(StepState.RUNNING)
-        pop = ((self.plan.id, step.id),) if message.persisted else ()
-
-        def on_commit(error: BaseException | None) -> None:
-            if error is None:
-                tell_if_alive(child, GoAhead())
-
-        self._send(steps=(step,), envelope_pop=pop, on_commit=on_commit)
+        self.core.outcome(step_id, outcome, advance)
+        # Its code returned: the worker is free. A step of this plan that waited for it
+        # moves to running in this same commit; another plan's is told after it is sent.
+        self._release(step_id, advance)
+        self._apply(advance)
 
     # -- events --------------------------------------------------------------------------
 
     def _deliver(self, step_id: int, payload: Any, optional: bool, reply: Any) -> None:
-        """Store an event for a running or suspended step, then hand it to its actor."""
-        step = self.plan.steps.get(step_id)
-        if step is None:
-            reply.set_exception(UnknownStep(f"execution plan {self.plan.id} has no step {step_id}"))
-            return
-        if step.state not in _TAKES_EVENTS or step_id not in self.running or self.finishing:
-            state = step.state
+        """Store an event for a step, then hand it to its actor (or keep it for its start)."""
+        event_id = getattr(reply, "event_id", None) or _new_event_id()
+        try:
+            if self.broken is not None:
+                raise EventRejected(f"execution plan {self.plan.id} is not running here")
+            advance = self.core.accept_event(step_id, event_id, payload)
+        except EventRejected as exc:
             if optional:
                 reply.set_result(False)
             else:
-                reply.set_exception(
-                    EventRejected(
-                        f"step {step_id} of execution plan {self.plan.id} is {state}, "
-                        "not waiting for events"
-                    )
-                )
+                reply.set_exception(exc)
             return
-        self.had_events |= {step_id}
-
+        except DynflowError as exc:
+            reply.set_exception(exc)
+            return
         me = self.actor_ref
 
         def on_commit(error: BaseException | None) -> None:
             if error is not None:
                 reply.set_exception(error)
+                me.tell(_Committed(Advance(), error))
                 return
             me.tell(_EventStored(step_id, Event(payload, persisted=True)))
             reply.set_result(True)
 
-        envelope = ((self.plan.id, step_id, encode_event(payload)),)
-        self._send(envelope_add=envelope, on_commit=on_commit)
+        self._send(advance, on_commit=on_commit)
+
+    def _event_stored(self, step_id: int, event: Event) -> None:
+        child = self.children.get(step_id)
+        if child is not None:
+            tell_if_alive(child, event)
+        elif self.core.takes_events(self.plan.steps[step_id]):
+            self._keep(step_id, event)  # not started yet: it gets the event when it is
+        # else: the step ended first; the core recorded the event as not delivered
+
+    def _keep(self, step_id: int, event: Event) -> None:
+        """Hold an event for a step whose actor is not started yet."""
+        if self.stored_events is None:
+            self.stored_events = {}
+        self.stored_events.setdefault(step_id, []).append(event)
 
     def _cancel(self, message: CancelPlan) -> None:
         event = Abort() if message.force else Cancel()
         asked = 0
         for step_id in list(self.children):
             step = self.plan.steps[step_id]
-            if step.state in _TAKES_EVENTS and is_cancellable(step.action_class):
+            if step.state in (StepState.RUNNING, StepState.SUSPENDED) and is_cancellable(
+                step.action_class
+            ):
                 self._deliver(step_id, event, True, _Ignore())
                 asked += 1
         message.reply.set_result(asked)
 
-    @staticmethod
-    def _stamp(step: Step) -> None:
-        step.ended_at = utcnow()
-        if step.started_at is not None:
-            step.real_time = (step.ended_at - step.started_at).total_seconds()
+    # -- finalize ------------------------------------------------------------------------
 
-    def _run_flow_over(self) -> bool:
-        if self.finishing:
-            return False
-        if self.winding_down:  # parked steps stay suspended; running calls are awaited
-            return not (self.running - self.parked - self.retrying)
-        return not self.running and self.graph.is_done()
-
-    def _maybe_run_flow_finished(self) -> None:
-        if self._run_flow_over():
-            self._after_run_flow([], [])
-
-    def _after_run_flow(self, steps: list[Step], actions: list[ActionRecord], **extra: Any) -> None:
-        if self.winding_down:
-            self.retrying = _NONE  # their steps stay failed, to be resumed
-            for child in self.children.values():  # parked steps: they stay suspended
-                stop_if_alive(child)
-            self.children.clear()
-            state = PlanState.STOPPED if self.halting else PlanState.PAUSED
-            self._finish(state, steps, actions, **extra)
-        elif self.graph.is_complete():
-            self._run_finalize_flow(steps, actions, **extra)
+    def _want_finalize(self) -> None:
+        """The finalize phase is due: it runs on a worker of the default queue."""
+        claim = self._claim(FINALIZE_SLOT)
+        if claim.slots.take(claim):
+            self.holding[FINALIZE_SLOT] = claim
+            self._run_finalize()
         else:
-            strategy = self._rescue_strategy()
-            if strategy is Skip:
-                self._skip_failed_run_steps(steps, actions, **extra)
-            else:
-                state = PlanState.STOPPED if strategy is Fail else PlanState.PAUSED
-                self._finish(state, steps, actions, **extra)
+            if self.claims is None:
+                self.claims = {}
+            self.claims[FINALIZE_SLOT] = claim
 
-    def _rescue_strategy(self) -> Any:
-        """Return the strategy to apply now: Pause unless auto-rescue may act.
-
-        Each failed step is rescued once: a step that fails again after its rescue (its
-        ``run(Skip)`` raised, say) pauses the plan, as in Dynflow.
-        """
-        if not self.runtime.auto_rescue:
-            return Pause
-        failed = {sid for sid, step in self.plan.steps.items() if step.state == StepState.ERROR}
-        if not failed or failed & self.rescued:
-            return Pause
-        self.rescued |= frozenset(failed)
-        strategy = plan_rescue_strategy(self.plan)
-        self.log.info("rescuing plan", strategy=strategy.name)
-        return strategy
-
-    def _skip_failed_run_steps(
-        self, steps: list[Step], actions: list[ActionRecord], **extra: Any
-    ) -> None:
-        """Skip every failed run step (and what depends on it) and go on with the flow."""
-        changed = {step.id: step for step in steps}
-        for step in self.plan.steps_of_phase(Phase.RUN):
-            if step.state == StepState.ERROR:
-                for skipped in skip_plan_steps(self.plan, step):
-                    changed[skipped.id] = skipped
-        self.graph = FlowGraph(self.plan.run_flow)
-        done = [sid for sid, step in self.plan.steps.items() if step.state in _DONE]
-        started, resolved = self._start_steps(self.graph.start(done))
-        for step in started:
-            changed[step.id] = step
-        self._commit_and_continue(list(changed.values()), [*actions, *resolved], **extra)
-
-    # -- finalize flow -------------------------------------------------------------------
-
-    def _run_finalize_flow(
-        self, steps: list[Step], actions: list[ActionRecord], **extra: Any
-    ) -> None:
-        finalize = [self.plan.steps[sid] for sid in self.plan.finalize_flow.all_step_ids()]
-        finalize = [step for step in finalize if step.state != StepState.SKIPPED]
-        if not finalize:
-            self._finish(PlanState.STOPPED, steps, actions, **extra)
-            return
-        self.finishing = True
-        self._pending_changes = (steps, actions, extra)
-        snapshots = [copy.copy(step) for step in finalize]
-        for step in snapshots:
-            if step.state in (StepState.SUCCESS, StepState.ERROR):
-                step.transition(StepState.PENDING)  # resume re-runs the whole finalize phase
-        records = {s.action_id: copy.copy(self.plan.actions[s.action_id]) for s in snapshots}
+    def _run_finalize(self) -> None:
+        steps, records = self.core.finalize_work()
         me = self.actor_ref
 
         def on_done(result: FinalizeDone | None, error: BaseException | None) -> None:
-            if error is not None:  # the runner itself broke: fail the first step
-                snapshots[0].state = StepState.ERROR
-                snapshots[0].error = StepError.from_exception(error)
-                result = FinalizeDone(tuple(snapshots), tuple(records.values()))
-            me.tell(result)
+            if error is not None or result is None:  # the runner itself broke: fail the first
+                steps[0].state = StepState.ERROR
+                steps[0].error = StepError.from_exception(
+                    error or RuntimeError("finalize returned nothing")
+                )
+                result = FinalizeDone(tuple(steps), tuple(records.values()))
+            tell_and_run(me, result)
 
-        # Build the action objects here: a worker process imports their classes from the
-        # pickles, while a stored class name would not resolve there.
+        # The action objects are built here: a worker process imports their classes from
+        # the pickles, while a stored class name would not resolve there.
         world = self.runtime.world_for_workers
-        finalizers = {
-            aid: new_action(record, FINALIZE, world=world) for aid, record in records.items()
-        }
-        args = (snapshots, records, finalizers)
-        self.runtime.pool("default").submit(_run_finalize_steps, args, on_done)
+        finalizers = {aid: new_action(r, "finalize", world=world) for aid, r in records.items()}
+        self.finalizing = True
+        self.runtime.pool("default").submit(
+            execute_finalize_flow, (steps, records, finalizers), on_done
+        )
 
     def _finalize_done(self, message: FinalizeDone) -> None:
-        steps, actions, extra = self._pending_changes
-        for step in message.steps:
-            record = next(r for r in message.actions if r.id == step.action_id)
-            stored = self.plan.actions[record.id]
-            stored.output = record.output
-            step.action = stored
-            self.plan.steps[step.id] = step
-            steps.append(step)
-            actions.append(stored)
-        if message.chunks:
-            extra = {**extra, "chunks": (*extra.get("chunks", ()), *message.chunks)}
-        failed = [step for step in message.steps if step.state == StepState.ERROR]
-        if not failed:
-            self._finish(PlanState.STOPPED, steps, actions, **extra)
+        self.finalizing = False
+        if self.broken is not None:
+            self._release(FINALIZE_SLOT, Advance())
+            self._hand_off()
+            self._maybe_done_broken()
             return
-        if not self.halting and self._retry_later(failed[0]):  # the phase runs again later
-            self._send(steps=steps, actions=actions, **extra)
-            return
-        strategy = self._rescue_strategy()
-        if strategy is Skip:  # skip the failed finalize steps, run the phase again
-            for step in failed:
-                step.transition(StepState.SKIPPED)
-            self.finishing = False
-            self._run_finalize_flow(steps, actions, **extra)
-            return
-        state = PlanState.STOPPED if strategy is Fail else PlanState.PAUSED
-        self._finish(state, steps, actions, **extra)
+        advance = self.core.finalize_done(message.steps, message.actions, message.chunks)
+        self._release(FINALIZE_SLOT, advance)
+        self._apply(advance)
 
     # -- end -----------------------------------------------------------------------------
 
-    def _finish(
-        self, state: PlanState, steps: list[Step], actions: list[ActionRecord], **extra: Any
-    ) -> None:
-        self.finishing = True
-        self.plan.transition(state, self.runtime.world_id)
-        me = self.actor_ref
-        self._send(
-            steps=steps,
-            actions=actions,
-            plan_row=True,
-            on_commit=lambda error: tell_and_run(me, Finished(error)),
-            **extra,
-        )
-
-    def _finished(self, error: BaseException | None) -> None:
-        if error is not None:
-            self.log.error("final state not committed", error=str(error))
-        else:
-            if enabled(logging.INFO):
-                self.log.info("plan finished", state=self.plan.state, result=self.plan.result)
-        # Usually on the writer's reply thread (see `_finish`): the executor takes the news
+    def _finished(self) -> None:
+        plan = self.plan
+        if enabled(logging.INFO):
+            self.log.info("plan finished", state=plan.state, result=plan.result)
+        self._release_all()
+        # Usually on the writer's reply thread (see `_apply`): the executor takes the news
         # there too if it is idle, instead of a dispatcher thread being woken for it.
-        tell_and_run(self.executor, PlanDone(self.plan.id, self.plan, error))
+        tell_and_run(self.executor, PlanDone(plan.id, plan, None))
         self.stop_now()
 
-    def _send(
-        self,
-        steps: list[Step] | tuple[Step, ...] = (),
-        actions: list[ActionRecord] | tuple[ActionRecord, ...] = (),
-        plan_row: bool = False,
-        claim: Claim | None = None,
-        on_commit: Callable[[BaseException | None], object] | None = None,
-        **extra: Any,
-    ) -> None:
-        message = changes(
-            self.runtime.storage,
-            plan=self.plan if plan_row else None,
-            steps=steps,
-            actions=actions,
-            claim=claim,
-            on_commit=on_commit,
-            **extra,
-        )
-        tell(self.runtime.persistence, message)
+    def _break(self, error: BaseException) -> None:
+        """A commit failed: stop driving the plan; once no code of it runs, hand it back."""
+        if self.broken is not None:
+            return
+        self.broken = error
+        self.log.error("a commit failed: the plan is handed back to be recovered", error=str(error))
+        if self.claims:
+            self._withdraw(list(self.claims), Advance())
+        for step_id in self.core.parked:
+            child = self.children.pop(step_id, None)
+            if child is not None:
+                stop_if_alive(child)
+        self._hand_off()
+        self._maybe_done_broken()
+
+    def _maybe_done_broken(self) -> None:
+        if (
+            self.holding
+            or self.finalizing
+            or any(sid not in self.core.parked for sid in self.children)
+        ):
+            return  # code of this plan still runs: its worker is not free yet
+        for child in self.children.values():
+            stop_if_alive(child)
+        error = self.broken
+        if not isinstance(error, PersistenceError):
+            error = PersistenceError(str(error))
+        # After a passing failure that lasted too long the world stops: nothing to reclaim.
+        reclaim = not isinstance(error, FatalPersistenceError)
+        self.executor.tell(PlanDone(self.plan.id, None, error, reclaim=reclaim))
+        self.stop_now()
 
 
-@dataclass(frozen=True, slots=True)
-class _StepParked:
-    """The supervisor's own note: a step's suspended state is committed."""
+@dataclass(slots=True)
+class SlotGranted:
+    """A worker slot this plan's step waited for is now its own."""
 
     step_id: int
+
+
+@dataclass(slots=True)
+class _Claimed:
+    """The plan's claim (``planned``/``paused`` -> ``running``) committed, or was refused."""
+
+    advance: Advance
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Committed:
+    """A decision's changes are committed (or failed to be)."""
+
+    advance: Advance
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -685,6 +602,8 @@ class _EventStored:
 class _Ignore:
     """A reply sink for events the supervisor sends itself (cancel)."""
 
+    event_id = None
+
     def set_result(self, value: Any) -> None:
         """Drop the answer."""
 
@@ -692,26 +611,5 @@ class _Ignore:
         """Drop the answer."""
 
 
-def _run_finalize_steps(
-    steps: list[Step], records: dict[int, ActionRecord], actions: dict[int, Any]
-) -> FinalizeDone:
-    """Run finalize steps in order on a worker; stop at the first failure."""
-    failed = False
-    chunks: list[tuple[Any, ...]] = []
-    for step in steps:
-        if failed:
-            break
-        record = records[step.action_id]
-        step.transition(StepState.RUNNING)
-        step.started_at = step.started_at or utcnow()
-        outcome = execute_finalize(actions[step.action_id])
-        chunks.extend((record.execution_plan_id, record.id, *chunk) for chunk in outcome.chunks)
-        step.transition(outcome.state)
-        step.error = outcome.error
-        step.execution_time += outcome.execution_time
-        step.progress_done = outcome.progress
-        step.ended_at = utcnow()
-        step.real_time = (step.ended_at - step.started_at).total_seconds()
-        record.output = outcome.output
-        failed = outcome.state == StepState.ERROR
-    return FinalizeDone(tuple(steps), tuple(records.values()), tuple(chunks))
+def _new_event_id() -> str:
+    return uuid.uuid4().hex

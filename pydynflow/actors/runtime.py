@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydynflow.actors.dispatch import Dispatcher
+from pydynflow.actors.slots import WorkerSlots
 from pydynflow.adapters.executors import ThreadWorkers, WorkerPool
 
 
@@ -24,9 +25,11 @@ class Runtime:
     persistence: Any  # ActorRef of the PersistenceActor
     pools: dict[str, WorkerPool]
     auto_rescue: bool = True
+    max_recoveries: int = 3  # recoveries of a plan before it is paused for a person
     world: Any = None
     clock: Any = None  # pydynflow.clock.Clock: timers for plan_event, timeouts, polling
     processes: bool = False  # user code runs in worker processes
+    slots: dict[str, WorkerSlots] = field(default_factory=dict)  # a queue's workers, as slots
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _loop_thread: threading.Thread | None = field(default=None, repr=False)
     _loop_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -37,11 +40,23 @@ class Runtime:
         """Return the world user code may reach (``None`` when it runs in processes)."""
         return None if self.processes else self.world
 
+    def __post_init__(self) -> None:
+        for queue, pool in self.pools.items():
+            self.slots.setdefault(queue, WorkerSlots(pool.size))
+
+    def slots_of(self, queue: str) -> WorkerSlots:
+        """Return the worker slots of ``queue`` (unknown queues fall back to ``default``)."""
+        return self.slots.get(queue) or self.slots["default"]
+
+    def running_steps(self) -> list[tuple[str, int]]:
+        """Return ``(plan id, step id)`` of the steps whose code holds a worker now."""
+        held = [claim for slots in self.slots.values() for claim in slots.holders()]
+        return sorted(claim for claim in held if claim[1])  # step 0: a finalize phase
+
     @property
     def callbacks(self) -> WorkerPool:
-        """Return where suspend callbacks run: a queue's threads, or (processes) our own."""
-        if not self.processes:
-            return self.pool("default")
+        """Return where suspend callbacks run: two threads of their own (a callback is not a
+        step: it must not take a worker that a step was promised)."""
         with self._loop_lock:
             if self._callbacks is None:
                 self._callbacks = ThreadWorkers(2, name="pydynflow-callbacks")

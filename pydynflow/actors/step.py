@@ -1,21 +1,23 @@
 """`StepActor`: one per running or suspended step; runs the user code and carries its events.
 
 Its supervisor has already made the step's move to ``running`` durable when the actor is
-built (so after a crash such a step is found ``running`` and paused for a person, never
-re-run blindly). The actor hands the user code to its queue's worker pool (or the world's
-asyncio loop for ``async def run``) and sends each outcome to the supervisor, which commits
-it. A step that suspends stays alive holding no thread: its mailbox carries the events sent
-to it. An event that arrives while the code runs waits in the queue and is delivered, one at
-a time and in order, once the step is parked; each delivery is committed (``running``)
-before ``run(event)`` starts.
+built, and a worker of the step's queue is free for it (so after a crash such a step is
+found ``running`` and rescued as "Abnormal termination", never re-run blindly). The actor
+hands the user code to that worker (or the world's asyncio loop for ``async def run``) and
+sends each outcome to the supervisor, which commits it. A step that suspends stays alive
+holding no thread: its mailbox carries the events sent to it. An event that arrives while
+the code runs waits in the queue and is delivered, one at a time and in order, once the
+step is parked; each delivery waits for a worker and is committed (``running``) before
+``run(event)`` starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
-from pydynflow.action import RUN, Action, SuspendedRef
+from pydynflow.action import RUN, Action, SuspendedRef, is_async_run
 from pydynflow.actors.dispatch import PooledActor, tell_and_run, tell_if_alive
 from pydynflow.actors.messages import (
     AwaitEvent,
@@ -29,13 +31,9 @@ from pydynflow.actors.messages import (
 from pydynflow.actors.runtime import Runtime
 from pydynflow.clock import ClockClosedError
 from pydynflow.events import Timeout
-from pydynflow.phases import (
-    PhaseOutcome,
-    execute_run,
-    execute_run_async,
-    is_async_run,
-)
-from pydynflow.plan import StepError
+from pydynflow.logging import get_logger
+from pydynflow.outcome import PhaseOutcome, failed_outcome
+from pydynflow.phases import execute_run, execute_run_async, snapshot_outcome
 from pydynflow.states import StepState
 
 
@@ -69,7 +67,7 @@ class StepActor(PooledActor):
         self.pending: list[Event] = list(events)  # a list: a deque costs 0.7 KB when empty
         self.is_async = is_async_run(type(action))
         if self.is_async:
-            action._event_channel = self.actor_ref  # wait_for_event parks through it
+            action._event_channel = functools.partial(_await_event, self.actor_ref)
             runtime.loop.call_soon_threadsafe(_start_task, action, event, self.actor_ref)
         else:
             self._run(event)
@@ -184,6 +182,15 @@ class StepActor(PooledActor):
         self._run(event.payload)
 
 
+async def _await_event(step: Any, action: Action, timeout: float | None) -> Any:
+    """`Action.wait_for_event` of an async run: park the step, return its next event."""
+    future = asyncio.get_running_loop().create_future()
+    outcome = snapshot_outcome(action)
+    action._planned_events, action._chunks = (), ()
+    step.tell(AwaitEvent(future, outcome, timeout))
+    return await future
+
+
 def _start_task(action: Action, event: Any, step: Any) -> None:
     """On the world's loop: run an async ``run`` as a task that reports to its step actor.
 
@@ -213,8 +220,6 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
 
 def _log_callback_error(result: Any, error: BaseException | None) -> None:
     if error is not None:
-        from pydynflow.logging import get_logger
-
         get_logger(component="step").error("suspend callback failed", error=repr(error))
 
 
@@ -223,8 +228,3 @@ def _outcome(done: Any) -> PhaseOutcome:
         return done.result()  # type: ignore[no-any-return]
     except BaseException as exc:  # the phase runners catch Exception; this is the rest
         return failed_outcome(exc)
-
-
-def failed_outcome(exc: BaseException) -> PhaseOutcome:
-    """Return the outcome of a phase that could not run at all."""
-    return PhaseOutcome(StepState.ERROR, {}, StepError.from_exception(exc), 0.0, 0.0, exc)

@@ -28,7 +28,8 @@ batch: in W1, 1-6 ms per commit, a third of the wall time.
 Supervision: if the child dies (killed, crashed), the reader starts a new one and sends it
 every batch not yet acknowledged, in order; one the dead child had committed without
 replying is answered from the record that transaction left (`_Ledger`), not written again.
-A batch that kills `MAX_DELIVERIES` children in a row fails with a `PersistenceError` instead. When
+A batch that kills `MAX_DELIVERIES` children in a row fails with a `PersistenceError` instead;
+a replacement that dies before it is ready counts as a delivery of every batch in flight. When
 the world's process dies, its end of the pipe closes and the child exits at once, even
 inside a transaction (which then rolls back, as after any crash; nothing half-written is
 left), so nothing is committed after the world is gone.
@@ -41,9 +42,19 @@ built on a peewee database object): the transaction runs on the persistence acto
 process on those CPUs; by default it inherits the world's. With the world's process pinned
 to one CPU (``taskset -c 0``), give the writer another one: see docs/performance.md.
 
-Both retry a transaction that failed for a passing reason (a lock held by another process, a
-lost connection: the driver's ``OperationalError``) up to `RETRIES` times with a growing
-pause; other failures (a foreign key, a value that cannot be encoded) fail at once.
+Both ride out a database outage. A transaction that failed for a passing reason (a lock held
+by another process, a lost connection, a full disk: the driver's ``OperationalError``) is
+tried again after a growing pause (`FIRST_PAUSE` doubling up to `MAX_PAUSE`), on a fresh
+connection if the old one broke, for up to ``fatal_timeout`` seconds; its batches are not
+acknowledged meanwhile, and a warning is logged about once a second (the child sends it to
+the world as a notice). If the time runs out they fail with `FatalPersistenceError` and the
+writer calls its ``on_fatal`` once: persistence is gone, and the world should stop. Before a
+retry the child reads its `_Ledger` record: an attempt whose connection was lost during its
+``COMMIT`` may have committed, and is then not written again. Other failures (a foreign key,
+a value that cannot be encoded) fail at once.
+
+Fault hooks for tests, read by the child when it starts: ``PYDYNFLOW_WRITER_EXIT_AFTER_COMMITS``
+(`EXIT_AFTER_COMMITS`) and ``PYDYNFLOW_WRITER_EXIT_AT_START`` (`EXIT_AT_START`).
 
 Batches cross the pipe as pickles of plain tuples made by this module (never anything read
 from the database).
@@ -59,7 +70,6 @@ import os
 import pickle
 import select
 import signal
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -69,9 +79,9 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
-from pydynflow.errors import PersistenceError
+from pydynflow.errors import FatalPersistenceError, PersistenceError
 from pydynflow.promise import waking_later
 from pydynflow.storage.store import redact_url
 
@@ -80,6 +90,12 @@ from pydynflow.storage.store import redact_url
 Request = tuple[Any, ...]
 # Called once a submitted batch is committed: (indexes of refused claims, error or None).
 Done = Callable[[set[int], "PersistenceError | None"], None]
+# Called with the first `FatalPersistenceError` a writer delivers.
+OnFatal = Callable[[FatalPersistenceError], object]
+# Told about a transaction being retried: (failed attempts, seconds since the first, cause).
+Notice = Callable[[int, float, str], None]
+# A batch's answer in the child: (refused claims, error or None, whether the error is fatal).
+_Answer = tuple[set[int], str | None, bool]
 
 _HEADER = struct.Struct("!I")
 _NUMBER = struct.Struct("!QI")  # a batch's number and request count, ahead of its pickle
@@ -92,11 +108,14 @@ package = types.ModuleType("pydynflow")
 package.__path__ = [sys.argv[1] + "/pydynflow"]
 sys.modules["pydynflow"] = package
 from pydynflow.actors.writer import main
-main(sys.argv[2], sys.argv[3], sys.argv[4])
+main(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
 """
 _READY = b"pydynflow-writer-ready"
 START_TIMEOUT = 60.0  # seconds for a new writer process to import and open the database
-RETRIES = 5  # attempts of a transaction that fails for a passing reason
+FATAL_TIMEOUT = 60.0  # seconds a transaction failing for a passing reason is retried (default)
+FIRST_PAUSE = 0.01  # seconds before the first retry; doubled after each failed attempt
+MAX_PAUSE = 1.0  # seconds between two attempts at most
+NOTICE_INTERVAL = 1.0  # seconds between two warnings about one transaction being retried
 MAX_DELIVERIES = 3  # children a batch may see die under it before it fails
 GROUP_LIMIT = 256  # batches the child commits together at most
 # Requests a transaction takes at least / at most, whatever `_Pacer` measures.
@@ -106,6 +125,12 @@ GROUP_REQUESTS_MAX = 4096
 # replies (the window `_Ledger` covers), with this status.
 EXIT_AFTER_COMMITS = "PYDYNFLOW_WRITER_EXIT_AFTER_COMMITS"
 EXIT_AFTER_COMMITS_STATUS = 75
+# For fault tests: a directory of token files. A child that finds one there when it has
+# opened the database, before it says it is ready, deletes it and kills itself (SIGKILL):
+# each token kills one child.
+EXIT_AT_START = "PYDYNFLOW_WRITER_EXIT_AT_START"
+# Messages from the child: a batch's answer, or a notice that a transaction is retried.
+_ANSWER, _RETRYING = 0, 1
 
 
 def write_requests(
@@ -152,8 +177,8 @@ def write_requests(
             chunks, envelope_add, envelope_pop, envelope_clear = request[4:8]
             if chunks:
                 storage.add_output_chunks(chunks)
-            for plan_id, step_id, payload in envelope_add:
-                storage.add_envelope(plan_id, step_id, payload)
+            for envelope in envelope_add:  # plan id, step id, payload[, event id]
+                storage.add_envelope(*envelope)
             for plan_id, step_id in envelope_pop:
                 storage.pop_envelope(plan_id, step_id)
             for plan_id, step_id in envelope_clear:
@@ -164,57 +189,173 @@ def write_requests(
 
 
 def commit(
-    storage: Any, requests: Sequence[Request], after: Callable[[set[int]], Any] | None = None
+    storage: Any,
+    requests: Sequence[Request],
+    after: Callable[[set[int]], Any] | None = None,
+    *,
+    fatal_timeout: float = FATAL_TIMEOUT,
 ) -> tuple[set[int], str | None]:
     """Write ``requests`` in one transaction, retrying passing failures; never raises.
 
     ``after(refused)`` runs inside that transaction, once the requests are written.
     Returns the indexes of refused claims and None, or an empty set and what went wrong.
     """
-    refused, error, _ = _commit(storage, requests, after)
-    return refused, error
+    outcome = _commit(storage, requests, after, deadline=time.monotonic() + fatal_timeout)
+    return outcome.refused, outcome.error
+
+
+class _Outcome(NamedTuple):
+    """How `_commit` ended: the refused claims, or what went wrong."""
+
+    refused: set[int]
+    error: str | None = None
+    fatal: bool = False  # failed for a passing reason until the deadline
+    retried: bool = False  # committed, but not at the first attempt
 
 
 def _commit(
-    storage: Any, requests: Sequence[Request], after: Callable[[set[int]], Any] | None = None
-) -> tuple[set[int], str | None, bool]:
-    """`commit`, also saying whether a failure was a passing one (retried in vain)."""
-    for attempt in range(RETRIES):
+    storage: Any,
+    requests: Sequence[Request],
+    after: Callable[[set[int]], Any] | None = None,
+    *,
+    deadline: float,
+    notice: Notice | None = None,
+    landed: Callable[[], set[int] | None] | None = None,
+) -> _Outcome:
+    """`commit`, retrying passing failures until ``deadline`` (a `time.monotonic` time).
+
+    ``notice`` hears of the retries, about once a second. ``landed()``, asked before each
+    retry, returns the refused claims if the failed attempt committed after all (its
+    connection was lost during the ``COMMIT``), else None.
+    """
+    backoff = _Backoff(deadline, notice)
+    while True:
         try:
-            return write_requests(storage, requests, after), None, False
+            if backoff.failures and landed is not None:
+                refused = landed()
+                if refused is not None:
+                    return _Outcome(refused, retried=True)
+            refused = write_requests(storage, requests, after)
+            return _Outcome(refused, retried=backoff.failures > 0)
         except Exception as exc:
-            passing = _passing(exc)
-            if attempt + 1 == RETRIES or not passing:
-                return set(), _describe(exc), passing
-            time.sleep(0.01 * 2**attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+            cause = _describe(exc)
+            if not _passing(exc):
+                return _Outcome(set(), cause)
+            if not backoff.wait(cause):
+                return _Outcome(set(), backoff.gave_up(cause), fatal=True)
+
+
+class _Backoff:
+    """The pauses between attempts of a transaction failing for a passing reason."""
+
+    def __init__(self, deadline: float, notice: Notice | None = None) -> None:
+        self.deadline = deadline
+        self.notice = notice
+        self.started = time.monotonic()
+        self.failures = 0
+        self.pause = FIRST_PAUSE
+        self.noticed = -NOTICE_INTERVAL  # when `notice` was last called
+
+    def wait(self, cause: str) -> bool:
+        """Take in a failed attempt: pause before the next one, or return False once the
+        deadline has passed."""
+        self.failures += 1
+        now = time.monotonic()
+        if now >= self.deadline:
+            return False
+        if self.notice is not None and now - self.noticed >= NOTICE_INTERVAL:
+            self.noticed = now
+            self.notice(self.failures, now - self.started, cause)
+        time.sleep(min(self.pause, self.deadline - now))  # the last attempt at the deadline
+        self.pause = min(self.pause * 2, MAX_PAUSE)
+        return True
+
+    def gave_up(self, cause: str) -> str:
+        """Return the message of the `FatalPersistenceError` that ends the retries."""
+        seconds = time.monotonic() - self.started
+        return (
+            f"the database could not be written for {seconds:.1f} s ({self.failures} attempts, "
+            f"failing for a passing reason each time); giving up. The last failure: {cause}"
+        )
 
 
 def _passing(exc: BaseException) -> bool:
     """Return whether ``exc`` comes from a failure worth retrying (the driver's
-    ``OperationalError``: locked, busy, connection lost, serialization failure)."""
+    ``OperationalError`` and its kinds: locked, busy, disk full, connection lost,
+    serialization failure, server shutting down)."""
     cause: BaseException | None = exc
     while cause is not None:
-        if type(cause).__name__ == "OperationalError" or isinstance(
-            cause, sqlite3.OperationalError
-        ):
+        if any(kind.__name__ == "OperationalError" for kind in type(cause).__mro__):
             return True
         cause = cause.__cause__
     return False
 
 
-class ThreadWriter:
-    """Write batches on the calling thread (the persistence actor's own)."""
+def _log_retry(failures: int, seconds: float, cause: str) -> None:
+    """Warn that a transaction is being retried (a `Notice`)."""
+    _log().warning(
+        "the database cannot be written; retrying the transaction",
+        attempts=failures,
+        seconds=round(seconds, 1),
+        cause=cause,
+    )
 
-    def __init__(self, storage: Any) -> None:
+
+class _OnFatal:
+    """Call the owner's ``on_fatal`` once, with the first `FatalPersistenceError` delivered."""
+
+    def __init__(self, callback: OnFatal | None) -> None:
+        self.callback = callback
+        self._first = threading.Lock()  # taken by the first call, never released
+
+    def __call__(self, error: FatalPersistenceError) -> None:
+        if self.callback is None or not self._first.acquire(blocking=False):
+            return
+        try:
+            self.callback(error)
+        except Exception:  # a broken callback must not stop the writer
+            _log().exception("on_fatal callback failed")
+
+
+def _failure(error: str | None, fatal: bool) -> PersistenceError | None:
+    """Return the exception a batch's ``done`` gets for ``error`` (None: committed)."""
+    if error is None:
+        return None
+    return FatalPersistenceError(error) if fatal else PersistenceError(error)
+
+
+class ThreadWriter:
+    """Write batches on the calling thread (the persistence actor's own).
+
+    Args:
+        storage: where to write.
+        fatal_timeout: seconds a transaction failing for a passing reason is retried before
+            its batch fails with `FatalPersistenceError`.
+        on_fatal: called once, on the submitting thread, with the first such error (before
+            that batch's ``done``).
+    """
+
+    def __init__(
+        self,
+        storage: Any,
+        *,
+        fatal_timeout: float = FATAL_TIMEOUT,
+        on_fatal: OnFatal | None = None,
+    ) -> None:
         self.storage = storage
+        self.fatal_timeout = fatal_timeout
         self.transactions = 0
+        self._on_fatal = _OnFatal(on_fatal)
 
     def submit(self, requests: Sequence[Request], done: Done) -> None:
         """Commit ``requests`` now, then call ``done`` (on this thread)."""
-        refused, error = commit(self.storage, requests)
+        deadline = time.monotonic() + self.fatal_timeout
+        outcome = _commit(self.storage, requests, deadline=deadline, notice=_log_retry)
         self.transactions += 1
-        done(refused, None if error is None else PersistenceError(error))
+        error = _failure(outcome.error, outcome.fatal)
+        if isinstance(error, FatalPersistenceError):
+            self._on_fatal(error)  # first: the owner knows before any sender learns it
+        done(outcome.refused, error)
 
     def submit_all(self, batches: Sequence[tuple[Sequence[Request], Done]]) -> None:
         """`submit` each ``(requests, done)`` batch, in order."""
@@ -225,7 +366,7 @@ class ThreadWriter:
         """Commit ``requests``; return the indexes of refused claims.
 
         Raises:
-            PersistenceError: the transaction failed.
+            PersistenceError: the transaction failed (`FatalPersistenceError`: for good).
         """
         return _wait_for(self, requests)
 
@@ -275,13 +416,33 @@ class ProcessWriter:
     `submit` pickles a batch and writes it to the child's pipe without waiting; a reader
     thread takes the child's replies and calls each batch's ``done``. `wait_ready` waits for
     the child to have opened the database (about 0.2 s: it imports the storage layer).
+
+    Args:
+        url: the database's URL (a SQLite file or PostgreSQL).
+        cpus: where the child runs (`writer_cpus`); None: the world's CPUs.
+        owner: the world whose writer this is: its `_Ledger` record's owner.
+        fatal_timeout: seconds a transaction failing for a passing reason is retried before
+            its batches fail with `FatalPersistenceError`.
+        on_fatal: called once, from the reader thread, with the first such error (before
+            that batch's ``done``). It must not wait for the writer (`close`, `drain`): the
+            reader delivers the acknowledgements those wait for.
     """
 
-    def __init__(self, url: str, cpus: set[int] | None = None, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        cpus: set[int] | None = None,
+        owner: str | None = None,
+        *,
+        fatal_timeout: float = FATAL_TIMEOUT,
+        on_fatal: OnFatal | None = None,
+    ) -> None:
         self.url = url
-        self.cpus = cpus  # where the child runs (`writer_cpus`); None: the world's CPUs
+        self.cpus = cpus
         self.key = uuid.uuid4().hex  # names this writer's `_Ledger` record
-        self.owner = owner  # the world whose writer this is: its `_Ledger` record's owner
+        self.owner = owner
+        self.fatal_timeout = fatal_timeout
+        self._on_fatal = _OnFatal(on_fatal)
         self._numbers = itertools.count(1)  # batch numbers, in the order batches are sent
         self.restarts = 0
         self.transactions = 0  # committed by children (each may hold several batches)
@@ -400,7 +561,10 @@ class ProcessWriter:
         """Start a child; `_ensure_child` waits for it to be ready."""
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, root, self.url, self.key, self.owner or ""],
+            [
+                *(sys.executable, "-c", _BOOTSTRAP, root),
+                *(self.url, self.key, self.owner or "", repr(float(self.fatal_timeout))),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
@@ -481,7 +645,11 @@ class ProcessWriter:
                 if not self._replace(proc, exc):
                     return
                 continue
-            refused, error, busy, transactions = pickle.loads(reply)  # our own child's reply
+            message = pickle.loads(reply)  # our own child's
+            if message[0] == _RETRYING:
+                _log_retry(*message[1:])
+                continue
+            _, refused, error, fatal, busy, transactions = message
             self.busy_seconds += busy
             self.transactions += transactions
             try:
@@ -491,7 +659,7 @@ class ProcessWriter:
             if not self._inflight:
                 self._notify_drained()
             with waking_later():  # callers waiting for these commits wake once this is done
-                _acknowledge(batch.done, set(refused), error)
+                self._acknowledge(batch.done, set(refused), error, fatal)
 
     def _replace(self, proc: subprocess.Popen[bytes], exc: BaseException) -> bool:
         """Replace the dead ``proc`` and resend what is in flight; False to stop reading."""
@@ -504,12 +672,23 @@ class ProcessWriter:
             self._proc = None
             if self._inflight and self._inflight[0].deliveries >= MAX_DELIVERIES:
                 batch = self._inflight.popleft()
-                _acknowledge(
+                self._acknowledge(
                     batch.done,
                     set(),
                     f"the writer process ({redact_url(self.url)}) {how} during a commit "
                     f"{MAX_DELIVERIES} times in a row ({type(exc).__name__}); giving up on it",
                 )
+            return self._restart()
+
+    def _restart(self) -> bool:
+        """Start children until one is ready, then send it what is in flight (under the
+        lock); False to stop reading.
+
+        A child that dies (or gives up) before it is ready counts as a delivery of every
+        batch in flight: those that reach `MAX_DELIVERIES` fail with its error, the others
+        go to the next child. With nothing left in flight, the next `submit` starts one.
+        """
+        while True:
             self.restarts += 1
             try:
                 self._start()
@@ -520,19 +699,35 @@ class ProcessWriter:
                 return False
             assert self._proc is not None
             error = self._await_ready(self._proc)
-            if error is not None:  # the next submit tries again
-                self._fail_inflight(str(error))
-                self._reader = None
-                return False
-            proc = self._proc
-            assert proc.stdin is not None
+            if error is None:
+                break
             for batch in self._inflight:
                 batch.deliveries += 1
-                try:
-                    _send(proc.stdin, batch.payload)
-                except (OSError, ValueError):
-                    break  # dead again: the next round of this loop finds out
-            return True
+            self._fail_delivered(
+                f"{error} ({MAX_DELIVERIES} writer processes in a row died under the batch)"
+            )
+            if not self._inflight:
+                self._reader = None
+                return False
+        proc = self._proc
+        assert proc.stdin is not None
+        for batch in self._inflight:
+            batch.deliveries += 1
+            try:
+                _send(proc.stdin, batch.payload)
+            except (OSError, ValueError):
+                break  # dead again: the next round of the reader's loop finds out
+        return True
+
+    def _fail_delivered(self, error: str) -> None:
+        """Fail the batches in flight that reached `MAX_DELIVERIES` (under the lock).
+
+        They are the oldest: a later batch missed the deliveries made before it came.
+        """
+        while self._inflight and self._inflight[0].deliveries >= MAX_DELIVERIES:
+            self._acknowledge(self._inflight.popleft().done, set(), error)
+        if not self._inflight:
+            self._notify_drained()
 
     def _fail_inflight(self, error: str) -> None:
         """Acknowledge every batch in flight with ``error`` (under the lock)."""
@@ -541,25 +736,31 @@ class ProcessWriter:
                 batch = self._inflight.popleft()
             except IndexError:  # the reader took the last one
                 break
-            _acknowledge(batch.done, set(), error)
+            self._acknowledge(batch.done, set(), error)
         self._notify_drained()
 
     def _notify_drained(self) -> None:
         with self._drained:
             self._drained.notify_all()
 
+    def _acknowledge(
+        self, done: Done, refused: set[int], error: str | None, fatal: bool = False
+    ) -> None:
+        """Call ``on_fatal`` for the first fatal error (so the owner knows before any sender
+        learns of it), then ``done``."""
+        failure = _failure(error, fatal)
+        if isinstance(failure, FatalPersistenceError):
+            self._on_fatal(failure)
+        try:
+            done(refused, failure)
+        except Exception:  # a broken callback must not stop the reader
+            _log().exception("persistence acknowledgement failed")
+
 
 def _log() -> Any:
     from pydynflow.logging import get_logger  # not at import: the child imports this module
 
     return get_logger(component="writer")
-
-
-def _acknowledge(done: Done, refused: set[int], error: str | None) -> None:
-    try:
-        done(refused, None if error is None else PersistenceError(error))
-    except Exception:  # a broken callback must not stop the reader
-        _log().exception("persistence acknowledgement failed")
 
 
 def _death(proc: subprocess.Popen[bytes]) -> str:
@@ -605,28 +806,35 @@ def writer_cpus() -> set[int] | None:
     return cpus
 
 
-def writer_for(storage: Any, owner: str | None = None) -> ThreadWriter | ProcessWriter:
+def writer_for(
+    storage: Any,
+    owner: str | None = None,
+    *,
+    fatal_timeout: float = FATAL_TIMEOUT,
+    on_fatal: OnFatal | None = None,
+) -> ThreadWriter | ProcessWriter:
     """Return the writer for ``storage``: a process for files and servers, else a thread.
 
-    ``owner`` (a world id) owns the process writer's `_Ledger` record.
+    ``owner`` (a world id) owns the process writer's `_Ledger` record. ``fatal_timeout`` and
+    ``on_fatal``: see `ProcessWriter`.
     """
     url = getattr(storage, "url", None)
     in_thread = os.environ.get("PYDYNFLOW_PERSISTENCE", "").lower() == "thread"
     if in_thread or url is None or storage.in_memory:
-        return ThreadWriter(storage)
-    return ProcessWriter(url, writer_cpus(), owner)
+        return ThreadWriter(storage, fatal_timeout=fatal_timeout, on_fatal=on_fatal)
+    return ProcessWriter(url, writer_cpus(), owner, fatal_timeout=fatal_timeout, on_fatal=on_fatal)
 
 
 # -- the child process ---------------------------------------------------------------------
 
 
-def main(url: str, key: str, owner: str = "") -> None:
+def main(url: str, key: str, owner: str = "", fatal_timeout: float = FATAL_TIMEOUT) -> None:
     """Run the writer loop on stdin/stdout: open the database at ``url``, commit what arrives.
 
     The batches waiting in the pipe go into one transaction (as many as `_Pacer` allows, up
     to `GROUP_LIMIT`); each batch gets its own reply, in order, once that transaction is
-    committed. ``key`` names
-    the writer's `_Ledger`: batches a dead predecessor committed are answered from it.
+    committed. ``key`` names the writer's `_Ledger`: batches a dead predecessor committed
+    are answered from it. ``fatal_timeout``: how long passing failures are retried.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     stdin_fd, stdout = sys.stdin.buffer.fileno(), sys.stdout.buffer
@@ -639,95 +847,147 @@ def main(url: str, key: str, owner: str = "") -> None:
     except BaseException as exc:
         _send(stdout, f"the writer process could not open the database: {exc}".encode())
         return
+    _die_if_asked_at_start()
     _send(stdout, _READY)
     working = threading.Lock()  # held while a group is being committed and answered
     watcher = threading.Thread(
         target=_exit_with_parent, args=(stdin_fd, working, ledger), daemon=True
     )
     watcher.start()
-    batches = _MessageReader(stdin_fd)
-    pacer = _Pacer()
-    exit_after = int(os.environ.get(EXIT_AFTER_COMMITS) or 0)
+    child = _Child(storage, ledger, _MessageReader(stdin_fd), stdout, fatal_timeout)
     try:
         while True:
             try:
-                first = batches.next()
+                first = child.batches.next()
             except EOFError:
                 watcher.join(10)  # it forgets the ledger and ends the process
                 return
             with working:
-                _answer_group(storage, ledger, pacer, batches, first, stdout, exit_after)
+                replies = child.answer_group(first)
+            # Sent once `working` is free: the world closes the pipe only when it has them
+            # all, and the watcher must then find no group at work, or it keeps the ledger.
+            _send_all(stdout, replies)
     finally:
         storage.close()
 
 
-def _answer_group(
-    storage: Any,
-    ledger: _Ledger,
-    pacer: _Pacer,
-    batches: _MessageReader,
-    first: bytes,
-    stdout: IO[bytes],
-    exit_after: int,
-) -> None:
-    """Commit ``first`` and the batches waiting behind it (as many as `_Pacer` allows) in
-    one transaction; reply to each."""
-    group = [first]
-    group.extend(
-        batches.waiting(GROUP_LIMIT - 1, pacer.budget() - _requests_in(first), _requests_in)
-    )
-    started = time.perf_counter()
-    numbered = [(_NUMBER.unpack_from(data)[0], data) for data in group]
-    fresh = [(number, data) for number, data in numbered if not ledger.holds(number)]
-    answers_of: dict[int, tuple[set[int], str | None]] = {}
-    transactions = 0
-    if fresh:
-        numbers = [number for number, _ in fresh]
-        requests = [pickle.loads(memoryview(data)[_NUMBER.size :]) for _, data in fresh]
-        answers, transactions = _commit_group(storage, requests, numbers, ledger)
-        answers_of = dict(zip(numbers, answers, strict=True))
-        if transactions == 1:
-            pacer.observe(
-                sum(map(len, requests)),
-                work=ledger.written_at - started,
-                commit=time.perf_counter() - ledger.written_at,
+def _die_if_asked_at_start() -> None:
+    """Kill this process if a token is left in the `EXIT_AT_START` directory (fault tests)."""
+    folder = os.environ.get(EXIT_AT_START)
+    if not folder:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir(folder)):
+            with contextlib.suppress(FileNotFoundError):  # taken by another child
+                os.remove(os.path.join(folder, name))
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Child:
+    """The writer process's side: commits groups of batches and answers each batch."""
+
+    def __init__(
+        self,
+        storage: Any,
+        ledger: _Ledger,
+        batches: _MessageReader,
+        stdout: IO[bytes],
+        fatal_timeout: float,
+    ) -> None:
+        self.storage = storage
+        self.ledger = ledger
+        self.batches = batches
+        self.stdout = stdout
+        self.fatal_timeout = fatal_timeout
+        self.pacer = _Pacer()
+        self.exit_after = int(os.environ.get(EXIT_AFTER_COMMITS) or 0)
+
+    def answer_group(self, first: bytes) -> list[bytes]:
+        """Commit ``first`` and the batches waiting behind it (as many as `_Pacer` allows)
+        in one transaction; return each batch's reply."""
+        ledger = self.ledger
+        group = [first]
+        budget = self.pacer.budget() - _requests_in(first)
+        group.extend(self.batches.waiting(GROUP_LIMIT - 1, budget, _requests_in))
+        started = time.perf_counter()
+        numbered = [(_NUMBER.unpack_from(data)[0], data) for data in group]
+        fresh = [(number, data) for number, data in numbered if not ledger.holds(number)]
+        answers_of: dict[int, _Answer] = {}
+        transactions = 0
+        if fresh:
+            numbers = [number for number, _ in fresh]
+            requests = [pickle.loads(memoryview(data)[_NUMBER.size :]) for _, data in fresh]
+            answers, transactions, clean = self.commit_group(requests, numbers)
+            answers_of = dict(zip(numbers, answers, strict=True))
+            if clean:  # one transaction, first attempt: a measure of the usual costs
+                self.pacer.observe(
+                    sum(map(len, requests)),
+                    work=ledger.written_at - started,
+                    commit=time.perf_counter() - ledger.written_at,
+                )
+            if self.exit_after and ledger.commits >= self.exit_after:
+                os._exit(EXIT_AFTER_COMMITS_STATUS)  # fault tests: committed, not answered
+        answers = [answers_of.get(number) or ledger.answer(number) for number, _ in numbered]
+        ledger.answered([number for number, _ in numbered])
+        busy = time.perf_counter() - started
+        replies = []
+        for index, (refused, error, fatal) in enumerate(answers, 1):
+            last = index == len(answers)
+            reply = (
+                *(_ANSWER, sorted(refused), error, fatal),
+                *(busy if last else 0.0, transactions if last else 0),
             )
-        if exit_after and ledger.commits >= exit_after:
-            os._exit(EXIT_AFTER_COMMITS_STATUS)  # fault tests: committed, not answered
-    answers = [answers_of.get(number) or ledger.answer(number) for number, _ in numbered]
-    ledger.answered([number for number, _ in numbered])
-    busy = time.perf_counter() - started
-    replies = []
-    for index, (refused, error) in enumerate(answers, 1):
-        last = index == len(answers)
-        reply = (sorted(refused), error, busy if last else 0.0, transactions if last else 0)
-        replies.append(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
-    _send_all(stdout, replies)
+            replies.append(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
+        return replies
 
+    def commit_group(
+        self, batches: list[list[Request]], numbers: list[int]
+    ) -> tuple[list[_Answer], int, bool]:
+        """Commit ``batches`` in one transaction; return each one's answer, the transactions
+        and whether it was one, committed at its first attempt.
 
-def _commit_group(
-    storage: Any, batches: list[list[Request]], numbers: list[int], ledger: _Ledger
-) -> tuple[list[tuple[set[int], str | None]], int]:
-    """Commit ``batches`` in one transaction; return each one's answer and the transactions.
+        If that fails for a reason other than a passing one (retried until the fatal
+        timeout), each batch is committed on its own, so that one bad change fails only its
+        own batch, as if it had come alone. Each transaction also records its answers in the
+        ledger.
+        """
+        ledger = self.ledger
+        deadline = time.monotonic() + self.fatal_timeout
+        requests = [request for batch in batches for request in batch]
+        sizes = [len(batch) for batch in batches]
+        outcome = self.commit(requests, ledger.recorder(numbers, sizes), deadline)
+        if outcome.error is None or outcome.fatal or len(batches) == 1:
+            answers = [
+                (mine, outcome.error, outcome.fatal) for mine in _split(outcome.refused, sizes)
+            ]
+            return answers, 1, outcome.error is None and not outcome.retried
+        answers = []
+        for number, batch in zip(numbers, batches, strict=True):
+            alone = self.commit(batch, ledger.recorder([number], [len(batch)]), deadline)
+            answers.append((alone.refused, alone.error, alone.fatal))
+        return answers, 1 + len(batches), False
 
-    If that fails for a reason other than a passing one (retried already), each batch is
-    committed on its own, so that one bad change fails only its own batch, as if it had come
-    alone. Each transaction also records its answers in ``ledger``.
-    """
-    requests = [request for batch in batches for request in batch]
-    sizes = [len(batch) for batch in batches]
-    refused, error, passing = _commit(storage, requests, ledger.recorder(numbers, sizes))
-    if error is None:
-        ledger.committed()
-    if error is None or passing or len(batches) == 1:
-        return [(mine, error) for mine in _split(refused, sizes)], 1
-    answers = []
-    for number, batch in zip(numbers, batches, strict=True):
-        answer = commit(storage, batch, ledger.recorder([number], [len(batch)]))
-        if answer[1] is None:
-            ledger.committed()
-        answers.append(answer)
-    return answers, 1 + len(batches)
+    def commit(
+        self, requests: list[Request], recorder: Callable[[set[int]], None], deadline: float
+    ) -> _Outcome:
+        """`_commit` ``requests`` with the ledger's ``recorder``; take in a success."""
+        outcome = _commit(
+            self.storage,
+            requests,
+            recorder,
+            deadline=deadline,
+            notice=self.notify,
+            landed=self.ledger.landed,
+        )
+        if outcome.error is None:
+            self.ledger.committed()
+        return outcome
+
+    def notify(self, failures: int, seconds: float, cause: str) -> None:
+        """Tell the world that a transaction is being retried (it logs a warning)."""
+        notice = (_RETRYING, failures, seconds, cause)
+        with contextlib.suppress(OSError):  # the world is gone: the watcher ends this process
+            _send(self.stdout, pickle.dumps(notice, pickle.HIGHEST_PROTOCOL))
 
 
 def _requests_in(message: bytes) -> int:
@@ -807,6 +1067,9 @@ class _Ledger:
     written (a failed one fails again). Only the current group's batches can come back (a
     child writes a group's replies before it reads the next), so those are the only answers
     it keeps. A clean close deletes it.
+
+    The same record settles an attempt whose outcome was lost with its connection (during
+    its ``COMMIT``): if the record holds what that attempt wrote, it committed (`landed`).
     """
 
     def __init__(self, storage: Any, key: str, owner: str | None = None) -> None:
@@ -821,6 +1084,8 @@ class _Ledger:
         self.group_done: set[int] = set()  # committed in the current group so far
         self.group_refused: dict[int, set[int]] = {}
         self._candidate: tuple[set[int], dict[int, set[int]]] = (set(), {})
+        # What the last attempt not known to have committed wrote, and its refused claims.
+        self._written: tuple[bytes, set[int]] | None = None
         data = storage.record(LEDGER, key)
         if data is not None:  # JSON written by `recorder`; never unpickled
             up_to, above, refused = json.loads(data)
@@ -831,9 +1096,9 @@ class _Ledger:
         """Return whether batch ``number`` was committed (by a predecessor)."""
         return number <= self.up_to or number in self.above
 
-    def answer(self, number: int) -> tuple[set[int], str | None]:
+    def answer(self, number: int) -> _Answer:
         """Return the answer a predecessor committed for batch ``number``."""
-        return set(self.refused.get(number, ())), None
+        return set(self.refused.get(number, ())), None, False
 
     def recorder(self, numbers: list[int], sizes: list[int]) -> Callable[[set[int]], None]:
         """Return the hook that records a transaction of these batches, inside it."""
@@ -844,26 +1109,35 @@ class _Ledger:
             answers = {**self.group_refused, **{n: r for n, r in mine.items() if r}}
             up_to, above = _advance(self.up_to, self.above, done)
             stored = {str(number): sorted(indexes) for number, indexes in answers.items()}
-            self.storage.put_record_data(
-                LEDGER,
-                self.key,
-                json.dumps([up_to, sorted(above), stored]).encode(),
-                owner_id=self.owner,
-            )
+            data = json.dumps([up_to, sorted(above), stored]).encode()
+            self._written = None  # not sure of the earlier attempt's any more
+            self.storage.put_record_data(LEDGER, self.key, data, owner_id=self.owner)
+            self._written = (data, set(refused))
             self._candidate = (done, answers)
             self.commits += 1
             self.written_at = time.perf_counter()
 
         return record
 
+    def landed(self) -> set[int] | None:
+        """Return the refused claims of the attempt recorded last if it committed after all
+        (the record holds what it wrote; no later one can, batch numbers only grow), else
+        None. Reads the record."""
+        if self._written is None:
+            return None
+        data, refused = self._written
+        return set(refused) if self.storage.record(LEDGER, self.key) == data else None
+
     def committed(self) -> None:
         """Take in that the transaction recorded last has committed."""
         self.group_done, self.group_refused = self._candidate
+        self._written = None
 
     def answered(self, numbers: list[int]) -> None:
         """Take in that the current group's batches (committed or failed) are answered."""
         self.up_to, self.above = _advance(self.up_to, self.above, numbers)
         self.group_done, self.group_refused = set(), {}
+        self._written = None
 
     def forget(self) -> None:
         """Delete the record (a clean close: nothing can come back)."""
@@ -954,9 +1228,9 @@ def _exit_with_parent(fd: int, working: threading.Lock, ledger: _Ledger) -> None
     commit that already reached the disk stays, as after any crash). On a normal close the
     last batch was acknowledged before the pipe closed, so nothing is lost either way.
 
-    If no group is being committed (``working`` is free: every batch read was answered),
-    nothing can be sent again and the ledger's record is deleted first; a child stopped in
-    the middle of a group leaves it behind (one small row).
+    If no group is being committed (``working`` is free: every batch read was answered, or
+    its replies are on their way), nothing can be sent again and the ledger's record is
+    deleted first; a child stopped in the middle of a group leaves it behind (one small row).
     """
     watcher = select.poll()
     watcher.register(fd, 0)  # POLLHUP and POLLERR are reported whatever the mask

@@ -86,10 +86,33 @@ def _migration_3(database: peewee.Database) -> None:
     database.execute_sql('DROP INDEX IF EXISTS "dynflow_steps_state"')
 
 
+def _migration_4(database: peewee.Database) -> None:
+    """Add ``dynflow_steps.retries``: the `Retry` attempts a step used since it last started
+    fresh, so that a restarted world knows how many are left (where it is missing)."""
+    _add_column(database, "dynflow_steps", "retries", "INTEGER DEFAULT 0")
+
+
+def _add_column(database: peewee.Database, table: str, column: str, definition: str) -> None:
+    """Add ``column`` to ``table`` unless it is there (a fresh database has it already)."""
+    if is_postgres(database):
+        cursor = database.execute_sql(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s AND column_name = %s",
+            (table, column),
+        )
+        if cursor.fetchone() is None:
+            database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {definition}')
+        return
+    columns = {row[1] for row in database.execute_sql(f'PRAGMA table_info("{table}")')}
+    if column not in columns:
+        database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {definition}')
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the dynflow_* tables", _migration_1),
     (2, "plan-phase steps in one column of the plan row", _migration_2),
     (3, "no index on step states", _migration_3),
+    (4, "Retry attempts per step", _migration_4),
 ]
 """Every migration, in order: ``(number, description, function(database))``."""
 

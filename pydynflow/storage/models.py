@@ -149,6 +149,7 @@ class StepModel(_Base):
     progress_done = peewee.DoubleField(null=True)
     progress_weight = peewee.DoubleField(null=True)
     attempts = peewee.IntegerField(default=0)
+    retries = peewee.IntegerField(default=0)
     queue = peewee.TextField(null=True)
     action_class = peewee.TextField(null=True)
     error = peewee.BlobField(null=True)

@@ -122,6 +122,7 @@ STEP_COLUMNS = (
     "action_class",
     "error",
     "children",
+    "retries",  # last: a plan row's older step records (one value shorter) still load
 )
 _IN_CHUNK = 500
 _EMPTY_LIST = encode([])
@@ -229,6 +230,46 @@ def _wrap_errors(operation: str) -> Callable[[_F], _F]:
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+class _Atomic:
+    """A peewee atomic block whose failed rollback does not hide why it rolled back.
+
+    SQLite rolls a transaction back by itself on some errors (``SQLITE_FULL``: "database or
+    disk is full"), and a lost PostgreSQL connection cannot roll back at all: peewee's own
+    ``ROLLBACK`` then fails as well ("cannot rollback - no transaction is active", "connection
+    already closed"), and that error would replace the one worth reporting.
+    """
+
+    __slots__ = ("_block",)
+
+    def __init__(self, block: Any) -> None:
+        self._block = block
+
+    def __enter__(self) -> Any:
+        return self._block.__enter__()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> bool:
+        try:
+            return bool(self._block.__exit__(exc_type, exc, traceback))
+        except _DRIVER_ERRORS as failed:
+            if exc is not None:
+                return False  # the block's own error goes on
+            first = _first_failure(failed)
+            if first is failed:
+                raise
+            raise first from None  # the commit's, which the rollback after it hid
+
+
+def _first_failure(exc: BaseException) -> BaseException:
+    """Return the driver error that ``exc`` (raised while handling it) followed.
+
+    A failed rollback is raised while the error that caused it is being handled, so the
+    earliest of the driver errors linked by ``__context__`` is the original one.
+    """
+    while isinstance(exc.__context__, _DRIVER_ERRORS):
+        exc = exc.__context__
+    return exc
 
 
 def _as_values(value: Any) -> list[str] | None:
@@ -363,7 +404,9 @@ class Storage:
 
         Blocks nest (inner ones are savepoints); the outermost commits, or rolls back if the
         block raises. The transaction belongs to the calling thread. On SQLite it begins with
-        ``BEGIN IMMEDIATE``. Driver errors surface as `PersistenceError`.
+        ``BEGIN IMMEDIATE``. Driver errors surface as `PersistenceError`, naming the failure
+        that ended the transaction (not a rollback that could not follow it); a connection
+        it broke is dropped, and the next transaction opens a new one.
         """
         if self._closed:
             raise PersistenceError(f"transaction: the storage is closed ({self._describe()})")
@@ -375,6 +418,9 @@ class Storage:
             raise PersistenceError(
                 f"transaction failed ({self._describe()}): {type(exc).__name__}: {exc}"
             ) from exc
+        except PersistenceError:  # a write inside failed: its connection may be gone too
+            self._after_driver_error()
+            raise
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -407,10 +453,15 @@ class Storage:
 
     @_wrap_errors("save_plan_row")
     def save_plan_row(self, plan: ExecutionPlan) -> None:
-        """Upsert only the plan row (state, result, times, flows, history); see `save_plan`."""
-        plan_sql, plan_row = self._plan_statement(plan)
+        """Update the plan row's metadata: state, result, label, times and history.
+
+        Never its flows nor the steps its row carries, which planning wrote once (see
+        `plan_snapshot`): rewriting them from a loaded plan would drop the pending steps a
+        new plan keeps there. The plan must have been saved whole (`save_plan`) before.
+        """
+        _, plan_row = self.plan_row_of(self.plan_snapshot(plan))
         with self._write_atomic():
-            self._db.cursor().execute(plan_sql, plan_row)
+            self._db.cursor().execute(self._sql_plan_meta_upsert, plan_row)
 
     @_wrap_errors("save_steps")
     def save_steps(self, steps: Iterable[Step]) -> None:
@@ -477,7 +528,7 @@ class Storage:
             _micros(plan.ended_at),
             plan.real_time,
             plan.execution_time,
-            [(_micros(e.time), e.name, e.world_id) for e in plan.history],
+            [(_micros(e.time), e.name, e.world_id, e.details) for e in plan.history],
             flows,
         )
 
@@ -512,6 +563,7 @@ class Storage:
             step.action_class_name,
             None if error is None else error.to_dict(),
             tuple(step.children),
+            step.retries,
         )
 
     @staticmethod
@@ -534,9 +586,11 @@ class Storage:
         """Encode a `plan_snapshot`; return (whether it has its flows, the row's values)."""
         time_value = self._time_value
         (plan_id, state, result, label, root, started, ended, real, execution) = snapshot[:9]
-        history = [
-            {"time": _iso(micros), "name": name, "world_id": world_id}  # HistoryEntry.to_dict
-            for micros, name, world_id in snapshot[9]
+        history = [  # HistoryEntry.to_dict
+            {"time": _iso(micros), "name": name, "world_id": world_id}
+            if details is None
+            else {"time": _iso(micros), "name": name, "world_id": world_id, "details": details}
+            for micros, name, world_id, details in snapshot[9]
         ]
         flows = snapshot[10]
         started, ended = time_value(started), time_value(ended)
@@ -557,6 +611,7 @@ class Storage:
             *snapshot[7:14],
             None if error is None else encode(error),
             _EMPTY_LIST if not children else encode(list(children)),
+            snapshot[16],
         )
 
     @staticmethod
@@ -653,8 +708,13 @@ class Storage:
     # (a world's inbox, say) share the table and are never returned or deleted here.
 
     @_wrap_errors("add_envelope")
-    def add_envelope(self, plan_id: str, step_id: int, payload: Any) -> int:
+    def add_envelope(
+        self, plan_id: str, step_id: int, payload: Any, event_id: str | None = None
+    ) -> int:
         """Store an event for step ``step_id`` of plan ``plan_id`` and return its id.
+
+        ``event_id`` names the event for its sender and in the plan's history (e.g. when
+        it was not delivered); `envelopes` returns it with ``with_event_ids``.
 
         The plan row need not exist (the table has no foreign key). Ids grow with insertion
         order among the stored envelopes. On SQLite the id of the envelope with the highest id
@@ -666,7 +726,10 @@ class Storage:
             PersistenceError: if the database refuses the write.
         """
         plan_id, step_id = str(plan_id), int(step_id)
-        data = encode({"plan_id": plan_id, "step_id": step_id, "payload": payload})
+        envelope = {"plan_id": plan_id, "step_id": step_id, "payload": payload}
+        if event_id is not None:
+            envelope["event_id"] = str(event_id)
+        data = encode(envelope)
         param = self._db.param
         sql = f'INSERT INTO "{ENVELOPES}" ("receiver_id", "data") VALUES ({param}, {param})'
         params = (f"{plan_id}:{step_id}", data)
@@ -679,11 +742,15 @@ class Storage:
             return int(cursor.fetchone()[0])
 
     @_wrap_errors("envelopes")
-    def envelopes(self, plan_id: str, step_id: int | None = None) -> list[tuple[int, int, Any]]:
+    def envelopes(
+        self, plan_id: str, step_id: int | None = None, *, with_event_ids: bool = False
+    ) -> list[tuple[Any, ...]]:
         """Return the pending envelopes of a plan (or of one of its steps), in id order.
 
         Returns:
-            ``(envelope id, step id, payload)`` tuples.
+            ``(envelope id, step id, payload)`` tuples; with ``with_event_ids``,
+            ``(envelope id, step id, payload, event id)`` (``"envelope-<id>"`` for an event
+            stored without one).
 
         Raises:
             CorruptData: if an envelope's data does not decode.
@@ -706,7 +773,10 @@ class Storage:
             data = _decode_at(blob, where)
             if not isinstance(data, dict) or "payload" not in data:
                 raise DataConsistencyError(f"{where} is a {type(data).__name__} without payload")
-            envelopes.append((envelope_id, _receiver(receiver_id)[1], data["payload"]))
+            envelope: tuple[Any, ...] = (envelope_id, _receiver(receiver_id)[1], data["payload"])
+            if with_event_ids:
+                envelope += (str(data.get("event_id") or f"envelope-{envelope_id}"),)
+            envelopes.append(envelope)
         return envelopes
 
     @_wrap_errors("delete_envelopes")
@@ -1031,8 +1101,8 @@ class Storage:
 
     def _write_atomic(self) -> Any:
         if self._sqlite:
-            return self._db.atomic(lock_type="IMMEDIATE")
-        return self._db.atomic()
+            return _Atomic(self._db.atomic(lock_type="IMMEDIATE"))
+        return _Atomic(self._db.atomic())
 
     def _read_atomic(self) -> Any:
         if self._postgres:
@@ -1089,10 +1159,18 @@ class Storage:
         return deleted
 
     def _after_driver_error(self) -> None:
-        """Drop this thread's connection if it broke, so the next call reconnects."""
+        """Drop this thread's connection if it broke, so the next call reconnects.
+
+        Broken: PostgreSQL lost it (psycopg2 no longer knows its transaction status), or
+        SQLite still holds a transaction outside any of ours (a rollback that failed), in
+        which every later ``BEGIN`` would fail. Closing a SQLite connection rolls that back.
+        """
         db = self._db
         try:
-            if not db.is_closed() and not db.in_transaction() and not db.is_connection_usable():
+            if db.is_closed() or db.in_transaction():
+                return
+            left_open = self._sqlite and db.connection().in_transaction
+            if left_open or not db.is_connection_usable():
                 db.close()
         except Exception:  # the connection is beyond closing cleanly; forget it
             state = getattr(db, "_state", None)
@@ -1327,6 +1405,7 @@ class Storage:
             action_class,
             error_blob,
             children_blob,
+            retries,
         ) in step_rows:
             at = f"{where}: step {step_id}"
             try:
@@ -1371,6 +1450,7 @@ class Storage:
                 progress_done=progress_done or 0.0,
                 progress_weight=_number(progress_weight),  # type: ignore[arg-type]
                 attempts=attempts or 0,
+                retries=retries or 0,
                 children=children,
                 queue=queue or "default",
                 action=action,
@@ -1426,15 +1506,21 @@ def _plan_step_record(step: Step) -> tuple[Any, ...]:
     return Storage.step_snapshot(step)[1:]
 
 
+_OLDEST_RECORD = STEP_COLUMNS.index("retries")  # step columns of a schema-3 plan row record
+
+
 def _plan_step_rows(plan_id: str, blob: Any) -> list[tuple[Any, ...]]:
     """Return the plan-phase steps kept in a plan row as step rows (``[]`` if none)."""
     if blob is None:
         return []
     records = _decode_at(blob, f"execution plan {plan_id}: plan_steps")
     try:
+        # A record from before the last columns were added is that much shorter: those
+        # columns take their defaults (None).
         rows = [(plan_id, *record) for record in records]
-        if any(len(row) != len(STEP_COLUMNS) for row in rows):
+        if any(not _OLDEST_RECORD <= len(row) <= len(STEP_COLUMNS) for row in rows):
             raise ValueError(f"a record is not {len(STEP_COLUMNS) - 1} values long")
+        rows = [row + (None,) * (len(STEP_COLUMNS) - len(row)) for row in rows]
     except (TypeError, ValueError) as exc:
         raise DataConsistencyError(
             f"execution plan {plan_id}: plan_steps is malformed: {exc}"

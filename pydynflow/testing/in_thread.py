@@ -1,17 +1,16 @@
 """`InThreadWorld`: execute plans deterministically in the calling thread, on virtual time.
 
-A test double for a world with an executor, after Dynflow's ``InThreadExecutor``. Plans are
-planned and stored by an ordinary client `World` (``executor=False``, not started: it writes
-to its storage directly), so `InThreadWorld.load` reads what an executor would have stored.
-Execution needs no actor, thread or real clock: the run flow is walked step by step with
-`FlowGraph`, each step's user code runs in the calling thread, and suspended steps wait on a
-`ManagedClock` (``world.clock``).
+A test double for a world with an executor, after Dynflow's ``InThreadExecutor``. It drives
+the engine's own execution core (`pydynflow.execution.PlanExecution`), so a plan here goes
+the way it would in a `World`: the same rescue strategies, `Retry` attempts, skips,
+finalize phase and results. Only the means differ: each step's user code runs in the calling
+thread, each change is committed there, a step gets its worker at once, and timers (retry
+backoffs, ``plan_event`` delays, timeouts, polling) wait on a `ManagedClock`.
 
-Work is processed in order (first in, first out): steps as they become ready, and events
-as they are sent. When nothing is left to do but some steps are suspended, time moves to the
-next timer one of them armed (``auto_advance``), so a polling action or a timeout completes
-at once, whatever the delays. Timers others armed on the clock fire too when time passes
-them, and are otherwise left alone. A plan whose suspended steps wait for an event nobody
+Plans are planned and stored by an ordinary client `World` (``executor=False``, not
+started), so `InThreadWorld.load` reads what an executor would have stored. Work is
+processed first in, first out; when nothing is left but timers of running plans, time moves
+to the next one (``auto_advance``). A plan whose suspended steps wait for an event nobody
 will send stays running: `InThreadWorld.event` delivers it later.
 
 Not thread-safe: use one from one thread. ``async def run`` is awaited on a new event loop;
@@ -21,33 +20,31 @@ Not thread-safe: use one from one thread. ``async def run`` is awaited on a new 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from pydynflow.action import Action
+from pydynflow.action import Action, is_async_run
+from pydynflow.actors.persistence import changes, request_of
+from pydynflow.actors.writer import ThreadWriter
 from pydynflow.clock import ClockClosedError, Timer
 from pydynflow.errors import DynflowError, EventRejected, UnknownPlan, UnknownStep
-from pydynflow.events import Abort, Cancel, Skip, is_cancellable
+from pydynflow.events import Abort, Cancel, Skip
+from pydynflow.execution import Advance, NotRunnable, PlanExecution
 from pydynflow.logging import get_logger
+from pydynflow.mixins import is_cancellable
 from pydynflow.phases import (
     FINALIZE,
     RUN,
-    PhaseOutcome,
-    execute_finalize,
+    execute_finalize_flow,
     execute_run,
     execute_run_async,
-    is_async_run,
     new_action,
-    run_accepts_event,
 )
-from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
+from pydynflow.plan import ExecutionPlan, StepError
 from pydynflow.promise import Promise
-from pydynflow.references import has_references, resolve_references
-from pydynflow.scheduling import FlowGraph
 from pydynflow.states import PlanState, StepState
 from pydynflow.storage import Storage
 from pydynflow.testing.clock import ManagedClock
@@ -56,44 +53,30 @@ from pydynflow.world import World, normalize_event
 
 __all__ = ["InThreadTriggered", "InThreadWorld"]
 
-_RUNNABLE = (StepState.PENDING, StepState.ERROR, StepState.SKIPPING, StepState.SUSPENDED)
-_TAKES_EVENTS = (StepState.RUNNING, StepState.SUSPENDED)
-_DONE = (StepState.SUCCESS, StepState.SKIPPED)
 _MAX_TIMERS_PER_PUMP = 100_000  # a timer that keeps re-arming itself must not hang a test
 
 
 class _Execution:
-    """One plan being executed: its flow bookkeeping, active steps and their timers."""
+    """One plan being executed: its core, the events waiting for its steps, its timers."""
 
-    def __init__(self, plan: ExecutionPlan) -> None:
-        self.plan = plan
-        self.graph = FlowGraph(plan.run_flow)
-        self.active: set[int] = set()  # started and not finished: running or suspended
-        self.timers: dict[int, list[Timer]] = {}  # step id -> timers its runs armed
+    def __init__(self, core: PlanExecution) -> None:
+        self.core = core
+        self.plan = core.plan
+        self.inbox: dict[int, deque[tuple[Any, bool]]] = {}  # step id -> (event, persisted)
+        self.waking: dict[int, Any] = {}  # parked step id -> the event it wakes up with
+        self.timers: list[Timer] = []
         self.future: Promise[ExecutionPlan] = Promise()
         self.finished = False
 
     def suspended(self) -> list[int]:
         """Return the ids of the suspended steps, in order."""
-        steps = self.plan.steps
-        return sorted(sid for sid in self.active if steps[sid].state == StepState.SUSPENDED)
+        return sorted(self.core.parked)
 
-    def cancel_timers(self, step_id: int | None = None) -> None:
-        """Cancel the timers of one step (of every step with None)."""
-        ids = list(self.timers) if step_id is None else [step_id]
-        for sid in ids:
-            for timer in self.timers.pop(sid, ()):
-                timer.cancel()
-
-
-@dataclass(frozen=True, slots=True)
-class _Work:
-    """One unit of work: run a step that became ready, deliver an event, or check the end."""
-
-    execution: _Execution
-    kind: str  # "start", "event" or "check"
-    step_id: int = 0
-    event: Any = None
+    def cancel_timers(self) -> None:
+        """Cancel every timer armed for this plan."""
+        for timer in self.timers:
+            timer.cancel()
+        self.timers.clear()
 
 
 class InThreadTriggered(Triggered):
@@ -138,13 +121,13 @@ class InThreadWorld:
 
     Args:
         db: the database plans are stored in (in memory by default).
-        clock: the virtual clock steps arm their timers on; a new `ManagedClock` by
-            default. Available as ``world.clock``.
-        auto_advance: when only suspended steps are left, move ``clock`` to their next
-            timer and go on. With False, an execution stops there; the test moves the clock
-            itself (``world.clock.advance(...)``), which runs what the timers deliver.
-        **world_kwargs: more arguments of the client `World` (``name``...); not
-            ``executor``.
+        clock: the virtual clock timers are armed on; a new `ManagedClock` by default.
+            Available as ``world.clock``.
+        auto_advance: when only timers are left, move ``clock`` to the next one and go on.
+            With False, an execution stops there; the test moves the clock itself
+            (``world.clock.advance(...)``), which runs what the timers deliver.
+        **world_kwargs: more arguments of the client `World` (``auto_rescue``,
+            ``name``...); not ``executor``.
 
     `trigger` and `execute` return once the execution has ended (or can go no further).
     Steps get this world as ``action.world``: ``suspended_ref.send``, ``world.event`` and
@@ -163,13 +146,14 @@ class InThreadWorld:
         if "executor" in world_kwargs:
             raise ValueError("InThreadWorld executes plans itself: do not pass executor")
         self.clock: ManagedClock = clock if clock is not None else ManagedClock()
-        """The virtual clock of the timers (``plan_event`` delays, timeouts, polling)."""
+        """The virtual clock of the timers (retries, ``plan_event`` delays, timeouts)."""
         self.auto_advance = auto_advance
         self.client = World(db, executor=False, clock=self.clock, **world_kwargs)
         """The client `World` that plans and stores the plans (not started)."""
         self._own_clock = clock is None
+        self._writer = ThreadWriter(self.client.storage)
         self._executions: dict[str, _Execution] = {}
-        self._work: deque[_Work] = deque()
+        self._work: deque[tuple[Any, ...]] = deque()
         self._pumping = False
         self._stopped = False
         self.log = get_logger(world_id=self.client.id, world=self.client.name)
@@ -227,7 +211,7 @@ class InThreadWorld:
         return self._start(plan)
 
     def execute(self, plan_id: str) -> Triggered:
-        """Execute a ``planned`` or ``paused`` plan here, now.
+        """Execute a ``planned`` or ``paused`` plan here, now (a paused one: `resume`).
 
         ``.wait()`` raises if it cannot run (unknown, already running, stopped).
         """
@@ -241,12 +225,7 @@ class InThreadWorld:
         except UnknownPlan as exc:
             future.set_exception(exc)
             return InThreadTriggered(plan_id, future)
-        if plan.state not in (PlanState.PLANNED, PlanState.PAUSED):
-            future.set_exception(
-                DynflowError(f"execution plan {plan_id} is {plan.state}, not runnable")
-            )
-            return InThreadTriggered(plan_id, future)
-        return self._start(plan)
+        return self._start(plan, resume=True)
 
     def resume(self, plan_id: str) -> Triggered:
         """Run a paused plan again: its failed steps, then its finalize phase (`execute`)."""
@@ -258,37 +237,37 @@ class InThreadWorld:
         self.client.skip(plan_id, step_id)
 
     def event(self, plan_id: str, step_id: int, payload: Any, optional: bool = False) -> bool:
-        """Send ``payload`` to a suspended (or running) step; a suspended one runs now.
+        """Send ``payload`` to a step; a suspended one runs now.
 
         Returns True once the event is processed (or queued, when called from a step).
 
         Raises:
             UnknownPlan: no plan has this id.
             UnknownStep: the plan has no step with this id.
-            EventRejected: the step is not waiting for events here (with ``optional``:
-                return False instead).
+            EventRejected: the step cannot take events here (with ``optional``: return
+                False instead).
             SerializationError: ``payload`` is not JSON-serialisable.
         """
         self._check_open("event")
         payload = normalize_event(payload)
         execution = self._executions.get(plan_id)
-        step = execution.plan.steps.get(step_id) if execution is not None else None
-        if execution is None or step is None:
+        if execution is None:
             self._check_step(plan_id, step_id)
-        if (
-            execution is None
-            or step is None
-            or step.state not in _TAKES_EVENTS
-            or step_id not in execution.active
-        ):
             if optional:
                 return False
-            state = self.storage.step_state(plan_id, step_id) if step is None else step.state
+            state = self.storage.step_state(plan_id, step_id)
             raise EventRejected(
-                f"step {step_id} of execution plan {plan_id} is {state}, not waiting for "
-                "events in this world"
+                f"step {step_id} of execution plan {plan_id} is {state}, and its plan is not "
+                "running in this world: not waiting for events"
             )
-        self._work.append(_Work(execution, "event", step_id, payload))
+        try:
+            advance = execution.core.accept_event(step_id, uuid.uuid4().hex, payload)
+        except EventRejected:
+            if optional:
+                return False
+            raise
+        self._commit(execution, advance)
+        self._work.append(("event", execution, step_id, payload))
         self._pump()
         return True
 
@@ -304,10 +283,12 @@ class InThreadWorld:
             return 0
         event = Abort() if force else Cancel()
         asked = 0
-        for step_id in sorted(execution.active):
+        for step_id in sorted(execution.core.active):
             step = execution.plan.steps[step_id]
-            if step.state in _TAKES_EVENTS and is_cancellable(step.action_class):
-                self._work.append(_Work(execution, "event", step_id, event))
+            if is_cancellable(step.action_class) and execution.core.takes_events(step):
+                advance = execution.core.accept_event(step_id, uuid.uuid4().hex, event)
+                self._commit(execution, advance)
+                self._work.append(("event", execution, step_id, event))
                 asked += 1
         self._pump()
         return asked
@@ -327,7 +308,7 @@ class InThreadWorld:
     def __repr__(self) -> str:
         return f"<InThreadWorld now={self.clock.now()} running={sorted(self._executions)}>"
 
-    # -- internals: the work loop --------------------------------------------------------
+    # -- internals: driving the core -----------------------------------------------------
 
     def _check_open(self, what: str) -> None:
         if self._stopped:
@@ -339,22 +320,69 @@ class InThreadWorld:
                 raise UnknownPlan(f"no execution plan has id {plan_id}")
             raise UnknownStep(f"execution plan {plan_id} has no step {step_id}")
 
-    def _start(self, plan: ExecutionPlan) -> InThreadTriggered:
+    def _start(self, plan: ExecutionPlan, *, resume: bool = False) -> InThreadTriggered:
         plan.world = self.client
-        plan.transition(PlanState.RUNNING, self.client.id)
-        execution = _Execution(plan)
+        core = PlanExecution(plan, self.client.id, auto_rescue=self.client.auto_rescue)
+        stored = self.storage.envelopes(plan.id, with_event_ids=True)
+        try:
+            advance = core.begin(
+                resume=resume, stored_events=[(sid, eid) for _, sid, _, eid in stored]
+            )
+        except NotRunnable as exc:
+            future: Promise[ExecutionPlan] = Promise()
+            future.set_exception(exc)
+            return InThreadTriggered(plan.id, future)
+        execution = _Execution(core)
+        for _, step_id, payload, _ in stored:
+            execution.inbox.setdefault(step_id, deque()).append((payload, True))
         self._executions[plan.id] = execution
-        done = [sid for sid, step in plan.steps.items() if step.state in _DONE]
-        steps, actions = self._ready(execution, execution.graph.start(done))
-        self._save(execution, steps, actions, plan_row=True)
-        self._work.append(_Work(execution, "check"))
         self.log.info("plan started", plan_id=plan.id, label=plan.label)
+        self._apply(execution, advance)
         self._pump()
         return InThreadTriggered(plan.id, execution.future, execution=execution)
 
+    def _apply(self, execution: _Execution, advance: Advance) -> None:
+        """Carry out a decision: every wanted step gets its worker at once; commit; act."""
+        core = execution.core
+        wanted, advance.want = advance.want, []
+        for step_id in wanted:
+            core.granted(step_id, advance)
+        self._commit(execution, advance)
+        for step_id in advance.parked:
+            self._parked(execution, step_id)
+        for step_id in advance.launch:
+            if step_id in execution.waking:
+                event = execution.waking.pop(step_id)
+            elif execution.plan.steps[step_id].state == StepState.SKIPPING:
+                event = Skip()
+            else:
+                event = None
+            self._work.append(("run", execution, step_id, event))
+        for step_id, delay in advance.retry:
+            self._arm(execution, delay, ("retry", execution, step_id))
+        if advance.finalize:
+            self._work.append(("finalize", execution))
+        if advance.finished:
+            self._finished(execution)
+
+    def _commit(self, execution: _Execution, advance: Advance) -> None:
+        if not advance.has_changes():
+            return
+        message = changes(
+            self.storage,
+            plan=execution.plan if advance.plan_row else None,
+            steps=advance.steps,
+            actions=advance.actions,
+            chunks=advance.chunks,
+            envelope_add=tuple(advance.envelope_add),
+            envelope_pop=tuple(advance.envelope_pop),
+            envelope_clear=tuple(advance.envelope_clear),
+        )
+        self._writer.write([request_of(message)])
+
     def _pump(self, advance: bool | None = None) -> None:
         """Process queued work until none is left; with ``advance``, also move the clock
-        while suspended steps wait for their timers. Does nothing when called from inside."""
+        while running plans wait for their timers. Does nothing when called from inside."""
         if self._pumping:
             return
         advance = self.auto_advance if advance is None else advance
@@ -378,215 +406,90 @@ class InThreadWorld:
             self._pumping = False
 
     def _next_timer(self) -> Timer | None:
-        """The earliest pending timer armed by a suspended step of a running plan."""
-        best: Timer | None = None
-        for execution in self._executions.values():
-            steps = execution.plan.steps
-            for step_id, timers in execution.timers.items():
-                if steps[step_id].state != StepState.SUSPENDED:
-                    continue
-                for timer in timers:
-                    if timer.pending and (best is None or timer.due < best.due):
-                        best = timer
-        return best
+        """The earliest pending timer armed for a running plan."""
+        pending = [t for e in self._executions.values() for t in e.timers if t.pending]
+        return min(pending, key=lambda timer: timer.due, default=None)
 
-    def _process(self, work: _Work) -> None:
-        execution = work.execution
+    def _process(self, work: tuple[Any, ...]) -> None:
+        kind, execution = work[0], work[1]
         if execution.finished:
-            return  # events for a plan that ended are dropped
-        if work.kind == "start":
-            self._run_step(execution, work.step_id, work.event)
-        elif work.kind == "event":
-            step = execution.plan.steps[work.step_id]
-            if work.step_id in execution.active and step.state == StepState.SUSPENDED:
-                self._run_step(execution, work.step_id, work.event)
-            # else: the step finished meanwhile; the engine drops such events too
-        self._maybe_finish(execution)
+            return  # work for a plan that ended is dropped
+        if kind == "run":
+            self._run_step(execution, work[2], work[3])
+        elif kind == "event":  # stored (accepted through the core)
+            self._deliver(execution, work[2], work[3], persisted=True)
+        elif kind == "timer-event":
+            self._deliver(execution, work[2], work[3], persisted=False)
+        elif kind == "retry":
+            self._apply(execution, execution.core.retry_due(work[2]))
+        elif kind == "finalize":
+            self._run_finalize(execution)
 
-    def _timer_fired(self, execution: _Execution, step_id: int, payload: Any) -> None:
-        self._work.append(_Work(execution, "event", step_id, payload))
+    def _arm(self, execution: _Execution, delay: float, work: tuple[Any, ...]) -> None:
+        execution.timers = [timer for timer in execution.timers if timer.pending]
+        with suppress(ClockClosedError):  # the world is stopping: lost, as in the engine
+            execution.timers.append(self.clock.schedule(delay, partial(self._fire, work)))
+
+    def _fire(self, work: tuple[Any, ...]) -> None:
+        self._work.append(work)
         self._pump(advance=False)
 
     # -- internals: steps ----------------------------------------------------------------
-
-    def _ready(
-        self, execution: _Execution, step_ids: Iterable[int]
-    ) -> tuple[list[Step], list[ActionRecord]]:
-        """Move ready steps to ``running`` (as the engine does) and queue their first run."""
-        plan = execution.plan
-        steps: list[Step] = []
-        actions: list[ActionRecord] = []
-        ready = list(step_ids)
-        while ready:
-            step_id = ready.pop(0)
-            step = plan.steps[step_id]
-            record = plan.actions[step.action_id]
-            steps.append(step)
-            if step.state not in _RUNNABLE:
-                self._fail(
-                    execution, step, DynflowError(f"step {step_id} cannot run from {step.state}")
-                )
-                continue
-            if step.state == StepState.SKIPPING and not run_accepts_event(record.action_class):
-                step.transition(StepState.SKIPPED)
-                _stamp(step)
-                ready.extend(execution.graph.complete(step_id))
-                continue
-            if step.state != StepState.SKIPPING:
-                if has_references(record.input):
-                    try:
-                        record.input = resolve_references(
-                            record.input, lambda action_id: plan.actions[action_id].output
-                        )
-                    except DynflowError as exc:
-                        self._fail(execution, step, exc)
-                        continue
-                    actions.append(record)
-                step.transition(StepState.RUNNING)
-            if step.started_at is None:
-                step.started_at = utcnow()
-            execution.active.add(step_id)
-            event = Skip() if step.state == StepState.SKIPPING else None
-            self._work.append(_Work(execution, "start", step_id, event))
-        return steps, actions
-
-    @staticmethod
-    def _fail(execution: _Execution, step: Step, exc: BaseException) -> None:
-        step.state = StepState.ERROR  # bypasses the table: the step never started
-        step.error = StepError.from_exception(exc)
-        execution.graph.fail(step.id)
 
     def _run_step(self, execution: _Execution, step_id: int, event: Any) -> None:
         plan = execution.plan
         step = plan.steps[step_id]
         record = plan.actions[step.action_id]
-        if step.state == StepState.SUSPENDED:  # an event wakes it
-            step.transition(StepState.RUNNING)
         action = new_action(record, RUN, world=self)
+        action.error = step.error
         if is_async_run(type(action)):
             outcome = asyncio.run(execute_run_async(action, event))
         else:
             outcome = execute_run(action, event)
-        self._step_outcome(execution, step, record, action, outcome)
-
-    def _step_outcome(
-        self,
-        execution: _Execution,
-        step: Step,
-        record: ActionRecord,
-        action: Action,
-        outcome: PhaseOutcome,
-    ) -> None:
-        plan = execution.plan
-        step.execution_time += outcome.execution_time
-        step.progress_done = outcome.progress
-        record.output = outcome.output
-        if outcome.chunks:
-            self.storage.add_output_chunks(
-                [(plan.id, record.id, *chunk) for chunk in outcome.chunks]
-            )
+        advance = Advance()
+        execution.core.outcome(step_id, outcome, advance)
         if outcome.state == StepState.SUSPENDED:
-            step.transition(StepState.SUSPENDED)
-            self._save(execution, [step], [record])
             for payload, delay in outcome.events:
                 if delay is None:
-                    self._work.append(_Work(execution, "event", step.id, payload))
+                    execution.inbox.setdefault(step_id, deque()).append((payload, False))
                 else:
-                    self._arm(execution, step.id, delay, payload)
-            if outcome.suspend_callback is not None:
-                try:
-                    outcome.suspend_callback(action.suspended_ref)
-                except Exception as exc:  # as the engine: logged, the step stays parked
-                    self.log.error("suspend callback failed", plan_id=plan.id, error=repr(exc))
-            return
-        execution.active.discard(step.id)
-        execution.cancel_timers(step.id)
-        skipping = step.state == StepState.SKIPPING
-        if outcome.state == StepState.SUCCESS:
-            step.transition(StepState.SKIPPED if skipping else StepState.SUCCESS)
-            step.error = None
+                    self._arm(execution, delay, ("timer-event", execution, step_id, payload))
         else:
-            step.transition(StepState.ERROR)
-            step.error = outcome.error
-        _stamp(step)
-        steps, actions = [step], [record]
-        if step.state in _DONE:
-            more_steps, more_actions = self._ready(execution, execution.graph.complete(step.id))
-            steps += more_steps
-            actions += more_actions
-        else:
-            execution.graph.fail(step.id)
-        self._save(execution, steps, actions)
+            execution.inbox.pop(step_id, None)  # its events die with it (recorded if stored)
+        self._apply(execution, advance)
+        if outcome.suspend_callback is not None:
+            try:
+                outcome.suspend_callback(action.suspended_ref)
+            except Exception as exc:  # as the engine: logged, the step stays parked
+                self.log.error("suspend callback failed", plan_id=plan.id, error=repr(exc))
 
-    def _arm(self, execution: _Execution, step_id: int, delay: float, payload: Any) -> None:
-        timers = [timer for timer in execution.timers.get(step_id, ()) if timer.pending]
-        callback = partial(self._timer_fired, execution, step_id, payload)
-        with suppress(ClockClosedError):  # the world is stopping: lost, as in the engine
-            timers.append(self.clock.schedule(delay, callback))
-        execution.timers[step_id] = timers
+    def _deliver(self, execution: _Execution, step_id: int, payload: Any, persisted: bool) -> None:
+        """Queue an event for a step; wake it if it is parked."""
+        execution.inbox.setdefault(step_id, deque()).append((payload, persisted))
+        if step_id in execution.core.parked:
+            self._parked(execution, step_id)
 
-    # -- internals: the end ----------------------------------------------------------------
-
-    def _maybe_finish(self, execution: _Execution) -> None:
-        if execution.finished or not execution.graph.is_done():
+    def _parked(self, execution: _Execution, step_id: int) -> None:
+        """A step is parked: if an event waits for it, run it with that event."""
+        inbox = execution.inbox.get(step_id)
+        if not inbox:
             return
+        payload, persisted = inbox.popleft()
+        execution.waking[step_id] = payload
+        self._apply(execution, execution.core.wake(step_id, persisted))
+
+    def _run_finalize(self, execution: _Execution) -> None:
+        steps, records = execution.core.finalize_work()
+        finalizers = {aid: new_action(r, FINALIZE, world=self) for aid, r in records.items()}
+        done = execute_finalize_flow(steps, records, finalizers)
+        self._apply(execution, execution.core.finalize_done(done.steps, done.actions, done.chunks))
+
+    def _finished(self, execution: _Execution) -> None:
         plan = execution.plan
-        if execution.graph.is_complete():
-            state = self._run_finalize_flow(execution)
-        else:
-            state = PlanState.PAUSED
         execution.finished = True
         execution.cancel_timers()
-        plan.transition(state, self.client.id)
-        self.storage.save_plan(plan)
         self._executions.pop(plan.id, None)
-        self.log.info("plan finished", plan_id=plan.id, state=str(state), result=str(plan.result))
+        self.log.info(
+            "plan finished", plan_id=plan.id, state=str(plan.state), result=str(plan.result)
+        )
         execution.future.set_result(plan)
-
-    def _run_finalize_flow(self, execution: _Execution) -> PlanState:
-        """Run the finalize steps in order; stop at the first failure."""
-        plan = execution.plan
-        steps = [plan.steps[sid] for sid in plan.finalize_flow.all_step_ids()]
-        steps = [step for step in steps if step.state != StepState.SKIPPED]
-        for step in steps:
-            if step.state in (StepState.SUCCESS, StepState.ERROR):
-                step.transition(StepState.PENDING)  # resume re-runs the whole finalize phase
-        for step in steps:
-            record = plan.actions[step.action_id]
-            step.transition(StepState.RUNNING)
-            step.started_at = step.started_at or utcnow()
-            outcome = execute_finalize(new_action(record, FINALIZE, world=self))
-            step.transition(outcome.state)
-            step.error = outcome.error
-            step.execution_time += outcome.execution_time
-            step.progress_done = outcome.progress
-            _stamp(step)
-            record.output = outcome.output
-            if outcome.chunks:
-                self.storage.add_output_chunks(
-                    [(plan.id, record.id, *chunk) for chunk in outcome.chunks]
-                )
-            if outcome.state == StepState.ERROR:
-                return PlanState.PAUSED
-        return PlanState.STOPPED
-
-    def _save(
-        self,
-        execution: _Execution,
-        steps: Sequence[Step],
-        actions: Sequence[ActionRecord],
-        *,
-        plan_row: bool = False,
-    ) -> None:
-        storage = self.storage
-        with storage.transaction():
-            if plan_row:
-                storage.save_plan_row(execution.plan)
-            storage.save_actions(actions)
-            storage.save_steps(steps)
-
-
-def _stamp(step: Step) -> None:
-    step.ended_at = utcnow()
-    if step.started_at is not None:
-        step.real_time = (step.ended_at - step.started_at).total_seconds()

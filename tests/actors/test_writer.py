@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import threading
@@ -10,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from pydynflow import Action, PersistenceError, PlanState, Result, World
 from pydynflow.actors.writer import (
     EXIT_AFTER_COMMITS,
+    EXIT_AT_START,
     GROUP_REQUESTS_MAX,
     GROUP_REQUESTS_MIN,
     LEDGER,
+    MAX_DELIVERIES,
     ProcessWriter,
     ThreadWriter,
     _Ledger,
@@ -26,6 +30,7 @@ from pydynflow.actors.writer import (
     writer_cpus,
     writer_for,
 )
+from pydynflow.errors import FatalPersistenceError
 from pydynflow.planning import plan_action
 from pydynflow.storage import Storage
 
@@ -49,7 +54,7 @@ class Hops(Action):
 # A change set with a step row of a plan that does not exist: it breaks the foreign key.
 BROKEN = (
     (("no-such-plan", 1, 1, "pending", "run", None, None, None, None, 0.0, 1.0, 0, "default",
-      "x.Hop", None, None),),
+      "x.Hop", None, None, 0),),
     (), (), None, (), (), (), (),
 )  # fmt: skip
 
@@ -140,7 +145,8 @@ def test_a_world_whose_writer_cannot_start_fails_to_start_and_leaves_nothing_run
 ) -> None:
     broken = f"sqlite:///{tmp_path / 'not-there' / 'x.db'}"
     monkeypatch.setattr(
-        "pydynflow.actors.persistence.writer_for", lambda storage, owner: ProcessWriter(broken)
+        "pydynflow.actors.persistence.writer_for",
+        lambda storage, owner, **_: ProcessWriter(broken),
     )
     threads = threading.active_count()
     world = World(sqlite_url, executor="processes", pool_size=1)  # workers start at once
@@ -533,12 +539,203 @@ def test_the_ledger_holds_exactly_the_batches_done(sqlite_url: str) -> None:
             ledger.committed()
         successor = _Ledger(storage, "k")  # what the next child reads
         assert [n for n in range(1, 8) if successor.holds(n)] == [1, 2, 3, 5]
-        assert successor.answer(2) == (set(), None)  # answered already: not kept
+        assert successor.answer(2) == (set(), None, False)  # answered already: not kept
         ledger.answered([3, 4, 5])  # 4's error was answered too
         with storage.transaction():
             ledger.recorder([6], [1])({0})
         successor = _Ledger(storage, "k")
         assert (successor.up_to, successor.above) == (6, set())
-        assert successor.answer(6) == ({0}, None)
+        assert successor.answer(6) == ({0}, None, False)
     finally:
         storage.close()
+
+
+def test_the_ledger_tells_whether_an_attempt_whose_answer_was_lost_committed(
+    sqlite_url: str,
+) -> None:
+    storage = Storage(sqlite_url)
+    try:
+        ledger = _Ledger(storage, "k")
+        assert ledger.landed() is None  # nothing attempted
+        with pytest.raises(RuntimeError), storage.transaction():
+            ledger.recorder([1], [1])({0})
+            raise RuntimeError("rolled back")
+        assert ledger.landed() is None
+        with storage.transaction():  # committed, but (say) the connection broke at COMMIT
+            ledger.recorder([1], [1])({0})
+        assert ledger.landed() == {0}
+        ledger.committed()
+        assert ledger.landed() is None  # known: nothing in doubt
+    finally:
+        storage.close()
+
+
+# -- a replacement that dies while it starts ---------------------------------------------
+
+
+def die_at_start(tokens: Path, children: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the next ``children`` writer processes started kill themselves before they are
+    ready (each takes one token)."""
+    tokens.mkdir(exist_ok=True)
+    for n in range(children):
+        (tokens / str(n)).touch()
+    monkeypatch.setenv(EXIT_AT_START, str(tokens))
+
+
+def test_batches_in_flight_outlive_a_replacement_killed_while_it_starts(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = open_writer(sqlite_url)
+    acks = Acks()
+    try:
+        old = writer.pid
+        assert old is not None
+        die_at_start(tmp_path / "tokens", 1, monkeypatch)
+        with stopped(writer):
+            for n in range(1, 11):
+                writer.submit([envelope_request("p", n)], acks.done_for(str(n)))
+            os.kill(old, signal.SIGKILL)
+        assert writer.drain(60)
+        assert [(name, error) for name, _, error in acks.calls] == [
+            (str(n), None) for n in range(1, 11)
+        ]
+        assert writer.restarts == 2  # the first replacement died; the second committed
+        assert list((tmp_path / "tokens").iterdir()) == []
+    finally:
+        writer.close()
+    assert [step for _, step, _ in stored_events(sqlite_url)] == list(range(1, 11))
+
+
+def test_batches_fail_once_max_deliveries_children_died_under_them_and_the_writer_serves_on(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = open_writer(sqlite_url)
+    acks = Acks()
+    try:
+        old = writer.pid
+        assert old is not None
+        die_at_start(tmp_path / "tokens", MAX_DELIVERIES - 1, monkeypatch)
+        with stopped(writer):
+            for n in range(1, 4):
+                writer.submit([envelope_request("p", n)], acks.done_for(str(n)))
+            os.kill(old, signal.SIGKILL)
+        assert writer.drain(60)
+        assert [name for name, _, _ in acks.calls] == ["1", "2", "3"]
+        for _, _, error in acks.calls:
+            assert type(error) is PersistenceError
+            assert f"{MAX_DELIVERIES} writer processes in a row died" in str(error)
+        assert writer.write([envelope_request("p", 4)]) == set()  # a new child, on demand
+    finally:
+        writer.close()
+    assert [step for _, step, _ in stored_events(sqlite_url)] == [4]
+
+
+# -- riding out a database that cannot be written --------------------------------------
+
+
+def locked(path: Path) -> sqlite3.Connection:
+    """Return a connection holding the write lock of the SQLite file at ``path`` (another
+    process's, say); roll it back to let go."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def retry_warned(seen: threading.Event) -> Any:
+    """Return a structlog processor that sets ``seen`` on a writer's retry warning."""
+
+    def processor(logger: Any, method: str, event_dict: Any) -> Any:
+        if "retrying the transaction" in str(event_dict.get("event")):
+            seen.set()
+        return event_dict
+
+    return processor
+
+
+def retried_for(error: BaseException) -> float:
+    """Return how long a `FatalPersistenceError` says its transaction was retried."""
+    found = re.search(r"could not be written for (\d+\.\d) s", str(error))
+    assert found is not None, error
+    return float(found.group(1))
+
+
+def test_a_database_locked_past_the_fatal_timeout_fails_for_good_and_says_so_once(
+    tmp_path: Path,
+) -> None:
+    storage = Storage(f"sqlite:///{tmp_path / 'x.db'}?busy_timeout=0")  # locked: fails at once
+    holder = locked(tmp_path / "x.db")
+    fatal: list[BaseException] = []
+    writer = ThreadWriter(storage, fatal_timeout=0.3, on_fatal=fatal.append)
+    try:
+        with capture_logs() as logs:
+            with pytest.raises(FatalPersistenceError) as first:
+                writer.write([envelope_request("p", 1)])
+            with pytest.raises(FatalPersistenceError):
+                writer.write([envelope_request("p", 2)])
+        assert 0.3 <= retried_for(first.value) < 1.3
+        assert "database is locked" in str(first.value)  # the cause, named
+        assert fatal == [first.value]  # once, with the first
+        warnings = [line for line in logs if line["log_level"] == "warning"]
+        assert len(warnings) == 2  # at most one a second, for each transaction
+        assert warnings[0]["attempts"] == 1 and "database is locked" in warnings[0]["cause"]
+        holder.execute("ROLLBACK")
+        assert writer.write([envelope_request("p", 3)]) == set()  # serves on
+    finally:
+        holder.close()
+        storage.close()
+
+
+def test_a_process_writer_holds_the_acks_while_the_database_is_locked_then_commits(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}?busy_timeout=0"
+    Storage(url).close()
+    fatal: list[BaseException] = []
+    writer = ProcessWriter(url, on_fatal=fatal.append)
+    writer.wait_ready()
+    holder = locked(tmp_path / "x.db")
+    acks = Acks()
+    seen = threading.Event()
+    try:
+        with capture_logs(processors=[retry_warned(seen)]):
+            writer.submit([envelope_request("p", 1)], acks.done_for("a"))
+            writer.submit([envelope_request("p", 2)], acks.done_for("b"))
+            assert seen.wait(30)  # the child told the world it is retrying
+            assert acks.calls == []  # nothing answered while its transaction is retried
+            holder.execute("ROLLBACK")
+            assert writer.drain(30)
+        assert [(name, error) for name, _, error in acks.calls] == [("a", None), ("b", None)]
+        assert fatal == [] and writer.restarts == 0
+    finally:
+        holder.close()
+        writer.close()
+    assert [step for _, step, _ in stored_events(url)] == [1, 2]
+
+
+def test_a_process_writer_fails_batches_for_good_after_its_fatal_timeout(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}?busy_timeout=0"
+    Storage(url).close()
+    fatal: list[tuple[BaseException, str]] = []
+    writer = ProcessWriter(
+        url,
+        fatal_timeout=0.5,
+        on_fatal=lambda error: fatal.append((error, threading.current_thread().name)),
+    )
+    writer.wait_ready()
+    holder = locked(tmp_path / "x.db")
+    acks = Acks()
+    try:
+        writer.submit_all([([envelope_request("p", n)], acks.done_for(str(n))) for n in (1, 2)])
+        assert writer.drain(30)
+        errors = [error for _, _, error in acks.calls]
+        assert all(isinstance(error, FatalPersistenceError) for error in errors)
+        assert 0.5 <= retried_for(errors[0]) < 1.5
+        assert "database is locked" in str(errors[0])
+        assert fatal == [(errors[0], "pydynflow-writer-replies")]  # once, from the reader
+        holder.execute("ROLLBACK")
+        assert writer.write([envelope_request("p", 3)]) == set()  # the same child serves on
+        assert writer.restarts == 0
+    finally:
+        holder.close()
+        writer.close()
+    assert [step for _, step, _ in stored_events(url)] == [3]

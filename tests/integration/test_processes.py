@@ -48,7 +48,7 @@ def test_each_way_of_dying_under_retry_2_then_pause(world: World, how: str, mess
     plan = world.trigger(Dies, {"how": how}).wait(TIMEOUT)
     assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
     step = plan.steps[2]
-    assert step.attempts == 2  # exactly its attempts, then Pause
+    assert (step.attempts, step.retries) == (3, 2)  # its first run, its 2 retries, then Pause
     assert message in str(step.error)
     assert world._runtime.pools["default"].wait_for_workers(TIMEOUT)  # each death replaced
 
@@ -58,7 +58,7 @@ def test_dying_once_is_retried_to_success(world: World, tmp_path: Path, how: str
     marker = tmp_path / f"{how}.died"
     plan = world.trigger(Dies, {"how": how, "once": str(marker)}).wait(TIMEOUT)
     assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
-    assert plan.steps[2].attempts == 1 and marker.exists()
+    assert plan.steps[2].attempts == 2 and marker.exists()
 
 
 def test_hundred_plans_with_five_percent_of_steps_killing_their_worker(
@@ -74,7 +74,8 @@ def test_hundred_plans_with_five_percent_of_steps_killing_their_worker(
     triggered = [world.trigger(FiveSteps, n, kills.get(n, []), str(markers)) for n in range(100)]
     plans = [one.wait(TIMEOUT) for one in triggered]
     assert all((p.state, p.result) == (PlanState.STOPPED, Result.SUCCESS) for p in plans)
-    assert sum(step.attempts for p in plans for step in p.steps.values()) == 25
+    # Each of the 500 run steps ran once, and the 25 killed ones once more.
+    assert sum(step.attempts for p in plans for step in p.steps.values()) == 500 + 25
     assert len(list(markers.iterdir())) == 25
     pool = world._runtime.pools["default"]
     assert pool.wait_for_workers(TIMEOUT) and pool.workers == world.pool_size
@@ -91,7 +92,7 @@ def test_a_step_killing_its_worker_every_time_while_others_complete(world: World
     assert not failures
     plan = doomed.wait(TIMEOUT)
     assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
-    assert plan.steps[2].state == StepState.ERROR and plan.steps[2].attempts == 2
+    assert plan.steps[2].state == StepState.ERROR and plan.steps[2].attempts == 3
     assert "SIGKILL" in plan.steps[2].error.message
 
 

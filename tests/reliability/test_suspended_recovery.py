@@ -124,8 +124,10 @@ def test_an_event_accepted_before_a_kill_is_delivered_after_the_restart(tmp_path
     assert envelopes == [(envelopes[0][0], step_id, EVENT)]
 
     with World(url) as world:
-        # A step killed while running is never re-run blindly: the plan waits for a person.
-        assert plan_id not in {triggered.id for triggered in world.auto_executed}
+        # A step killed while running is never re-run blindly: its policy (Pause) applies,
+        # and the plan waits for a person.
+        continued = {triggered.id: triggered for triggered in world.auto_executed}
+        assert continued[plan_id].wait(TIMEOUT).state == PlanState.PAUSED
         paused = world.load(plan_id)
         assert (paused.state, paused.result) == (PlanState.PAUSED, Result.ERROR)
         failed = paused.steps[step_id]

@@ -144,8 +144,9 @@ def test_storage_can_skip_migrating(url: str) -> None:
 
 
 def test_a_schema_1_database_is_upgraded_and_its_plans_still_load(url: str) -> None:
-    """Schema 1 kept plan-phase steps as rows (migration 2 adds the plan_steps column) and
-    indexed step states (migration 3 drops that index)."""
+    """Schema 1 kept plan-phase steps as rows (migration 2 adds the plan_steps column),
+    indexed step states (migration 3 drops that index) and had no step retries (migration 4
+    adds the column)."""
     plan = make_plan("old")
     with Storage(url) as storage:
         storage.save_plan(plan)
@@ -154,12 +155,15 @@ def test_a_schema_1_database_is_upgraded_and_its_plans_still_load(url: str) -> N
         storage.save_steps(s for s in plan.steps.values() if s.phase == Phase.PLAN)
         db.execute_sql('ALTER TABLE "dynflow_execution_plans" DROP COLUMN "plan_steps"')
         db.execute_sql('CREATE INDEX "dynflow_steps_state" ON "dynflow_steps" ("state")')
+        db.execute_sql('ALTER TABLE "dynflow_steps" DROP COLUMN "retries"')
         db.execute_sql("UPDATE dynflow_schema_info SET version = 1")
         assert current_version(db) == 1
     with Storage(url) as upgraded:
-        assert current_version(upgraded.database) == LATEST_VERSION == 3
+        assert current_version(upgraded.database) == LATEST_VERSION == 4
         indexes = {index.name for index in upgraded.database.get_indexes("dynflow_steps")}
         assert "dynflow_steps_state" not in indexes
+        columns = {column.name for column in upgraded.database.get_columns("dynflow_steps")}
+        assert "retries" in columns
         loaded = upgraded.load_plan("old")
         assert loaded == plan and loaded.valid
         assert [step.id for step in loaded.steps.values()] == sorted(plan.steps)

@@ -1,0 +1,240 @@
+"""Worlds that share a database, stop and start: the executor lock, skips from client worlds,
+and what a restart does with the plans a stop or a crash interrupted.
+
+On a SQLite file and on PostgreSQL (the executor lock and partial writes differ by backend).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from structlog.testing import capture_logs
+
+from pydynflow import Action, PlanState, Result, Retry, Skip, StepState, World
+from pydynflow.storage.executor_lock import ExecutorLockHeld
+from tests.support.clocks import SignallingClock
+
+TIMEOUT = 30
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest) -> str:
+    """Return a fresh database URL: a SQLite file, then a PostgreSQL schema."""
+    fixture = {"sqlite": "sqlite_url", "postgres": "postgres_url"}[request.param]
+    return str(request.getfixturevalue(fixture))
+
+
+class Breaks(Action):
+    """A step that fails until its input says otherwise."""
+
+    def run(self) -> None:
+        if self.input.get("fail", True):
+            raise RuntimeError("broken")
+
+
+class After(Action):
+    def run(self) -> None:
+        self.output["after"] = True
+
+
+class BreaksThenGoesOn(Action):
+    def plan(self) -> None:
+        with self.sequence():
+            self.plan_action(Breaks, {"fail": True})
+            self.plan_action(After)
+
+
+# -- the executor lock -------------------------------------------------------------------
+
+
+def test_a_second_executor_world_refuses_to_start_and_names_the_live_one(url: str) -> None:
+    with World(url, name="daemon-1") as live:
+        second = World(url, name="script")
+        with pytest.raises(ExecutorLockHeld) as refused:
+            second.start()
+        message = str(refused.value)
+        assert "executor world daemon-1" in message and live.id in message
+        assert "World(db, executor=False)" in message
+        second.storage.close()
+        # A client world starts beside it, and recovers nothing.
+        with World(url, executor=False) as client:
+            assert client.plans() == []
+    # Once the live one stopped, the lock is free again.
+    with World(url) as next_one:
+        assert next_one.started
+
+
+class Blocks(Action):
+    """A step that waits for the test to let it go."""
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def run(self) -> None:
+        Blocks.started.set()
+        Blocks.release.wait(TIMEOUT)
+
+
+def test_a_second_world_does_not_steal_a_live_worlds_running_plan(url: str) -> None:
+    Blocks.release.clear()
+    Blocks.started.clear()
+    with World(url) as live:
+        triggered = live.trigger(Blocks)
+        assert Blocks.started.wait(TIMEOUT)
+        with pytest.raises(ExecutorLockHeld):
+            World(url, auto_execute=False).start()
+        client = World(url, executor=False).start()
+        client.stop()
+        assert live.load(triggered.id).steps[2].state == StepState.RUNNING  # untouched
+        Blocks.release.set()
+        plan = triggered.wait(TIMEOUT)
+        assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
+
+
+# -- a skip through a world that was not started -----------------------------------------
+
+
+def test_skip_through_an_unstarted_client_world_keeps_every_step(url: str) -> None:
+    with World(url, auto_rescue=False) as executor:
+        plan = executor.trigger(BreaksThenGoesOn).wait(TIMEOUT)
+        assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
+    operator = World(url, executor=False)  # not started: what an operator's script does
+    try:
+        operator.skip(plan.id, 3)
+        skipped = operator.load(plan.id)
+    finally:
+        operator.stop()
+    assert skipped.valid, skipped.exception
+    assert sorted(skipped.steps) == sorted(plan.steps)
+    assert skipped.steps[3].state == StepState.SKIPPING
+    assert skipped.steps[5].state == StepState.PENDING  # after it: still to run
+    assert skipped.history[-1].name == "skip"
+    assert skipped.history[-1].details["step_id"] == 3
+    with World(url) as executor:
+        for triggered in executor.auto_executed:
+            triggered.wait(TIMEOUT)
+        finished = executor.resume(plan.id).wait(TIMEOUT)
+    assert (finished.state, finished.result) == (PlanState.STOPPED, Result.WARNING)
+    assert finished.steps[5].state == StepState.SUCCESS
+    assert finished.actions[finished.steps[5].action_id].output == {"after": True}
+
+
+# -- restarts apply what was already decided ---------------------------------------------
+
+
+class RetriedLater(Action):
+    """Fails twice, with a long backoff: a stop comes during it."""
+
+    rescue = Retry(3, backoff=600, max_backoff=3600)
+    runs: dict[str, int] = {}
+
+    def run(self) -> None:
+        RetriedLater.runs[self.execution_plan_id] = (
+            RetriedLater.runs.get(self.execution_plan_id, 0) + 1
+        )
+        if RetriedLater.runs[self.execution_plan_id] <= 2:
+            raise RuntimeError("not yet")
+
+
+def test_a_restart_continues_a_retry_a_stop_interrupted(url: str) -> None:
+    clock = SignallingClock()
+    world = World(url, clock=clock).start()
+    triggered = world.trigger(RetriedLater)
+    clock.wait_for_timers(1)  # the first failure waits out its backoff
+    world.stop(TIMEOUT)
+    paused = triggered.wait(TIMEOUT)
+    assert (paused.state, paused.result) == (PlanState.PAUSED, Result.ERROR)
+    assert paused.history[-1].details == {"reason": "stop", "retrying": [2]}
+    assert (paused.steps[2].attempts, paused.steps[2].retries) == (1, 1)
+
+    clock = SignallingClock()
+    with World(url, clock=clock) as restarted:
+        (continued,) = restarted.auto_executed
+        clock.wait_for_timers(1)  # the interrupted retry's backoff again, on the new clock
+        assert clock.pending()[0].due == pytest.approx(600)  # retry 1, not one more
+        clock.advance(600)
+        clock.wait_for_timers(1)  # it failed again: retry 2, 600 * 2
+        assert clock.pending()[0].due == pytest.approx(600 + 1200)
+        clock.advance(1200)
+        plan = continued.wait(TIMEOUT)
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
+    assert (plan.steps[2].attempts, plan.steps[2].retries) == (3, 2)
+
+
+class SkipsAfterARetry(Action):
+    """Optional: one retry, much later, then skipped."""
+
+    rescue = Retry(1, backoff=600, then=Skip)
+
+    def run(self) -> None:
+        raise RuntimeError("optional, and down")
+
+
+def test_a_restart_applies_a_skip_a_stop_interrupted(url: str) -> None:
+    clock = SignallingClock()
+    world = World(url, clock=clock).start()
+    triggered = world.trigger(SkipsAfterARetry)
+    clock.wait_for_timers(1)  # failed; its Skip comes once the retry fails too
+    world.stop(TIMEOUT)
+    paused = triggered.wait(TIMEOUT)
+    assert paused.state == PlanState.PAUSED
+    assert paused.history[-1].details == {"reason": "stop", "retrying": [2]}
+    assert paused.steps[2].state == StepState.ERROR
+
+    clock = SignallingClock()
+    with World(url, clock=clock) as restarted:
+        (continued,) = restarted.auto_executed
+        clock.wait_for_timers(1)  # the interrupted retry, armed again
+        clock.advance(60)
+        # It fails again, and what comes after its last retry applies: Skip.
+        plan = continued.wait(TIMEOUT)
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.WARNING)
+    assert plan.steps[2].state == StepState.SKIPPED
+    assert (plan.steps[2].attempts, plan.steps[2].retries) == (2, 1)
+
+
+def test_a_restart_names_the_plans_left_for_a_person(url: str) -> None:
+    with World(url, auto_rescue=False) as world:
+        paused = world.trigger(Breaks).wait(TIMEOUT)
+    with capture_logs() as logs, World(url) as restarted:
+        assert restarted.auto_executed == []
+    lines = [line for line in logs if line["event"].startswith("plans paused for a person")]
+    assert len(lines) == 1
+    assert lines[0]["count"] == 1 and lines[0]["plan_ids"] == [paused.id]
+
+
+# -- stop(timeout) -----------------------------------------------------------------------
+
+
+class Long(Action):
+    release = threading.Event()
+    started = threading.Event()
+
+    def run(self) -> None:
+        Long.started.set()
+        Long.release.wait(TIMEOUT)
+
+
+def test_stop_with_a_timeout_starts_nothing_more_and_says_what_was_left_running(
+    url: str,
+) -> None:
+    Long.release.clear()
+    Long.started.clear()
+    world = World(url, pool_size=1).start()
+    first = world.trigger(Long)
+    assert Long.started.wait(TIMEOUT)
+    queued = [world.trigger(Long) for _ in range(3)]  # waiting for the one worker
+    try:
+        left = world.stop(timeout=0.2)
+    finally:
+        Long.release.set()
+    assert left == [(first.id, 2)]
+    reader = World(url, executor=False)
+    try:
+        assert reader.load(first.id).steps[2].state == StepState.RUNNING
+        for triggered in queued:
+            stored = reader.load(triggered.id)
+            assert stored.steps[2].state == StepState.PENDING  # never started
+    finally:
+        reader.stop()
