@@ -6,12 +6,15 @@ On a SQLite file and on PostgreSQL (the executor lock and partial writes differ 
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from pydynflow import Action, PlanState, Result, Retry, Skip, StepState, World
+from pydynflow.actors.writer import FAULT_FILE
 from pydynflow.storage.executor_lock import ExecutorLockHeld
 from tests.support.clocks import SignallingClock
 
@@ -238,3 +241,57 @@ def test_stop_with_a_timeout_starts_nothing_more_and_says_what_was_left_running(
             assert stored.steps[2].state == StepState.PENDING  # never started
     finally:
         reader.stop()
+
+
+# -- a commit that fails -----------------------------------------------------------------
+
+
+class FirstOfTwo(Action):
+    """Runs once the test has armed a fault on its success; retried once."""
+
+    rescue = Retry(1, backoff=0.01)
+    armed = threading.Event()
+
+    def run(self) -> None:
+        FirstOfTwo.armed.wait(TIMEOUT)
+        self.output["runs"] = self.output.get("runs", 0) + 1
+
+
+class SecondOfTwo(Action):
+    def run(self) -> None:
+        self.output["second"] = True
+
+
+class TwoInARow(Action):
+    def plan(self) -> None:
+        with self.sequence():
+            self.plan_action(FirstOfTwo)
+            self.plan_action(SecondOfTwo)
+
+
+def test_a_failed_commit_hands_the_plan_back_and_what_is_told_is_what_is_stored(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue: one failed commit followed by Retry left a plan stored stopped with a step
+    still running while wait() had reported stopped/success."""
+    fault = tmp_path / "fault.json"
+    monkeypatch.setenv(FAULT_FILE, str(fault))
+    FirstOfTwo.armed.clear()
+    with World(sqlite_url) as world:
+        triggered = world.trigger(TwoInARow)
+        fault.write_text(json.dumps({"plan": triggered.id, "step": 3, "state": "success"}))
+        FirstOfTwo.armed.set()  # its success will not commit (once)
+        told = triggered.wait(TIMEOUT)
+        stored = world.load(triggered.id)
+    assert not fault.exists()  # the fault fired
+    assert (told.state, told.result) == (PlanState.STOPPED, Result.SUCCESS)
+    assert (stored.state, stored.result) == (told.state, told.result)
+    assert {sid: s.state for sid, s in stored.steps.items()} == {
+        sid: s.state for sid, s in told.steps.items()
+    }
+    first = stored.steps[3]
+    # Stored running when the commit failed: recovered as an abnormal termination, which
+    # its Retry ran again.
+    assert (first.state, first.attempts, first.retries) == (StepState.SUCCESS, 2, 1)
+    assert "terminate execution" in [entry.name for entry in stored.history]
+    assert stored.steps[5].state == StepState.SUCCESS

@@ -124,8 +124,12 @@ _worker_state = _WorkerState()
 _callbacks_lock = threading.Lock()
 
 
-def _on_dispatcher_thread() -> bool:
+def on_dispatcher_thread() -> bool:
+    """Return whether this thread is one of a dispatcher's (where nothing may block)."""
     return _worker_state.dispatcher is not None
+
+
+_on_dispatcher_thread = on_dispatcher_thread
 
 
 def _on_pool_of(dispatcher: Dispatcher) -> bool:

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydynflow.action import is_async_run
-from pydynflow.actors.dispatch import PooledActor, stop_if_alive, tell, tell_and_run, tell_if_alive
+from pydynflow.actors.dispatch import (
+    PooledActor,
+    on_dispatcher_thread,
+    stop_if_alive,
+    tell,
+    tell_and_run,
+    tell_if_alive,
+)
 from pydynflow.actors.messages import (
     CancelPlan,
     Claim,
@@ -298,7 +305,14 @@ class PlanSupervisor(PooledActor):
             envelope_pop=tuple(advance.envelope_pop),
             envelope_clear=tuple(advance.envelope_clear),
         )
-        tell(self.runtime.persistence, message)
+        if self.handoffs or on_dispatcher_thread():
+            # A plan this one hands a slot to sends its change next: the two go to the
+            # writer together (one transaction), when that one's is sent.
+            tell(self.runtime.persistence, message)
+        else:
+            # A worker's or the writer's reply thread, with nothing else to do: hand the
+            # change to the writer from here, not after waking the persistence thread.
+            tell_and_run(self.runtime.persistence, message)
 
     def _arm_retries(self, advance: Advance) -> None:
         me = self.actor_ref
@@ -397,6 +411,9 @@ class PlanSupervisor(PooledActor):
                 event,
                 tuple(kept),
                 _dispatcher=runtime.dispatcher,
+                # Its first turn here (the writer's reply thread, usually): not behind a
+                # dispatcher thread's wake-up, which a step's worker would then wait for.
+                _first_turn_here=True,
             )
 
     def _outcome(self, step_id: int, outcome: Any) -> None:
@@ -540,6 +557,12 @@ class PlanSupervisor(PooledActor):
             child = self.children.pop(step_id, None)
             if child is not None:
                 stop_if_alive(child)
+        # Slots granted to steps whose start was in the failed commit: never launched.
+        advance = Advance()
+        for step_id in list(self.holding):
+            idle = step_id not in self.children if step_id else not self.finalizing
+            if idle:
+                self._release(step_id, advance)
         self._hand_off()
         self._maybe_done_broken()
 

@@ -54,7 +54,8 @@ retry the child reads its `_Ledger` record: an attempt whose connection was lost
 a value that cannot be encoded) fail at once.
 
 Fault hooks for tests, read by the child when it starts: ``PYDYNFLOW_WRITER_EXIT_AFTER_COMMITS``
-(`EXIT_AFTER_COMMITS`) and ``PYDYNFLOW_WRITER_EXIT_AT_START`` (`EXIT_AT_START`).
+(`EXIT_AFTER_COMMITS`), ``PYDYNFLOW_WRITER_EXIT_AT_START`` (`EXIT_AT_START`) and
+``PYDYNFLOW_WRITER_FAULT_FILE`` (`FAULT_FILE`).
 
 Batches cross the pipe as pickles of plain tuples made by this module (never anything read
 from the database).
@@ -469,10 +470,16 @@ class ProcessWriter:
         One write: each write lets go of the GIL, and taking it back in a busy world can
         take the switch interval (see `_send_all`).
         """
-        pickled = [
-            (pickle.dumps(list(requests), pickle.HIGHEST_PROTOCOL), len(requests), done)
-            for requests, done in batches
-        ]
+        pickled, unsendable = [], []
+        for requests, done in batches:
+            try:
+                payload = pickle.dumps(list(requests), pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # a value the engine should have made plain: a bug
+                unsendable.append((done, f"the batch cannot be sent to the writer: {exc!r}"))
+                continue
+            pickled.append((payload, len(requests), done))
+        for done, why in unsendable:  # fail alone, never stop the persistence actor
+            self._acknowledge(done, set(), why)
         with self._lock:
             error = self._ensure_child()
             if error is None:
@@ -871,6 +878,45 @@ def main(url: str, key: str, owner: str = "", fatal_timeout: float = FATAL_TIMEO
         storage.close()
 
 
+FAULT_FILE = "PYDYNFLOW_WRITER_FAULT_FILE"
+"""For fault tests: a JSON file ``{"plan": id, "step": n, "state": s}``; while it exists, a
+transaction writing that step in that state fails (not a passing failure), and once the
+batch carrying it has failed on its own the file is deleted: one failed commit."""
+
+
+class _Fault:
+    """The `FAULT_FILE` hook: fail the transactions that write one step in one state."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def check(self, requests: Sequence[Request]) -> None:
+        """Raise inside the transaction if ``requests`` write the step the file names."""
+        wanted = self._wanted()
+        if wanted is None:
+            return
+        for request in requests:
+            for snapshot in request[0]:
+                if (snapshot[0], snapshot[1], snapshot[3]) == wanted:
+                    raise RuntimeError(f"injected fault: step {wanted[1]} {wanted[2]}")
+
+    def spent(self) -> None:
+        """The batch carrying the fault failed on its own: the fault is over."""
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+
+    def _wanted(self) -> tuple[str, int, str] | None:
+        if self.path is None:
+            return None
+        try:
+            with open(self.path) as source:
+                data = json.load(source)
+        except (FileNotFoundError, ValueError):
+            return None
+        return str(data["plan"]), int(data["step"]), str(data["state"])
+
+
 def _die_if_asked_at_start() -> None:
     """Kill this process if a token is left in the `EXIT_AT_START` directory (fault tests)."""
     folder = os.environ.get(EXIT_AT_START)
@@ -901,6 +947,7 @@ class _Child:
         self.fatal_timeout = fatal_timeout
         self.pacer = _Pacer()
         self.exit_after = int(os.environ.get(EXIT_AFTER_COMMITS) or 0)
+        self.fault = _Fault(os.environ.get(FAULT_FILE))
 
     def answer_group(self, first: bytes) -> list[bytes]:
         """Commit ``first`` and the batches waiting behind it (as many as `_Pacer` allows)
@@ -957,6 +1004,8 @@ class _Child:
         sizes = [len(batch) for batch in batches]
         outcome = self.commit(requests, ledger.recorder(numbers, sizes), deadline)
         if outcome.error is None or outcome.fatal or len(batches) == 1:
+            if outcome.error is not None and not outcome.fatal:
+                self.fault.spent()
             answers = [
                 (mine, outcome.error, outcome.fatal) for mine in _split(outcome.refused, sizes)
             ]
@@ -964,6 +1013,8 @@ class _Child:
         answers = []
         for number, batch in zip(numbers, batches, strict=True):
             alone = self.commit(batch, ledger.recorder([number], [len(batch)]), deadline)
+            if alone.error is not None and not alone.fatal:
+                self.fault.spent()
             answers.append((alone.refused, alone.error, alone.fatal))
         return answers, 1 + len(batches), False
 
@@ -971,10 +1022,15 @@ class _Child:
         self, requests: list[Request], recorder: Callable[[set[int]], None], deadline: float
     ) -> _Outcome:
         """`_commit` ``requests`` with the ledger's ``recorder``; take in a success."""
+
+        def record(refused: set[int]) -> None:
+            self.fault.check(requests)
+            recorder(refused)
+
         outcome = _commit(
             self.storage,
             requests,
-            recorder,
+            record,
             deadline=deadline,
             notice=self.notify,
             landed=self.ledger.landed,

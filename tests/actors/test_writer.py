@@ -739,3 +739,25 @@ def test_a_process_writer_fails_batches_for_good_after_its_fatal_timeout(tmp_pat
         holder.close()
         writer.close()
     assert [step for _, step, _ in stored_events(url)] == [3]
+
+
+def test_a_batch_that_cannot_be_pickled_fails_alone(sqlite_url: str) -> None:
+    writer = open_writer(sqlite_url)
+    acks = Acks()
+    try:
+        unpicklable = ((), (), (), None, (), (("p", 1, lambda: None),), (), ())
+        writer.submit_all(
+            [
+                ([envelope_request("p", 1)], acks.done_for("before")),
+                ([unpicklable], acks.done_for("broken")),
+                ([envelope_request("p", 2)], acks.done_for("after")),
+            ]
+        )
+        assert writer.drain(30)
+    finally:
+        writer.close()
+    errors = {name: error for name, _, error in acks.calls}
+    assert errors["before"] is None and errors["after"] is None
+    assert isinstance(errors["broken"], PersistenceError)
+    assert "cannot be sent to the writer" in str(errors["broken"])
+    assert [step for _, step, _ in stored_events(sqlite_url)] == [1, 2]
