@@ -25,7 +25,7 @@ from pydynflow.planning import plan_action  # noqa: E402
 class Child(Action):
     """A leaf with a run and a finalize step."""
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         self.output["done"] = True
 
     def finalize(self) -> None:

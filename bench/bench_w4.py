@@ -118,7 +118,7 @@ class CallbackWaiter(Action):
 class AsyncWaiter(Action):
     """Await one event; counts itself just before awaiting (before parking is committed)."""
 
-    async def run(self, event: Any = None) -> None:
+    async def run(self) -> None:
         GATE.arrive()
         self.output["got"] = await self.wait_for_event()
 

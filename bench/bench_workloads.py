@@ -81,7 +81,7 @@ SIZES: dict[str, dict[str, int]] = {
 class NoOp(Action):
     """A step that does nothing."""
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         pass
 
 
@@ -97,7 +97,7 @@ class Chain(Action):
 class Join(Action):
     """W2's last step; its input references nothing, the sequence orders it."""
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         pass
 
 
@@ -115,7 +115,7 @@ class FanOutJoin(Action):
 class Sleep(Action):
     """A step sleeping 10 ms: the workload (stand-in for I/O), not synchronisation."""
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         time.sleep(SLEEP_S)
 
 

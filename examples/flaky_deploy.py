@@ -75,7 +75,7 @@ class ApiStep(Action):
 class UploadArtifact(ApiStep):
     """Upload the release's artifact."""
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         self.call_api(f"upload-{self.input['version']}")
         self.output["artifact"] = f"artifacts/app-{self.input['version']}.tar.gz"
 
@@ -83,7 +83,7 @@ class UploadArtifact(ApiStep):
 class Rollout(ApiStep):
     """Install the artifact on one host."""
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         self.call_api(f"rollout-{self.input['host']}")
         self.output["host"] = self.input["host"]
         self.output["installed"] = self.input["artifact"]
@@ -92,7 +92,7 @@ class Rollout(ApiStep):
 class HealthCheck(ApiStep):
     """Check that every host answers with the new release."""
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         self.call_api("health-check")
         self.output["healthy"] = list(self.input["hosts"])
 

@@ -35,7 +35,7 @@ def _fake_ip(name: str) -> str:
 class PrepareDisk(Action):
     """Create the disk image of a host."""
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         time.sleep(WORK_SECONDS)  # stands in for real work (an API call, a copy)
         disk = WORKDIR / f"{self.input['name']}.img"
         disk.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ class PrepareDisk(Action):
 class CreateVM(Action):
     """Create the VM from its disk and give it an address."""
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         time.sleep(WORK_SECONDS)
         self.output["ip"] = _fake_ip(self.input["name"])
         self.output["disk"] = self.input["disk"]
@@ -55,7 +55,7 @@ class CreateVM(Action):
 class AddIPtoHosts(Action):
     """Add the VM's address to the hosts file."""
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         time.sleep(WORK_SECONDS)
         hosts = WORKDIR / "hosts"
         line = f"{self.input['ip']} {self.input['name']}\n"
@@ -68,7 +68,7 @@ class AddIPtoHosts(Action):
 class ConfigureMachine(Action):
     """Write the machine's configuration for its role."""
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         time.sleep(WORK_SECONDS)
         config = {"role": self.input["role"], "ip": self.input["ip"], **self.input["peers"]}
         path = WORKDIR / f"{self.input['name']}.conf"
@@ -90,7 +90,7 @@ class CreateMachine(Action):
             )
         self.plan_self({"name": name, "role": role, "ip": vm.output["ip"]})
 
-    def run(self, event: Any = None) -> None:
+    def run(self) -> None:
         self.output["ready"] = self.input["ip"]
 
 

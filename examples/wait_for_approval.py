@@ -35,7 +35,7 @@ class ChangeRequest(Action):
     def plan(self, change: str, approver: str) -> None:
         self.plan_self({"change": change, "approver": approver})
 
-    async def run(self, event: Any = None) -> None:
+    async def run(self) -> None:
         if not self.output.get("requested"):  # a restarted run must not ask twice
             ref = self.suspended_ref  # where the answer must be sent
             requests.put(

@@ -3,12 +3,18 @@
 No threads and no storage here: the runtime calls `execute_run` / `execute_finalize` on a
 worker thread (or awaits `execute_run_async` on the world's event loop) and persists the
 outcome; the testing helpers call the same functions directly.
+
+While the user code runs, structlog's context variables hold ``plan_id``, ``step_id``,
+``action_class``, ``phase`` (and ``attempt`` when the caller knows it), so that a line the
+user code logs with ``structlog.get_logger()`` says which step wrote it.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from pydynflow.action import (
     FINALIZE,
@@ -21,6 +27,7 @@ from pydynflow.action import (
 from pydynflow.events import Timeout
 from pydynflow.outcome import FinalizeDone, PhaseOutcome, failed_outcome
 from pydynflow.plan import ActionRecord, Step, StepError, utcnow
+from pydynflow.registry import class_name
 from pydynflow.serialization import normalize
 from pydynflow.states import StepState
 
@@ -40,11 +47,31 @@ def _run_args(action: Action, event: Any) -> tuple[Any, ...]:
     return (event,) if run_accepts_event(type(action)) else ()
 
 
-def execute_run(action: Action, event: Any = None) -> PhaseOutcome:
+def _bind(action: Action, step_id: int | None, phase: str, attempt: int | None) -> Any:
+    """Bind the step's log context (one `bind_contextvars` call); return its reset tokens."""
+    if attempt is None:
+        return bind_contextvars(
+            plan_id=action.execution_plan_id,
+            step_id=step_id,
+            action_class=class_name(type(action)),
+            phase=phase,
+        )
+    return bind_contextvars(
+        plan_id=action.execution_plan_id,
+        step_id=step_id,
+        action_class=class_name(type(action)),
+        phase=phase,
+        attempt=attempt,
+    )
+
+
+def execute_run(action: Action, event: Any = None, attempt: int | None = None) -> PhaseOutcome:
     """Call ``action.run(event)`` and return what happened (never raises for user errors).
 
-    A `Timeout` event goes to ``action.process_timeout()`` instead.
+    A `Timeout` event goes to ``action.process_timeout()`` instead. ``attempt``: the step's
+    attempt number, for the log context.
     """
+    tokens = _bind(action, action.run_step_id, RUN, attempt)
     begun, started = utcnow(), time.perf_counter()
     try:
         if isinstance(event, Timeout):
@@ -55,11 +82,16 @@ def execute_run(action: Action, event: Any = None) -> PhaseOutcome:
         return _finished(action, begun, started, action.run_progress, suspended.callback)
     except Exception as exc:
         return _failed(action, exc, begun, started)
+    finally:
+        reset_contextvars(**tokens)
     return _finished(action, begun, started, action.run_progress)
 
 
-async def execute_run_async(action: Action, event: Any = None) -> PhaseOutcome:
-    """Await an ``async def run(event)`` and return what happened."""
+async def execute_run_async(
+    action: Action, event: Any = None, attempt: int | None = None
+) -> PhaseOutcome:
+    """Await an ``async def run(event)`` and return what happened (see `execute_run`)."""
+    tokens = _bind(action, action.run_step_id, RUN, attempt)
     begun, started = utcnow(), time.perf_counter()
     try:
         if isinstance(event, Timeout):
@@ -70,16 +102,21 @@ async def execute_run_async(action: Action, event: Any = None) -> PhaseOutcome:
         return _finished(action, begun, started, action.run_progress, suspended.callback)
     except Exception as exc:
         return _failed(action, exc, begun, started)
+    finally:
+        reset_contextvars(**tokens)
     return _finished(action, begun, started, action.run_progress)
 
 
-def execute_finalize(action: Action) -> PhaseOutcome:
-    """Call ``action.finalize()`` and return what happened."""
+def execute_finalize(action: Action, *, attempt: int | None = None) -> PhaseOutcome:
+    """Call ``action.finalize()`` and return what happened (see `execute_run`)."""
+    tokens = _bind(action, action.finalize_step_id, FINALIZE, attempt)
     begun, started = utcnow(), time.perf_counter()
     try:
         action.finalize()  # type: ignore[attr-defined]
     except Exception as exc:
         return _failed(action, exc, begun, started)
+    finally:
+        reset_contextvars(**tokens)
     return _finished(action, begun, started, action.finalize_progress)
 
 
@@ -99,7 +136,7 @@ def execute_finalize_flow(
         record = records[step.action_id]
         step.transition(StepState.RUNNING)
         step.attempts += 1
-        outcome = execute_finalize(actions[step.action_id])
+        outcome = execute_finalize(actions[step.action_id], attempt=step.attempts)
         step.started_at = step.started_at or outcome.started_at
         chunks.extend((record.execution_plan_id, record.id, *chunk) for chunk in outcome.chunks)
         step.transition(outcome.state)

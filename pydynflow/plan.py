@@ -210,7 +210,9 @@ class Step:
     execution_time: float = 0.0
     progress_done: float = 0.0
     progress_weight: int = 1
-    attempts: int = 0  # times its code was started: the first run, retries, resumes
+    # Times its code was started: its first run, each retry, each resume (a run called with
+    # `Skip` to clean up is not an attempt, nor a run(event) after a suspend).
+    attempts: int = 0
     retries: int = 0  # `Retry` attempts used since its first run or its last resume
     # A list once the step has children; until then (most steps never do) the shared empty
     # tuple: an empty list per step was a third of the objects a finished plan keeps alive

@@ -26,11 +26,15 @@ def class_name(action_class: type) -> str:
     """Return the name an action class is stored under: ``"module.QualName"``.
 
     Cached per class: every step and action of every plan holds this string, and sharing
-    one object keeps 10,000 waiting plans smaller.
+    one object keeps 10,000 waiting plans smaller. A worker process imports the user's
+    script as ``__mp_main__``: its classes keep their ``__main__`` names.
     """
     name = _names.get(action_class)
     if name is None:
-        name = _names[action_class] = f"{action_class.__module__}.{action_class.__qualname__}"
+        module = action_class.__module__
+        if module == "__mp_main__":
+            module = "__main__"
+        name = _names[action_class] = f"{module}.{action_class.__qualname__}"
     return name
 
 

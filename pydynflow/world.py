@@ -6,8 +6,11 @@ its actor system. Reads (`World.load`, `World.plans`) go straight to storage.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+import select
+import signal
 import socket
 import threading
 import uuid
@@ -17,13 +20,14 @@ from typing import Any
 from pydynflow.action import Action
 from pydynflow.actors.clock import RealClock
 from pydynflow.actors.dispatch import Dispatcher, tell_and_run
-from pydynflow.actors.executor import ExecutorActor, NotRunningHere
+from pydynflow.actors.executor import ExecutorActor
 from pydynflow.actors.messages import (
     Abandon,
     CancelPlan,
     DeliverEvent,
     ExecutePlan,
     HaltPlan,
+    NotRunningHere,
     Terminate,
 )
 from pydynflow.actors.persistence import (
@@ -84,8 +88,10 @@ class World:
         auto_execute: on start, execute plans left ``planned``, and continue those a stop or
             a crash interrupted (their steps' policies apply: `Retry` attempts left, `Skip`).
             Plans paused for a person (an error their policy does not rescue) stay paused.
-        delayed_executor: run delayed plans when they are due.
-        name: a name for logs and the console; defaults to ``<host>-<pid>``.
+        delayed_executor: accepted for the API; delayed plans (``World.delay``) do not exist
+            yet, so it does nothing for now.
+        name: this world's name in its log lines and in the message a second executor world
+            on the same database gets (see `start`); defaults to ``<host>-<pid>``.
         clock: the clock timers run on: ``plan_event`` delays, timeouts, polling
             (``pydynflow.testing.ManagedClock`` for virtual time); one thread by default.
         max_recoveries: how many times a step may be under its world's death (its code
@@ -93,7 +99,13 @@ class World:
         fatal_persistence_timeout: how long (seconds) a commit that fails for a passing
             reason (the database restarting, locked, a full disk) is retried, acknowledgements
             held meanwhile. Past it, the world stops at once (`fatal_error` says why): it
-            cannot go on with a state it cannot store; a daemon should exit non-zero.
+            cannot go on with a state it cannot store; a daemon should exit non-zero (see
+            `run_forever`).
+        stop_timeout: how long (seconds) `stop` called without a timeout, and so the end of
+            a ``with World(...)`` block, lets running steps finish; None: as long as they run.
+        create: whether a missing SQLite database file is created. None (the default):
+            executor worlds create it, client worlds (``executor=False``) open only an
+            existing one, so that a mistyped path fails instead of reading an empty database.
     """
 
     def __init__(
@@ -111,6 +123,8 @@ class World:
         clock: Any = None,
         max_recoveries: int = 3,
         fatal_persistence_timeout: float = 60.0,
+        stop_timeout: float | None = None,
+        create: bool | None = None,
     ) -> None:
         if executor not in (True, False, "threads", "processes"):
             raise ValueError(
@@ -128,6 +142,12 @@ class World:
                 "fatal_persistence_timeout must be a positive number of seconds, "
                 f"got {fatal_persistence_timeout!r}"
             )
+        if stop_timeout is not None and (
+            not isinstance(stop_timeout, int | float) or not stop_timeout >= 0
+        ):
+            raise ValueError(
+                f"stop_timeout must be None or a number of seconds >= 0, got {stop_timeout!r}"
+            )
         # Accepted by the API, built by the issues that follow; refuse rather than ignore.
         if middleware:
             raise DynflowError("world middleware is not available yet")
@@ -144,15 +164,20 @@ class World:
         self.clock = clock
         self.max_recoveries = max_recoveries
         self.fatal_persistence_timeout = float(fatal_persistence_timeout)
+        self.stop_timeout = stop_timeout
         self.fatal_error: BaseException | None = None
         """Why the world stopped on its own (persistence gone for good), or None."""
-        self.storage = Storage(db)
+        self.storage = Storage(db, create=bool(executor) if create is None else create)
         self.log = get_logger(world_id=self.id, world=self.name)
         self._lock = threading.Lock()
         self._runtime: Runtime | None = None
         self._executor: Any = None
         self._executor_lock: ExecutorLock | None = None
         self._stopped = False
+        self._halted = False  # the stop (or the fatal stop) is over
+        self._wakeups: list[_Wakeup] = []  # `run_forever` calls waiting for the world's end
+        self._hurry = False  # a stop in progress must not wait any longer (`_stop_now`)
+        self._stop_waiting: threading.Event | None = None  # what that stop waits on
         self.auto_executed: list[Triggered] = []
         """The executions `start` began on its own (``auto_execute``), for inspection."""
 
@@ -256,12 +281,15 @@ class World:
         ``timeout`` seconds), pause the plans that were running, commit everything, close
         the store.
 
-        Steps waiting for a worker are not started; suspended steps stay suspended. Returns
-        ``(plan id, step id)`` of the steps whose code was still running when ``timeout``
-        ran out (logged too): they are stored ``running`` and come back "Abnormal
-        termination" to their policies when an executor world starts next. Idempotent:
-        stopping a stopped world does nothing (and returns ``[]``).
+        ``timeout`` None means the world's ``stop_timeout`` (None by default: as long as
+        the steps run). Steps waiting for a worker are not started; suspended steps stay
+        suspended. Returns ``(plan id, step id)`` of the steps whose code was still running
+        when the timeout ran out (logged too): they are stored ``running`` and come back
+        "Abnormal termination" to their policies when an executor world starts next.
+        Idempotent: stopping a stopped world does nothing (and returns ``[]``).
         """
+        if timeout is None:
+            timeout = self.stop_timeout
         with self._lock:
             if self._stopped:
                 if self.fatal_error is not None:
@@ -269,14 +297,18 @@ class World:
                 return []
             self._stopped = True
             runtime, self._runtime = self._runtime, None
+        try:
+            return self._wind_down(runtime, timeout)
+        finally:
+            self._wake_runners()
+
+    def _wind_down(self, runtime: Runtime | None, timeout: float | None) -> list[tuple[str, int]]:
         left: list[tuple[str, int]] = []
         if runtime is not None:
             if self._executor is not None:
                 done: Promise[bool] = Promise()
                 self._executor.tell(Terminate(done))
-                try:
-                    done.result(timeout)
-                except TimeoutError:
+                if not self._wait_terminated(done, timeout):
                     left = runtime.running_steps()
                     self.log.warning(
                         "steps still running at stop: stored running, to be recovered",
@@ -298,6 +330,121 @@ class World:
         self.storage.close()
         self.log.info("world stopped")
         return left
+
+    def _wait_terminated(self, done: Promise[bool], timeout: float | None) -> bool:
+        """Wait up to ``timeout`` for the executor to wind down; `_stop_now` cuts it short."""
+        finished = threading.Event()
+        with self._lock:
+            if self._hurry:
+                timeout = 0
+            self._stop_waiting = finished
+        done.add_done_callback(lambda _: finished.set())
+        finished.wait(timeout)
+        return done.done()
+
+    def _stop_now(self) -> None:
+        """Make a stop in progress (or the next one) give up waiting for running steps."""
+        with self._lock:
+            self._hurry = True
+            waiting = self._stop_waiting
+        if waiting is not None:
+            waiting.set()
+
+    def run_forever(
+        self, stop_timeout: float | None = 30.0, install_signal_handlers: bool = True
+    ) -> int:
+        """Run until SIGTERM or SIGINT, then stop gracefully; return the process's exit status.
+
+        Installs its signal handlers, starts the world if needed (a signal during the start
+        stops it right after) and blocks until a SIGTERM or SIGINT arrives, or until the
+        world stops otherwise (`stop` from another thread, or on its own when its
+        database cannot be written: `fatal_error`). Then it stops the world, letting
+        running steps finish for up to ``stop_timeout`` seconds (None: the world's
+        ``stop_timeout``). A second signal during that stop stops at once, as
+        ``stop(timeout=0)`` does: the steps still running are stored ``running`` and come
+        back "Abnormal termination" when an executor world starts next.
+
+        Signal handlers are installed only from the main thread (and only with
+        ``install_signal_handlers``); the previous ones are restored on return. A daemon
+        ends with ``sys.exit(world.run_forever())``.
+
+        Returns:
+            0 after a graceful stop, 1 if the world stopped because of `fatal_error`.
+        """
+        wakeup = _Wakeup()
+        signals: list[int] = []
+
+        def on_signal(signum: int, frame: Any) -> None:  # no lock here: a pipe write only
+            signals.append(signum)
+            wakeup.set()
+
+        previous: dict[int, Any] = {}
+        previous_wakeup_fd: int | None = None
+        with self._lock:
+            self._wakeups.append(wakeup)
+        try:
+            if install_signal_handlers and threading.current_thread() is threading.main_thread():
+                # A signal may land on any thread: the wake-up fd wakes this one at once
+                # (the handler itself runs only here, once this thread runs Python again).
+                previous_wakeup_fd = signal.set_wakeup_fd(
+                    wakeup.write_fd, warn_on_full_buffer=False
+                )
+                for handled in (signal.SIGTERM, signal.SIGINT):
+                    previous[handled] = signal.signal(handled, on_signal)
+            self.start()
+            while not signals and not self._halted:
+                wakeup.wait()
+            if signals:
+                self.log.info(
+                    "signal received: stopping",
+                    signal=signal.Signals(signals[0]).name,
+                    timeout=stop_timeout,
+                )
+            self._stop_in_thread(stop_timeout, wakeup, signals)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            if previous_wakeup_fd is not None:
+                signal.set_wakeup_fd(previous_wakeup_fd)
+            with self._lock:
+                self._wakeups.remove(wakeup)
+            wakeup.close()
+        return 1 if self.fatal_error is not None else 0
+
+    def _stop_in_thread(self, timeout: float | None, wakeup: _Wakeup, signals: list[int]) -> None:
+        """Stop on a thread of its own while this one watches for a second signal."""
+        failed: list[BaseException] = []
+        returned: list[bool] = []
+
+        def stop() -> None:
+            try:
+                self.stop(timeout)
+            except BaseException as exc:  # re-raised in the caller's thread below
+                failed.append(exc)
+            finally:
+                returned.append(True)
+                wakeup.set()
+
+        seen = min(len(signals), 1)  # the first signal asked for this stop; more hurry it
+        stopper = threading.Thread(target=stop, name="pydynflow-stop")
+        stopper.start()
+        while not returned or not self._halted:  # or another thread's stop is running
+            wakeup.wait()
+            if len(signals) > seen:
+                seen = len(signals)
+                self.log.warning("second signal: stopping now, running steps left running")
+                self._stop_now()
+        stopper.join()
+        if failed:
+            raise failed[0]
+
+    def _wake_runners(self) -> None:
+        """The world has stopped: wake `run_forever`."""
+        with self._lock:
+            self._halted = True
+            wakeups = list(self._wakeups)
+        for wakeup in wakeups:
+            wakeup.set()
 
     def _persistence_lost(self, error: BaseException) -> None:
         """The writer gave up (`fatal_persistence_timeout`): stop the world at once.
@@ -323,8 +470,13 @@ class World:
                 return
             self._stopped = True
             runtime, self._runtime = self._runtime, None
-        if runtime is None:
-            return
+        try:
+            if runtime is not None:
+                self._abandon(runtime, error)
+        finally:
+            self._wake_runners()
+
+    def _abandon(self, runtime: Runtime, error: BaseException) -> None:
         if self._executor is not None:
             self._executor.tell(Abandon(error))
         runtime.persistence.stop(block=False)
@@ -353,9 +505,12 @@ class World:
         return runtime
 
     def _require_executor(self, what: str) -> Any:
+        if not self.executor:  # whether started or not: starting it would not help
+            raise DynflowError(
+                f"{what} needs an executor world; {self!r} is a client world "
+                "(executor=False): call it on the started World(db) that executes the plans"
+            )
         self._require_runtime(what)
-        if self._executor is None:
-            raise DynflowError(f"{what} needs an executor; {self!r} is a client world")
         return self._executor
 
     # -- planning ------------------------------------------------------------------------
@@ -442,7 +597,7 @@ class World:
     def resume(self, plan_id: str) -> Triggered:
         """Run a paused plan again: its failed steps (with a fresh set of `Retry`
         attempts), then its finalize phase from its start."""
-        return self._execute(plan_id, None, "resume", self._operator("resume"))
+        return self._execute(plan_id, None, "resume", self._operator("resume"), call="resume")
 
     def _execute(
         self,
@@ -450,8 +605,9 @@ class World:
         plan: ExecutionPlan | None,
         mode: str,
         note: dict[str, Any] | None = None,
+        call: str = "execute",
     ) -> Triggered:
-        executor = self._require_executor("execute")
+        executor = self._require_executor(call)
         future: Promise[ExecutionPlan] = Promise()
         executor.tell(ExecutePlan(plan_id, plan, future, mode=mode, note=note))
         return Triggered(plan_id, future)
@@ -461,10 +617,11 @@ class World:
         return {"call": call, "world": self.name, "host": socket.gethostname(), "user": _user()}
 
     def skip(self, plan_id: str, step_id: int) -> None:
-        """Skip a failed run step of a paused plan, then `resume` it.
+        """Mark a failed run step of a paused plan skipped; `resume` the plan to go on.
 
         The step, every step whose input references it (transitively) and their actions'
-        finalize steps are marked skipped; the plan's result will be ``warning``.
+        finalize steps are marked skipped; the plan stays ``paused`` until `resume` runs it
+        again, without them, and its result will be ``warning``.
         """
         plan = self.load(plan_id)
         if plan.state != PlanState.PAUSED:
@@ -631,6 +788,29 @@ class World:
 
     def __repr__(self) -> str:
         return f"<World {self.name} id={self.id[:8]} db={self.db}>"
+
+
+class _Wakeup:
+    """A self-pipe: `set` from any thread or a signal handler (it takes no lock), `wait` in
+    one thread. (A `threading.Event` set from a signal handler can deadlock the thread the
+    handler interrupted while it held the event's lock.)"""
+
+    def __init__(self) -> None:
+        self._read, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)
+
+    def set(self) -> None:
+        with contextlib.suppress(OSError):  # full: a wake-up is pending already
+            os.write(self.write_fd, b"!")
+
+    def wait(self, timeout: float | None = None) -> None:
+        ready, _, _ = select.select([self._read], [], [], timeout)
+        if ready:
+            os.read(self._read, 4096)
+
+    def close(self) -> None:
+        os.close(self._read)
+        os.close(self.write_fd)
 
 
 def _interrupted(plan: ExecutionPlan) -> bool:

@@ -367,3 +367,102 @@ def test_disp04_executor_acting_as_a_client(world: World) -> None:
     assert finished.steps[2].output["event"] == "finish"
     sub = world.load(finished.steps[2].output["sub_plan_id"])
     assert (sub.state, sub.result) == (PlanState.STOPPED, Result.SUCCESS)
+
+
+# -- no accepted event vanishes ------------------------------------------------------------
+
+
+class TakesOneEvent(Action):
+    """Suspend, tell the test; finish on the first event, recording every event it ran with."""
+
+    parked: dict[str, threading.Event] = {}
+    received: dict[str, list[Any]] = {}
+
+    def run(self, event: Any = None) -> None:
+        if event is None:
+            key = self.input["key"]
+            self.suspend(lambda ref: TakesOneEvent.parked[key].set())
+        TakesOneEvent.received.setdefault(self.execution_plan_id, []).append(event)
+
+
+def test_no_accepted_event_vanishes(sqlite_url: str) -> None:
+    """Ten events at once to each of 100 suspended steps: the step takes one, and every
+    other one is either refused or recorded as "event not delivered"."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor
+    from concurrent.futures import wait as wait_all
+
+    world = World(sqlite_url, auto_rescue=False, auto_execute=False).start()
+    pool = ThreadPoolExecutor(16)
+    try:
+        keys = [f"vanish-{n}" for n in range(100)]
+        for key in keys:
+            TakesOneEvent.parked[key] = threading.Event()
+        triggered = [world.trigger(TakesOneEvent, {"key": key}) for key in keys]
+        for key in keys:
+            assert TakesOneEvent.parked[key].wait(TIMEOUT)
+
+        def send(plan_id: str, n: int) -> bool:
+            try:
+                return world.event(plan_id, 2, {"n": n})
+            except EventRejected:
+                return False
+
+        sent = [(one.id, pool.submit(send, one.id, n)) for n in range(10) for one in triggered]
+        # Bounded: lost replies fail the test instead of hanging it (no call returning for
+        # 5 s, when a thousand take about a second), an unexpected error fails it at once.
+        unanswered: set[Any] = {call for _, call in sent}
+        while unanswered:
+            answered, unanswered = wait_all(unanswered, 5, return_when=FIRST_EXCEPTION)
+            if not answered or any(call.exception() for call in answered):
+                break
+        errors = {type(call.exception()).__name__ for _, call in sent if call.done()} - {"NoneType"}
+        assert not errors, f"world.event() raised {errors}"
+        assert not unanswered, f"{len(unanswered)} world.event() calls never returned"
+        accepted = dict.fromkeys((one.id for one in triggered), 0)
+        for plan_id, call in sent:
+            answer = call.result()  # True ("accepted"), or EventRejected (False); nothing else
+            assert answer in (True, False)
+            accepted[plan_id] += answer
+
+        for one in triggered:
+            finished = one.wait(TIMEOUT)
+            assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS)
+            events = TakesOneEvent.received[one.id]
+            assert len(events) == 1 and events[0]["n"] in range(10)  # exactly one event
+            stored = world.load(one.id)
+            undelivered = [e for e in stored.history if e.name == "event not delivered"]
+            assert all(set(e.details) == {"step_id", "event_id"} for e in undelivered)
+            assert {e.details["step_id"] for e in undelivered} <= {2}
+            assert len({e.details["event_id"] for e in undelivered}) == len(undelivered)
+            assert accepted[one.id] == 1 + len(undelivered), (accepted[one.id], undelivered)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        world.stop(TIMEOUT)
+
+
+def test_an_event_for_a_plan_whose_supervisor_just_stopped_is_answered(sqlite_url: str) -> None:
+    """The window the test above hits by chance, held open: the plan's supervisor has
+    stopped and the executor has not yet handled its PlanDone."""
+    world = World(sqlite_url, auto_rescue=False, auto_execute=False).start()
+    try:
+        triggered, step_id = park(world, "supervisor-gone")
+        # Internals, to hold the window open: stop the supervisor the executor still maps.
+        supervisors = world._executor.proxy().supervisors.get()
+        supervisors[triggered.id].stop()
+        answers: list[Any] = []
+
+        def send() -> None:
+            try:
+                answers.append(world.event(triggered.id, step_id, "late"))
+            except Exception as error:
+                answers.append(error)
+
+        caller = threading.Thread(target=send, daemon=True)
+        caller.start()
+        caller.join(2)  # an actor round trip takes milliseconds
+        assert answers, "world.event() never returned"
+        assert isinstance(answers[0], EventRejected), answers
+        assert world.event(triggered.id, step_id, "later", optional=True) is False
+    finally:
+        # The executor never hears of the stopped supervisor's end: do not wait for it.
+        world.stop(timeout=1)

@@ -317,7 +317,7 @@ def test_trigger_reports_planning_failure(world: World) -> None:
 
 
 def test_client_world_cannot_execute(sqlite_url: str) -> None:
-    with World(sqlite_url, executor=False) as client:
+    with World(sqlite_url, executor=False, create=True) as client:
         plan = client.plan(ex.Dummy)
         with pytest.raises(DynflowError, match="client world"):
             client.execute(plan.id)

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
 RUN_STEPS = {4, 7, 9, 13, 16, 18}  # EX-1's run steps for two issues
@@ -104,3 +106,73 @@ def test_default_level_is_quiet(tmp_path: Path) -> None:
     _, stderr = run_world(tmp_path, None)
     records = parse_lines(stderr)
     assert [r for r in records if r["level"] in ("debug", "info")] == []
+
+
+# -- lines the user code logs ---------------------------------------------------------------
+
+USER_SCRIPT = """
+import json, sys
+import structlog
+from pydynflow import Action, World
+
+class Greet(Action):
+    def run(self):
+        structlog.get_logger().warning("greeting", name=self.input["name"])
+
+    def finalize(self):
+        structlog.get_logger().warning("greeted")
+
+if __name__ == "__main__":
+    with World(sys.argv[1], executor=sys.argv[2]) as world:
+        plan = world.trigger(Greet, name="ada").wait(60)
+    print(json.dumps({"plan_id": plan.id, "state": plan.state, "result": plan.result}))
+"""
+
+
+def test_configure_logging_merges_the_context_variables() -> None:
+    import structlog
+
+    from pydynflow.logging import configure_logging
+
+    saved = structlog.get_config()
+    try:
+        configure_logging(force=True)
+        processors = structlog.get_config()["processors"]
+        assert structlog.contextvars.merge_contextvars in processors
+    finally:
+        structlog.configure(**saved)
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_user_log_lines_carry_the_plan_and_the_step(tmp_path: Path, executor: str) -> None:
+    script = tmp_path / "greet.py"  # a script: worker processes import it as __mp_main__
+    script.write_text(USER_SCRIPT, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYDYNFLOW_LOG_LEVEL", None)
+    done = subprocess.run(
+        [sys.executable, str(script), f"sqlite:///{tmp_path / 'log.db'}", executor],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,  # stderr is a pipe: JSON, in the worker processes too
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    (last,) = done.stdout.splitlines()  # nothing but the summary: no log line on stdout
+    summary = json.loads(last)
+    assert (summary["state"], summary["result"]) == ("stopped", "success"), summary
+
+    records = {record["event"]: record for record in parse_lines(done.stderr)}
+    expected = {
+        "greeting": {"step_id": 2, "phase": "run", "name": "ada"},
+        "greeted": {"step_id": 3, "phase": "finalize", "attempt": 1},
+    }
+    for event, fields in expected.items():
+        record = records.get(event)
+        assert record is not None, f"no {event!r} line in stderr:\n{done.stderr}"
+        assert record["plan_id"] == summary["plan_id"], record
+        assert record["action_class"] == "__main__.Greet", record
+        assert record["level"] == "warning" and record["timestamp"].endswith("Z"), record
+        for key, value in fields.items():
+            assert record[key] == value, (key, record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ from pydynflow import (
     Action,
     Atom,
     Concurrence,
+    DynflowError,
     ExecutionPlan,
+    PersistenceError,
     PlanningError,
     PlanState,
     Result,
@@ -60,8 +63,11 @@ def url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def client(url: str) -> Iterator[World]:
-    """A client world (no executor) on ``url``; it plans and reads without being started."""
-    world = World(url, executor=False)
+    """A client world (no executor) on ``url``; it plans and reads without being started.
+
+    The database is fresh: a client world creates it only when told to (``create=True``).
+    """
+    world = World(url, executor=False, create=True)
     yield world
     world.stop()
 
@@ -104,7 +110,9 @@ def assert_aware(value: Any) -> None:
 
 @pytest.mark.parametrize("started", [False, True], ids=["client-world", "started-world"])
 def test_incoming_issues_round_trip_through_a_new_world(url: str, started: bool) -> None:
-    first = World(url, executor=False) if not started else World(url, auto_execute=False)
+    first = (
+        World(url, executor=False, create=True) if not started else World(url, auto_execute=False)
+    )
     if started:
         first.start()
     try:
@@ -649,7 +657,7 @@ def test_default_db_is_pydynflow_db_in_the_cwd(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    world = World(executor=False)
+    world = World()  # an executor world (not started) creates its database
     try:
         assert world.db == "sqlite:///pydynflow.db"
         plan = world.plan(Dummy)
@@ -706,10 +714,46 @@ def test_planning_something_that_is_not_an_action_class(client: World, given: An
     assert client.plans() == []
 
 
-def test_executing_needs_a_started_executor_world(client: World) -> None:
+def test_executing_needs_a_started_executor_world(client: World, url: str) -> None:
     plan = client.plan(Dummy)
-    with pytest.raises(Exception, match="started world"):
-        client.execute(plan.id)
-    client.start()
-    with pytest.raises(Exception, match="needs an executor"):
-        client.execute(plan.id)
+    for started in (False, True):  # starting a client world would not help: it says so
+        if started:
+            client.start()
+        with pytest.raises(DynflowError, match="execute needs an executor world") as raised:
+            client.execute(plan.id)
+        assert "executor=False" in str(raised.value)
+        assert "needs a started world" not in str(raised.value)
+    executor = World(url, auto_execute=False)
+    try:
+        with pytest.raises(DynflowError, match="needs a started world; .* is not started"):
+            executor.execute(plan.id)
+    finally:
+        executor.stop()
+
+
+def test_event_on_a_client_world_says_it_needs_an_executor_world(url: str) -> None:
+    World(url).stop()  # the database exists
+    client = World(url, executor=False).start()
+    try:
+        with pytest.raises(DynflowError) as raised:
+            client.event("some-plan", 2, {"approved": True})
+    finally:
+        client.stop()
+    message = str(raised.value)
+    assert message.startswith("event needs an executor world; ")
+    assert "is a client world (executor=False)" in message
+
+
+def test_a_client_world_opens_only_an_existing_sqlite_database(tmp_path: Path) -> None:
+    mistyped = tmp_path / "pydynflw.db"
+    with pytest.raises(PersistenceError) as raised:
+        World(f"sqlite:///{mistyped}", executor=False)
+    assert str(mistyped) in str(raised.value)
+    assert "executor=False" in str(raised.value)
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even a lock or a WAL file
+
+    World(f"sqlite:///{mistyped}").stop()  # an executor world creates it
+    World(f"sqlite:///{mistyped}", executor=False).stop()  # then a client opens it
+    created = tmp_path / "created.db"
+    World(f"sqlite:///{created}", executor=False, create=True).stop()
+    assert created.is_file()

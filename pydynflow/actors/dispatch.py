@@ -137,8 +137,15 @@ def _on_pool_of(dispatcher: Dispatcher) -> bool:
 
 
 def _dead_letter(envelope: Envelope[Any], text: str) -> None:
-    """Answer an envelope that reached a dead actor, as pykka's teardown does."""
+    """Answer an envelope that reached a dead actor, as pykka's teardown does.
+
+    A told message that carries its own reply (a promise the sender waits on) answers it
+    through its ``dead_letter()`` method, if it has one: its sender must not wait forever.
+    """
     if envelope.reply_to is None:
+        answer = getattr(envelope.message, "dead_letter", None)
+        if answer is not None:
+            answer()
         return
     if isinstance(envelope.message, messages._ActorStop):
         envelope.reply_to.set(None)
@@ -230,9 +237,11 @@ class _Mailbox:
             self._release()
 
     def _retire(self, actor: PooledActor) -> None:
-        if not self._queue.empty():  # pykka's teardown answers what is left (usually nothing)
-            actor._actor_loop_teardown()
         self._dead_ref = (type(actor), actor.actor_urn)  # formatted only if needed
+        if not self._queue.empty():  # what is left (usually nothing), answered as dead
+            text = f"{type(actor).__name__} ({actor.actor_urn}) stopped before handling the message"
+            while not self._queue.empty():
+                _dead_letter(self._queue.get_nowait(), text)
         self._actor = None
         assert self._dispatcher is not None
         self._dispatcher._forget(actor)

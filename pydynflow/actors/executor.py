@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydynflow.actors.dispatch import PooledActor, stop_if_alive
+from pydynflow.actors.dispatch import PooledActor, stop_if_alive, tell_if_alive
 from pydynflow.actors.messages import (
     Abandon,
     CancelPlan,
@@ -26,15 +26,11 @@ from pydynflow.actors.messages import (
 from pydynflow.actors.persistence import changes, store_plan
 from pydynflow.actors.plan_supervisor import PlanSupervisor
 from pydynflow.actors.runtime import Runtime
-from pydynflow.errors import DynflowError, EventRejected, PersistenceError, UnknownPlan
+from pydynflow.errors import DynflowError, PersistenceError, UnknownPlan
 from pydynflow.execution import recover_plan
 from pydynflow.logging import get_logger
 from pydynflow.plan import ExecutionPlan
 from pydynflow.states import PlanState
-
-
-class NotRunningHere(EventRejected):
-    """An event for a plan this executor is not running (the caller checks the store)."""
 
 
 class ExecutorTerminated(DynflowError):
@@ -63,23 +59,10 @@ class ExecutorActor(PooledActor):
             self._abandon(message.error)
         elif isinstance(message, (DeliverEvent, CancelPlan, HaltPlan)):
             supervisor = self.supervisors.get(message.plan_id)
-            if supervisor is None:
-                self._not_running(message)
-            else:
-                supervisor.tell(message)
+            # Its supervisor may have stopped before its end reached us (PlanDone).
+            if supervisor is None or not tell_if_alive(supervisor, message):
+                message.dead_letter()
         return None
-
-    @staticmethod
-    def _not_running(message: DeliverEvent | CancelPlan | HaltPlan) -> None:
-        """Answer a message for a plan this executor is not running."""
-        if isinstance(message, DeliverEvent):  # the caller looks at the store to say why
-            message.reply.set_exception(
-                NotRunningHere(f"execution plan {message.plan_id} is not running here")
-            )
-        elif isinstance(message, CancelPlan):
-            message.reply.set_result(0)
-        else:
-            message.reply.set_result(False)
 
     def _execute(self, message: ExecutePlan) -> None:
         plan_id, future = message.plan_id, message.future

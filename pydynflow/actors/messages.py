@@ -12,12 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydynflow.errors import EventRejected
 from pydynflow.outcome import PhaseOutcome
 
 if TYPE_CHECKING:
     from pydynflow.plan import ExecutionPlan
 
 OnCommit = Callable[[BaseException | None], None]
+
+
+class NotRunningHere(EventRejected):
+    """An event for a plan this world's executor is not running (the caller checks the store)."""
 
 
 @dataclass(slots=True)
@@ -162,6 +167,12 @@ class DeliverEvent:
     optional: bool
     reply: Any
 
+    def dead_letter(self) -> None:
+        """Answer that the plan is not running here (the caller looks at the store why)."""
+        self.reply.set_exception(
+            NotRunningHere(f"execution plan {self.plan_id} is not running here")
+        )
+
 
 @dataclass(slots=True)
 class CancelPlan:
@@ -171,6 +182,10 @@ class CancelPlan:
     force: bool
     reply: Any
 
+    def dead_letter(self) -> None:
+        """Answer that no step could be asked: the plan is not running here."""
+        self.reply.set_result(0)
+
 
 @dataclass(slots=True)
 class HaltPlan:
@@ -178,3 +193,7 @@ class HaltPlan:
 
     plan_id: str
     reply: Any
+
+    def dead_letter(self) -> None:
+        """Answer that the plan is not running here (the caller stops it where it stands)."""
+        self.reply.set_result(False)

@@ -410,6 +410,7 @@ class PlanSupervisor(PooledActor):
                 action,
                 event,
                 tuple(kept),
+                step.attempts,
                 _dispatcher=runtime.dispatcher,
                 # Its first turn here (the writer's reply thread, usually): not behind a
                 # dispatcher thread's wake-up, which a step's worker would then wait for.

@@ -24,6 +24,8 @@ Design:
   a worker's parent is the fork server, which exits once its last worker has (each holds its
   alive pipe). With ``start_method="fork"`` a worker inherits the pool's ends and never sees
   them close.
+* A worker configures structlog as the pool's process had (`worker_settings`): its lines,
+  the user code's included, are rendered and filtered as the world's are.
 * `shutdown` stops taking jobs; queued jobs still run, then idle workers get a stop message
   (and SIGTERM, then SIGKILL, after `ProcessWorkers.stop_grace` seconds) and the supervisor ends.
 
@@ -55,6 +57,7 @@ import multiprocess
 from multiprocess import forkserver
 from multiprocess.connection import wait
 
+from pydynflow.logging import configure_logging, worker_settings
 from pydynflow.phases import PhaseOutcome
 
 log = logging.getLogger(__name__)
@@ -342,7 +345,10 @@ class ProcessWorkers:
         self._started += 1
         mine, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=_serve, args=(theirs,), name=f"{self.name}-{self._started}", daemon=True
+            target=_serve,
+            args=(theirs, worker_settings()),
+            name=f"{self.name}-{self._started}",
+            daemon=True,
         )
         try:
             process.start()
@@ -404,9 +410,19 @@ def _describe(exc: BaseException) -> str:
 # -- worker process ------------------------------------------------------------------------
 
 
-def _serve(conn: Any) -> None:
-    """Worker process main loop: run jobs from ``conn`` until the stop message or EOF."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
+def _serve(conn: Any, logging_settings: dict[str, Any] | None = None) -> None:
+    """Worker process main loop: run jobs from ``conn`` until the stop message or EOF.
+
+    ``logging_settings``: `configure_logging` arguments, so that the worker's lines (the
+    user code's included) are rendered as the world's are (JSON on stderr off a terminal).
+    """
+    # Ctrl-C and SIGTERM are the world's: a service manager signals the whole process
+    # group, and a worker must finish its step while the world stops gracefully (it exits
+    # with the world anyway: see `_exit_with_pool`).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    settings = logging_settings or {}
+    configure_logging(**settings, force=bool(settings))  # over what the fork server had
     lifeline = os.dup(conn.fileno())  # its own number: never closed, so never reused
     threading.Thread(
         target=_exit_with_pool, args=(lifeline,), name="pydynflow-lifeline", daemon=True

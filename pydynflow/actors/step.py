@@ -57,6 +57,7 @@ class StepActor(PooledActor):
         action: Action,
         event: Any = None,
         events: tuple[Event, ...] = (),
+        attempt: int | None = None,
     ) -> None:
         super().__init__()
         self.runtime = runtime
@@ -65,10 +66,11 @@ class StepActor(PooledActor):
         self.queue = queue
         self.action = action
         self.pending: list[Event] = list(events)  # a list: a deque costs 0.7 KB when empty
+        self.attempt = attempt  # bound in the log context of its user code
         self.is_async = is_async_run(type(action))
         if self.is_async:
             action._event_channel = functools.partial(_await_event, self.actor_ref)
-            runtime.loop.call_soon_threadsafe(_start_task, action, event, self.actor_ref)
+            runtime.loop.call_soon_threadsafe(_start_task, action, event, self.actor_ref, attempt)
         else:
             self._run(event)
 
@@ -82,7 +84,9 @@ class StepActor(PooledActor):
             # outcome right here if it is idle (no dispatcher thread woken for it).
             tell_and_run(me, PhaseDone(outcome))
 
-        self.runtime.pool(self.queue).submit(execute_run, (self.action, event), on_done)
+        self.runtime.pool(self.queue).submit(
+            execute_run, (self.action, event, self.attempt), on_done
+        )
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, PhaseDone):
@@ -191,12 +195,12 @@ async def _await_event(step: Any, action: Action, timeout: float | None) -> Any:
     return await future
 
 
-def _start_task(action: Action, event: Any, step: Any) -> None:
+def _start_task(action: Action, event: Any, step: Any, attempt: int | None = None) -> None:
     """On the world's loop: run an async ``run`` as a task that reports to its step actor.
 
     (Not ``run_coroutine_threadsafe``: its extra future costs 1.6 KB per waiting step.)
     """
-    task = asyncio.get_running_loop().create_task(execute_run_async(action, event))
+    task = asyncio.get_running_loop().create_task(execute_run_async(action, event, attempt))
     _tasks.add(task)  # the loop keeps only weak references to its tasks
 
     def done(finished: asyncio.Task[PhaseOutcome]) -> None:

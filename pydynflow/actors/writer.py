@@ -843,7 +843,11 @@ def main(url: str, key: str, owner: str = "", fatal_timeout: float = FATAL_TIMEO
     committed. ``key`` names the writer's `_Ledger`: batches a dead predecessor committed
     are answered from it. ``fatal_timeout``: how long passing failures are retried.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Ctrl-C and SIGTERM are the world's: a service manager signals the whole process group,
+    # and the world's graceful stop still commits through this process (which exits when
+    # the world's end of the pipe closes).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stdin_fd, stdout = sys.stdin.buffer.fileno(), sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write to the reply pipe
     try:

@@ -22,6 +22,8 @@ each thread gets its own connection. `close_database` closes all of them.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
 import sqlite3
 import threading
 import time
@@ -31,6 +33,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
+
+from pydynflow.errors import PersistenceError
 
 __all__ = ["ACCEPTED_SCHEMES", "close_database", "is_postgres", "is_sqlite", "open_database"]
 
@@ -148,18 +152,23 @@ def close_database(database: peewee.Database) -> None:
         database.close()
 
 
-def open_database(url: str) -> peewee.Database:
+def open_database(url: str, *, create: bool = True) -> peewee.Database:
     """Return a peewee database for ``url`` (see the module docstring for the accepted forms).
+
+    With ``create`` False, a SQLite file must exist already (a mistyped path fails instead
+    of creating an empty database).
 
     Raises:
         ValueError: if the URL has another scheme or cannot be understood; the message names
             the URL and the accepted schemes.
+        PersistenceError: ``create`` is False and the SQLite file does not exist, or the
+            PostgreSQL driver (psycopg2) is not installed.
     """
     if not isinstance(url, str):
         raise ValueError(f"database URL must be a str, not {type(url).__qualname__}: {url!r}")
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
-        return _open_sqlite(url)
+        return _open_sqlite(url, create)
     if scheme in ("postgresql", "postgres"):
         return _open_postgres(url)
     raise _bad_url(url, "unsupported scheme")
@@ -171,7 +180,7 @@ def _bad_url(url: str, why: str) -> ValueError:
     )
 
 
-def _open_sqlite(url: str) -> peewee.Database:
+def _open_sqlite(url: str, create: bool = True) -> peewee.Database:
     if not url.lower().startswith("sqlite:///"):
         raise _bad_url(url, "a SQLite URL needs three slashes (sqlite:///path)")
     rest = url[len("sqlite:///") :]
@@ -210,6 +219,12 @@ def _open_sqlite(url: str) -> peewee.Database:
     else:
         target = path
         pragmas.insert(1, ("journal_mode", "wal"))
+        if not create and not os.path.exists(path):
+            raise PersistenceError(
+                f"no database at {os.path.abspath(path)} ({url}): a client world "
+                "(executor=False) opens only an existing database; check the path, or create "
+                "the database by starting an executor world on it (or pass create=True)"
+            )
     database = PydynflowSqliteDatabase(
         target, pragmas=pragmas, timeout=busy_timeout / 1000.0, **connect_params
     )
@@ -221,6 +236,13 @@ def _open_sqlite(url: str) -> peewee.Database:
 
 
 def _open_postgres(url: str) -> peewee.Database:
+    try:
+        importlib.import_module("psycopg2")
+    except ImportError as exc:
+        raise PersistenceError(
+            f"PostgreSQL needs the psycopg2 driver, which is not installed ({exc}): "
+            "pip install 'pydynflow[postgres]'"
+        ) from exc
     try:
         parts = urlsplit(url)
         port = parts.port

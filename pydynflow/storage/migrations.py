@@ -119,14 +119,22 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
-def migrate(database: peewee.Database) -> int:
+def migrate(database: peewee.Database, *, name: str | None = None) -> int:
     """Bring ``database`` to `LATEST_VERSION` and return the version it ends at.
 
+    ``name`` names the database in errors (a URL without its password).
+
     Raises:
-        PersistenceError: if the database cannot be migrated (unreachable, a migration
-            failed, or the schema is newer than this code).
+        PersistenceError: if the database cannot be reached ("could not connect to ..."),
+            or cannot be migrated (a migration failed, or the schema is newer than this
+            code).
     """
     _check_numbering()
+    try:
+        database.connect(reuse_if_open=True)
+    except (peewee.PeeweeException, OSError) as exc:
+        where = name or f"the database {database.database!r}"
+        raise PersistenceError(f"could not connect to {where}: {exc}") from exc
     try:
         with _locked_transaction(database):
             version = _read_version(database)

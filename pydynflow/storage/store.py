@@ -297,7 +297,9 @@ class Storage:
     True
     """
 
-    def __init__(self, url_or_database: str | peewee.Database, *, migrate: bool = True) -> None:
+    def __init__(
+        self, url_or_database: str | peewee.Database, *, migrate: bool = True, create: bool = True
+    ) -> None:
         """Open the store.
 
         Args:
@@ -306,17 +308,19 @@ class Storage:
                 database given by URL belongs to the storage and `close` closes it; a database
                 object passed in is left for its owner to close.
             migrate: bring the schema to the latest version now (see `migrate`).
+            create: create a SQLite file that does not exist (False: refuse it).
 
         Raises:
             ValueError: for a URL that `open_database` does not accept.
-            PersistenceError: if the database cannot be reached or migrated.
+            PersistenceError: if the database cannot be reached or migrated, or does not
+                exist and ``create`` is False.
         """
         if isinstance(url_or_database, peewee.Database):
             self._db = url_or_database
             self._owned = False
             self.url: str | None = None
         else:
-            self._db = open_database(url_or_database)
+            self._db = open_database(url_or_database, create=create)
             self._owned = True
             self.url = url_or_database
         self._closed = False
@@ -357,7 +361,7 @@ class Storage:
     @_wrap_errors("migrate")
     def migrate(self) -> int:
         """Apply missing schema migrations and return the schema version (see `migrations`)."""
-        return _migrate(self._db)
+        return _migrate(self._db, name=redact_url(self.url) if self.url else None)
 
     def close(self) -> None:
         """Close the storage; idempotent. Any later call raises `PersistenceError`.

@@ -148,6 +148,7 @@ class InThreadWorld:
         self.clock: ManagedClock = clock if clock is not None else ManagedClock()
         """The virtual clock of the timers (retries, ``plan_event`` delays, timeouts)."""
         self.auto_advance = auto_advance
+        world_kwargs.setdefault("create", True)  # it executes plans: a new database is fine
         self.client = World(db, executor=False, clock=self.clock, **world_kwargs)
         """The client `World` that plans and stores the plans (not started)."""
         self._own_clock = clock is None
@@ -443,9 +444,9 @@ class InThreadWorld:
         action = new_action(record, RUN, world=self)
         action.error = step.error
         if is_async_run(type(action)):
-            outcome = asyncio.run(execute_run_async(action, event))
+            outcome = asyncio.run(execute_run_async(action, event, attempt=step.attempts))
         else:
-            outcome = execute_run(action, event)
+            outcome = execute_run(action, event, attempt=step.attempts)
         advance = Advance()
         execution.core.outcome(step_id, outcome, advance)
         if outcome.state == StepState.SUSPENDED:

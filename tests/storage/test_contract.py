@@ -1064,8 +1064,12 @@ def test_a_file_database_is_shared_by_storages(sqlite_url: str) -> None:
 
 
 def test_unreachable_postgres_is_a_persistence_error() -> None:
-    with pytest.raises(PersistenceError, match="migrate"):
-        Storage("postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=2")
+    with pytest.raises(PersistenceError) as raised:
+        Storage("postgresql://postgres:secret@127.0.0.1:1/nothing?connect_timeout=2")
+    message = str(raised.value)
+    assert message.startswith("could not connect to postgresql://postgres:***@127.0.0.1:1/")
+    assert "secret" not in message
+    assert "migrate" not in message  # nothing was migrated: a connection error says so
 
 
 def test_closed_storage_fails_with_persistence_error(sqlite_url: str) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
 from pathlib import Path
 
 import peewee
 import pytest
 
-from pydynflow.storage import open_database
+from pydynflow import PersistenceError, World
+from pydynflow.storage import Storage, open_database
 from pydynflow.storage.database import close_database
 
 
@@ -135,3 +138,33 @@ def test_unsupported_urls_raise_value_error_naming_url_and_schemes(url: str) -> 
         open_database(url)
     assert repr(url) in str(caught.value)
     assert "postgresql://" in str(caught.value) and "sqlite:///" in str(caught.value)
+
+
+def test_a_missing_postgres_driver_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # `import psycopg2` fails
+    for open_it in (
+        lambda: open_database("postgresql://app@db.example/app"),
+        lambda: World("postgresql://app@db.example/app", executor=False),
+    ):
+        with pytest.raises(PersistenceError) as raised:
+            open_it()
+        assert "pip install 'pydynflow[postgres]'" in str(raised.value)
+        assert "migrate" not in str(raised.value)
+
+
+def test_a_sqlite_file_that_cannot_be_opened_is_a_connection_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'no-such-dir' / 'app.db'}"
+    with pytest.raises(PersistenceError) as raised:
+        Storage(url)
+    assert str(raised.value).startswith(f"could not connect to {url}: ")
+    assert "migrate" not in str(raised.value)
+
+
+def test_open_database_without_create_wants_an_existing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    with pytest.raises(PersistenceError, match=re.escape(str(missing))):
+        open_database(f"sqlite:///{missing}", create=False)
+    assert not missing.exists()
+    close_database(open_database("sqlite:///:memory:", create=False))  # nothing to find

@@ -1,0 +1,105 @@
+"""Worker slots: a step's code starts only on a free worker of its queue, and the times a
+step stores are those of its code, not of its wait for a worker."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from pydynflow import Action, PlanState, Result, StepState, World
+
+TIMEOUT = 30
+WORK = 0.3
+
+
+class Works03(Action):
+    """A step whose work takes 0.3 s."""
+
+    def run(self) -> None:
+        time.sleep(WORK)  # the step's work (noqa: sleep-ok)
+        self.output["done"] = True
+
+
+def test_one_worker_runs_two_steps_one_after_the_other(sqlite_url: str) -> None:
+    with World(sqlite_url, pool_size=1, auto_execute=False) as world:
+        triggered = [world.trigger(Works03), world.trigger(Works03)]
+        plans = [world.load(one.wait(TIMEOUT).id) for one in triggered]  # as stored
+    spans = []
+    for plan in plans:
+        assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
+        step = plan.steps[2]
+        assert step.started_at is not None and step.ended_at is not None
+        assert step.real_time == pytest.approx((step.ended_at - step.started_at).total_seconds())
+        # its code's time, not the wait for the worker (the second waited about 0.3 s)
+        assert WORK <= step.real_time < 0.5, step.real_time
+        spans.append((step.started_at, step.ended_at))
+    (_, first_ended), (second_started, _) = sorted(spans)
+    assert first_ended <= second_started  # the [started_at, ended_at] spans do not overlap
+
+
+class HoldsTheWorker(Action):
+    """Holds the default queue's only worker until the test lets it go."""
+
+    started = threading.Event()
+    release = threading.Event()
+
+    def run(self) -> None:
+        HoldsTheWorker.started.set()
+        assert HoldsTheWorker.release.wait(TIMEOUT)
+
+
+class WantsTheWorker(Action):
+    def run(self) -> None:
+        self.output["ran"] = True
+
+
+class Signals(Action):
+    """Runs on its own queue: once it runs, its plan's start (and its sibling's request
+    for a worker) is committed."""
+
+    queue = "signals"
+    running = threading.Event()
+
+    def run(self) -> None:
+        Signals.running.set()
+
+
+class WaitsBesideASignal(Action):
+    def plan(self) -> None:
+        with self.concurrence():
+            self.plan_action(WantsTheWorker)
+            self.plan_action(Signals)
+
+
+def test_a_ready_step_waiting_for_a_worker_is_stored_pending(sqlite_url: str) -> None:
+    HoldsTheWorker.started.clear()
+    HoldsTheWorker.release.clear()
+    Signals.running.clear()
+    with World(sqlite_url, pool_size=1, queues={"signals": 1}, auto_execute=False) as world:
+        holding = world.trigger(HoldsTheWorker)
+        try:
+            assert HoldsTheWorker.started.wait(TIMEOUT)
+            waiting = world.trigger(WaitsBesideASignal)
+            assert Signals.running.wait(TIMEOUT)
+            stored = world.load(waiting.id)
+            assert stored.state == PlanState.RUNNING
+            ready = stored.steps[3]  # WantsTheWorker's run step: ready, no worker free
+            assert ready.action_class is WantsTheWorker
+            assert (ready.state, ready.attempts, ready.started_at) == (StepState.PENDING, 0, None)
+        finally:
+            HoldsTheWorker.release.set()
+        held = world.load(holding.wait(TIMEOUT).id)
+        plan = world.load(waiting.wait(TIMEOUT).id)
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
+    ran, holder = plan.steps[3], held.steps[2]
+    assert (ran.state, ran.attempts) == (StepState.SUCCESS, 1)
+    assert ran.started_at is not None and holder.ended_at is not None
+    assert holder.ended_at <= ran.started_at  # it started once the worker was free
+
+
+def test_attempts_is_one_after_a_first_successful_run(sqlite_url: str) -> None:
+    with World(sqlite_url, auto_execute=False) as world:
+        plan = world.load(world.trigger(WantsTheWorker).wait(TIMEOUT).id)
+    assert (plan.steps[2].state, plan.steps[2].attempts) == (StepState.SUCCESS, 1)
