@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pykka  # noqa: E402
 
-from pydynflow.actors.dispatch import Dispatcher, PooledActor  # noqa: E402
+from pydynflow.actors.pooled import Dispatcher, PooledActor  # noqa: E402
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 QUICK = "--quick" in sys.argv

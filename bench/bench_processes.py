@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydynflow import Action  # noqa: E402
 from pydynflow.action import RUN  # noqa: E402
-from pydynflow.actors.process_pool import ProcessWorkers, WorkerDied  # noqa: E402
+from pydynflow.adapters.executors.processes import ProcessWorkers, WorkerDied  # noqa: E402
 from pydynflow.adapters.executors.threads import ThreadWorkers  # noqa: E402
 from pydynflow.phases import execute_run  # noqa: E402
 from pydynflow.states import StepState  # noqa: E402

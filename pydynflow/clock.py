@@ -7,7 +7,7 @@ polling intervals.
 
 Two implementations:
 
-* `pydynflow.actors.clock.RealClock`: monotonic seconds; one daemon thread serves
+* `pydynflow.adapters.clocks.real.RealClock`: monotonic seconds; one daemon thread serves
   every timer.
 * `pydynflow.testing.clock.ManagedClock`: virtual seconds that only move when a test
   calls ``advance``; callbacks run in the test's thread.

@@ -23,12 +23,12 @@ from typing import Any
 from pydynflow.action import run_accepts_event
 from pydynflow.errors import DynflowError, EventRejected, UnknownStep
 from pydynflow.events import encode_event
+from pydynflow.flow_graph import FlowGraph
 from pydynflow.logging import enabled, get_logger
 from pydynflow.outcome import PhaseOutcome
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
 from pydynflow.references import has_references, resolve_references
 from pydynflow.rescue import Fail, Pause, RescuePolicy, Retry, Skip, plan_rescue_strategy
-from pydynflow.scheduling import FlowGraph
 from pydynflow.skipping import skip_plan_steps
 from pydynflow.states import Phase, PlanState, StepState
 

@@ -18,8 +18,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydynflow.action import Action
-from pydynflow.actors.clock import RealClock
-from pydynflow.actors.dispatch import Dispatcher, tell_and_run
 from pydynflow.actors.executor import ExecutorActor
 from pydynflow.actors.messages import (
     Abandon,
@@ -37,10 +35,12 @@ from pydynflow.actors.persistence import (
     request_of,
     start_persistence,
 )
-from pydynflow.actors.process_pool import ProcessWorkers
+from pydynflow.actors.pooled import Dispatcher, tell_and_run
 from pydynflow.actors.runtime import Runtime
 from pydynflow.actors.writer import ThreadWriter
+from pydynflow.adapters.clocks.real import RealClock
 from pydynflow.adapters.executors import ThreadWorkers
+from pydynflow.adapters.executors.processes import ProcessWorkers
 from pydynflow.errors import (
     DynflowError,
     EventRejected,

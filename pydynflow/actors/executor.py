@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydynflow.actors.dispatch import PooledActor, stop_if_alive, tell_if_alive
 from pydynflow.actors.messages import (
     Abandon,
     CancelPlan,
@@ -25,6 +24,7 @@ from pydynflow.actors.messages import (
 )
 from pydynflow.actors.persistence import changes, store_plan
 from pydynflow.actors.plan_supervisor import PlanSupervisor
+from pydynflow.actors.pooled import PooledActor, stop_if_alive, tell_if_alive
 from pydynflow.actors.runtime import Runtime
 from pydynflow.errors import DynflowError, PersistenceError, UnknownPlan
 from pydynflow.execution import recover_plan

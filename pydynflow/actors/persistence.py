@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pydynflow.actors.dispatch import Dispatcher, PooledActor, tell
 from pydynflow.actors.messages import Claim, Flush, Persist
+from pydynflow.actors.pooled import Dispatcher, PooledActor, tell
 from pydynflow.actors.writer import FATAL_TIMEOUT, Request, ThreadWriter, writer_for
 from pydynflow.errors import PersistenceError
 from pydynflow.logging import get_logger

@@ -24,14 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydynflow.action import is_async_run
-from pydynflow.actors.dispatch import (
-    PooledActor,
-    on_dispatcher_thread,
-    stop_if_alive,
-    tell,
-    tell_and_run,
-    tell_if_alive,
-)
 from pydynflow.actors.messages import (
     CancelPlan,
     Claim,
@@ -46,6 +38,14 @@ from pydynflow.actors.messages import (
     Wind,
 )
 from pydynflow.actors.persistence import changes, store_plan
+from pydynflow.actors.pooled import (
+    PooledActor,
+    on_dispatcher_thread,
+    stop_if_alive,
+    tell,
+    tell_and_run,
+    tell_if_alive,
+)
 from pydynflow.actors.runtime import Runtime
 from pydynflow.actors.slots import SlotClaim
 from pydynflow.actors.step import StepActor

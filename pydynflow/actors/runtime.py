@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydynflow.actors.dispatch import Dispatcher
+from pydynflow.actors.pooled import Dispatcher
 from pydynflow.actors.slots import WorkerSlots
 from pydynflow.adapters.executors import ThreadWorkers, WorkerPool
 

@@ -18,7 +18,6 @@ import functools
 from typing import Any
 
 from pydynflow.action import RUN, Action, SuspendedRef, is_async_run
-from pydynflow.actors.dispatch import PooledActor, tell_and_run, tell_if_alive
 from pydynflow.actors.messages import (
     AwaitEvent,
     Event,
@@ -28,6 +27,7 @@ from pydynflow.actors.messages import (
     Resume,
     StepOutcome,
 )
+from pydynflow.actors.pooled import PooledActor, tell_and_run, tell_if_alive
 from pydynflow.actors.runtime import Runtime
 from pydynflow.clock import ClockClosedError
 from pydynflow.events import Timeout

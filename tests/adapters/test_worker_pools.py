@@ -27,7 +27,7 @@ import pytest
 
 from pydynflow import Action
 from pydynflow.action import RUN
-from pydynflow.actors.process_pool import ProcessWorkers, WorkerDied
+from pydynflow.adapters.executors.processes import ProcessWorkers, WorkerDied
 from pydynflow.adapters.executors.threads import ThreadWorkers
 from pydynflow.phases import PhaseOutcome, execute_run
 from pydynflow.states import StepState
@@ -352,7 +352,7 @@ def test_shutdown_stops_every_worker_and_the_supervisor() -> None:
 MAIN_SCRIPT = """
 import json, sys, threading
 sys.path.insert(0, {root!r})
-from pydynflow.actors.process_pool import ProcessWorkers
+from pydynflow.adapters.executors.processes import ProcessWorkers
 
 
 class Greeting:
@@ -445,7 +445,7 @@ def test_jobs_queued_inside_waking_later_start_at_its_end() -> None:
 ORPHAN_SCRIPT = """
 import os, sys, threading
 sys.path.insert(0, {root!r})
-from pydynflow.actors.process_pool import ProcessWorkers
+from pydynflow.adapters.executors.processes import ProcessWorkers
 
 
 def hang():

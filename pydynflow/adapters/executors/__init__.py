@@ -1,10 +1,8 @@
-"""Where user code runs: the worker-pool interface and a pool of threads per queue.
-
-The pool of supervised worker processes, `pydynflow.actors.process_pool.ProcessWorkers`,
-implements the same interface; it lives with the actors because it is a supervisor.
-"""
+"""Where user code runs: the worker-pool interface, a pool of threads per queue
+(`ThreadWorkers`) and a pool of supervised worker processes (`ProcessWorkers`)."""
 
 from pydynflow.adapters.executors.base import WorkerPool
+from pydynflow.adapters.executors.processes import ProcessWorkers, WorkerDied
 from pydynflow.adapters.executors.threads import ThreadWorkers
 
-__all__ = ["ThreadWorkers", "WorkerPool"]
+__all__ = ["ProcessWorkers", "ThreadWorkers", "WorkerDied", "WorkerPool"]

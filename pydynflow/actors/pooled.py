@@ -44,7 +44,7 @@ been sent by the time the error is raised. Blocking on a
 `pykka.ThreadingFuture` from a handler is not detected; avoid it too.
 
 pykka internals this module relies on (pinned to pykka 4.5;
-`tests/actors/test_dispatch.py` checks them):
+`tests/actors/test_pooled.py` checks them):
 
 * `Actor.__init__` calls `self._create_actor_inbox()`, and the `ActorRef(self)`
   it creates captures `actor_inbox` and `actor_stopped`.

@@ -12,7 +12,7 @@ from functools import partial
 
 import pytest
 
-from pydynflow.actors.clock import RealClock
+from pydynflow.adapters.clocks.real import RealClock
 from pydynflow.clock import Clock, ClockClosedError, Timer
 
 WAIT = 5.0

@@ -1,42 +1,14 @@
-"""Action mixins with Dynflow's semantics: `Cancellable` and `Polling`.
-
-Use them as bases: ``class Deploy(Polling, Cancellable, Action)`` (or just
-``class Deploy(Polling)``: each mixin is an `Action`).
-"""
+"""`Polling`: start an external task, then poll it until it is done (Dynflow's
+``Action::Polling``), suspended between polls."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydynflow.action import Action
-from pydynflow.errors import DynflowError
-from pydynflow.events import Abort, Cancel, Poll
+from pydynflow.events import Poll
 from pydynflow.logging import get_logger
-
-
-class Cancellable(Action):
-    """An action whose running or suspended step can be cancelled.
-
-    ``world.cancel(plan_id)`` sends `Cancel` (``force=True``: `Abort`); the step's ``run``
-    is not called with them: `cancel` (or `abort`) is.
-    """
-
-    def run(self, event: Any = None) -> None:
-        """Dispatch `Cancel` and `Abort`; other events go to the next ``run`` in the MRO."""
-        if isinstance(event, Cancel):
-            self.cancel()
-        elif isinstance(event, Abort):
-            self.abort()
-        else:
-            _next_run(self, Cancellable, event)
-
-    def cancel(self) -> None:
-        """Cancel what the step started; by default it cannot be."""
-        raise NotImplementedError(f"{self.class_name()} does not implement cancel()")
-
-    def abort(self) -> None:
-        """Stop at once; by default the same as `cancel`."""
-        self.cancel()
+from pydynflow.mixins._next import next_run
 
 
 class Polling(Action):
@@ -102,7 +74,7 @@ class Polling(Action):
         elif isinstance(event, Poll):
             self._poll_with_rescue()
         else:
-            _next_run(self, Polling, event)
+            next_run(self, Polling, event)
             return
         if self.done():
             self.on_finish()
@@ -132,16 +104,3 @@ class Polling(Action):
                 retry_in=self.poll_interval(),
                 error=repr(error),
             )
-
-
-def is_cancellable(action_class: type) -> bool:
-    """Return whether steps of ``action_class`` accept `Cancel` and `Abort`."""
-    return isinstance(action_class, type) and issubclass(action_class, Cancellable)
-
-
-def _next_run(action: Action, mixin: type, event: Any) -> None:
-    """Hand ``event`` to the next ``run`` after ``mixin`` in the MRO, or refuse it."""
-    run = getattr(super(mixin, action), "run", None)
-    if run is None:
-        raise DynflowError(f"{action.class_name()}: unrecognized event {event!r}")
-    run(event)

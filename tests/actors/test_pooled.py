@@ -21,7 +21,7 @@ import pytest
 from pykka import ActorDeadError, ActorRef, ActorRegistry, messages
 from pykka._envelope import Envelope
 
-from pydynflow.actors.dispatch import (
+from pydynflow.actors.pooled import (
     DEADLOCK_MESSAGE,
     Dispatcher,
     PooledActor,
@@ -706,7 +706,7 @@ def test_a_message_arriving_during_an_inline_turn_is_not_stranded() -> None:
         dispatcher.shutdown()
 
 
-# -- The pykka internals dispatch.py builds on -------------------------------------------------
+# -- The pykka internals pooled.py builds on -------------------------------------------------
 
 
 def test_the_pykka_internals_we_rely_on_are_unchanged() -> None:

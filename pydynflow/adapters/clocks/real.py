@@ -1,8 +1,8 @@
-"""The clock actor: `RealClock`, one daemon thread that fires every timer of a process.
+"""`RealClock`: one daemon thread that fires every timer of a process (not a pykka actor).
 
 `RealClock` implements `pydynflow.clock.Clock` with monotonic time (`time.monotonic`).
 It is the engine's "clock actor", but it is not a pykka actor. A pooled actor must never
-block on a dispatcher thread (see `pydynflow.actors.dispatch`), and a timer service
+block on a dispatcher thread (see `pydynflow.actors.pooled`), and a timer service
 has to sleep until its next due time. So it is a long-lived singleton with a thread
 of its own, which pydynflow's design allows for such singletons. Other actors do not
 send it messages. They call `RealClock.schedule` directly, which only pushes onto a

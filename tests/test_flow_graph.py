@@ -4,9 +4,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pydynflow import Atom, Concurrence, Sequence
+from pydynflow.flow_graph import FlowGraph
 from pydynflow.flows import ComposedFlow, Flow
 from pydynflow.planning import plan_action
-from pydynflow.scheduling import FlowGraph
 from tests.support.code_workflow import ISSUES, IncomingIssues
 
 A, S, C = Atom, Sequence, Concurrence

@@ -1,0 +1,10 @@
+"""Action mixins with Dynflow's semantics, one module each: `Cancellable`, `Polling`.
+
+Use them as bases: ``class Deploy(Polling, Cancellable, Action)`` (or just
+``class Deploy(Polling)``: each mixin is an `Action`).
+"""
+
+from pydynflow.mixins.cancellable import Cancellable, is_cancellable
+from pydynflow.mixins.polling import Polling
+
+__all__ = ["Cancellable", "Polling", "is_cancellable"]
