@@ -1,32 +1,16 @@
 """Numbered schema migrations, recorded in ``dynflow_schema_info(version)``.
 
-`migrate` applies the migrations a database lacks, in order, each in its own transaction
-together with the version bump, and returns the resulting version. Running it again is a
-no-op. Concurrent migrators (several worlds starting at once) are serialised: on PostgreSQL
-each transaction first takes ``pg_advisory_xact_lock(MIGRATION_LOCK_KEY)``; on SQLite it
-starts with ``BEGIN IMMEDIATE`` (the write lock). Whoever waits re-reads the version after
-getting the lock, so every migration runs exactly once. A database whose version is newer
-than this code knows is refused with `PersistenceError` (an older pydynflow must not write
-to a newer schema).
+`migrate` applies the migrations a database lacks, in order, each in one transaction with
+its version bump; concurrent migrators are serialised (a PostgreSQL advisory lock, SQLite's
+write lock) and re-read the version, so each migration runs once. A database newer than
+this code is refused (an older pydynflow must not write to a newer schema).
 
-Adding a migration
-------------------
-1. Change `pydynflow.storage.models` (the models always describe the *latest* schema).
-2. Append ``(N, "what it does", _migration_N)`` to `MIGRATIONS`, where N is the last number
-   plus one, and write ``_migration_N(database)`` with the DDL that turns schema N-1 into N,
-   for both SQLite and PostgreSQL (``is_postgres(database)`` tells them apart). Prefer plain
-   SQL or ``playhouse.migrate.SchemaMigrator.from_database(database)``; do not use the live
-   models there, since they will change again later. The function runs inside the migration
-   transaction: do not commit.
-3. Never edit or renumber a migration that has been released.
-
-Migration 1 builds the tables from the live models, so a fresh database gets the latest
-tables at once; every later migration must therefore be idempotent (migration 2 adds its
-column only where it is missing), so that a fresh database and an upgraded one end
-identical. The day a migration cannot be written that way (it changes or drops a column),
-migration 1 must first be frozen: rewritten to create exactly the version-1 schema (copy
-the version-1 model classes into this module, or paste the DDL). ``tests/storage/test_migrations.py``
-checks that a migrated database has exactly the columns the models declare.
+Adding a migration: change `pydynflow.storage.models` (they describe the latest schema),
+then append ``(N, "what it does", _migration_N)`` to `MIGRATIONS` with the DDL that turns
+schema N-1 into N on SQLite and PostgreSQL: plain SQL, never the live models (they change
+again), no "if missing" checks (a database at N-1 has exactly schema N-1); it runs inside
+the migration transaction. Never edit or renumber a released migration.
+``tests/storage/test_migrations.py`` checks that every upgrade path ends at the models'.
 """
 
 from __future__ import annotations
@@ -38,7 +22,6 @@ import peewee
 
 from pydynflow.errors import PersistenceError
 from pydynflow.storage.database import is_postgres, is_sqlite
-from pydynflow.storage.models import ALL_MODELS
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "MIGRATION_LOCK_KEY", "current_version", "migrate"]
 
@@ -49,63 +32,148 @@ MIGRATION_LOCK_KEY = 0x7079_6466_6C6F_7701 & 0x7FFF_FFFF_FFFF_FFFF
 Migration = Callable[[peewee.Database], None]
 
 
+# Schema 1, frozen: the DDL that peewee generated from the models of commit 2ac938f, as the
+# released migration 1 ran it; tables in dependency order, then the indexes.
+_SCHEMA_1_SQLITE_TABLES = (
+    'CREATE TABLE "dynflow_execution_plans" ("uuid" VARCHAR(36) NOT NULL PRIMARY KEY, '
+    '"state" VARCHAR(32) NOT NULL, "result" VARCHAR(32), "label" TEXT, "root_plan_step_id" INTEGER, '
+    '"started_at" DATETIME, "ended_at" DATETIME, "real_time" REAL, "execution_time" REAL, '
+    '"run_flow" BLOB, "finalize_flow" BLOB, "execution_history" BLOB)',
+    'CREATE TABLE "dynflow_actions" ("execution_plan_uuid" VARCHAR(36) NOT NULL, '
+    '"id" INTEGER NOT NULL, "class" TEXT NOT NULL, "caller_execution_plan_id" VARCHAR(36), '
+    '"caller_action_id" INTEGER, "plan_step_id" INTEGER, "run_step_id" INTEGER, '
+    '"finalize_step_id" INTEGER, "input" BLOB, "output" BLOB, '
+    'PRIMARY KEY ("execution_plan_uuid", "id"), '
+    'FOREIGN KEY ("execution_plan_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE)",
+    'CREATE TABLE "dynflow_steps" ("execution_plan_uuid" VARCHAR(36) NOT NULL, '
+    '"id" INTEGER NOT NULL, "action_id" INTEGER NOT NULL, "state" VARCHAR(32) NOT NULL, '
+    '"phase" VARCHAR(16) NOT NULL, "started_at" DATETIME, "ended_at" DATETIME, '
+    '"real_time" REAL, "execution_time" REAL, "progress_done" REAL, "progress_weight" REAL, '
+    '"attempts" INTEGER NOT NULL, "queue" TEXT, "action_class" TEXT, "error" BLOB, '
+    '"children" BLOB, PRIMARY KEY ("execution_plan_uuid", "id"), '
+    'FOREIGN KEY ("execution_plan_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE)",
+    'CREATE TABLE "dynflow_delayed_plans" ("execution_plan_uuid" VARCHAR(36) NOT NULL PRIMARY KEY, '
+    '"start_at" DATETIME, "start_before" DATETIME, "frozen" INTEGER NOT NULL, '
+    '"serialized_args" BLOB, '
+    'FOREIGN KEY ("execution_plan_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE)",
+    'CREATE TABLE "dynflow_execution_plan_dependencies" ('
+    '"execution_plan_uuid" VARCHAR(36) NOT NULL, "blocked_by_uuid" VARCHAR(36) NOT NULL, '
+    'PRIMARY KEY ("execution_plan_uuid", "blocked_by_uuid"), '
+    'FOREIGN KEY ("execution_plan_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE, "
+    'FOREIGN KEY ("blocked_by_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE)",
+    'CREATE TABLE "dynflow_envelopes" ("id" INTEGER NOT NULL PRIMARY KEY, '
+    '"receiver_id" VARCHAR(255) NOT NULL, "data" BLOB NOT NULL)',
+    'CREATE TABLE "dynflow_coordinator_records" ("id" VARCHAR(255) NOT NULL, '
+    '"class" VARCHAR(255) NOT NULL, "owner_id" VARCHAR(255), "data" BLOB, '
+    'PRIMARY KEY ("id", "class"))',
+    'CREATE TABLE "dynflow_output_chunks" ("id" INTEGER NOT NULL PRIMARY KEY, '
+    '"execution_plan_uuid" VARCHAR(36) NOT NULL, "action_id" INTEGER NOT NULL, '
+    '"chunk" BLOB NOT NULL, "kind" VARCHAR(255), "timestamp" DATETIME NOT NULL, '
+    'FOREIGN KEY ("execution_plan_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE)",
+)
+_SCHEMA_1_POSTGRES_TABLES = (
+    'CREATE TABLE "dynflow_execution_plans" ("uuid" VARCHAR(36) NOT NULL PRIMARY KEY, '
+    '"state" VARCHAR(32) NOT NULL, "result" VARCHAR(32), "label" TEXT, "root_plan_step_id" INTEGER, '
+    '"started_at" TIMESTAMP, "ended_at" TIMESTAMP, "real_time" DOUBLE PRECISION, '
+    '"execution_time" DOUBLE PRECISION, "run_flow" BYTEA, "finalize_flow" BYTEA, '
+    '"execution_history" BYTEA)',
+    'CREATE TABLE "dynflow_actions" ("execution_plan_uuid" VARCHAR(36) NOT NULL, '
+    '"id" INTEGER NOT NULL, "class" TEXT NOT NULL, "caller_execution_plan_id" VARCHAR(36), '
+    '"caller_action_id" INTEGER, "plan_step_id" INTEGER, "run_step_id" INTEGER, '
+    '"finalize_step_id" INTEGER, "input" BYTEA, "output" BYTEA, '
+    'PRIMARY KEY ("execution_plan_uuid", "id"), '
+    'FOREIGN KEY ("execution_plan_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE)",
+    'CREATE TABLE "dynflow_steps" ("execution_plan_uuid" VARCHAR(36) NOT NULL, '
+    '"id" INTEGER NOT NULL, "action_id" INTEGER NOT NULL, "state" VARCHAR(32) NOT NULL, '
+    '"phase" VARCHAR(16) NOT NULL, "started_at" TIMESTAMP, "ended_at" TIMESTAMP, '
+    '"real_time" DOUBLE PRECISION, "execution_time" DOUBLE PRECISION, '
+    '"progress_done" DOUBLE PRECISION, "progress_weight" DOUBLE PRECISION, '
+    '"attempts" INTEGER NOT NULL, "queue" TEXT, "action_class" TEXT, "error" BYTEA, '
+    '"children" BYTEA, PRIMARY KEY ("execution_plan_uuid", "id"), '
+    'FOREIGN KEY ("execution_plan_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE)",
+    'CREATE TABLE "dynflow_delayed_plans" ("execution_plan_uuid" VARCHAR(36) NOT NULL PRIMARY KEY, '
+    '"start_at" TIMESTAMP, "start_before" TIMESTAMP, "frozen" BOOLEAN NOT NULL, '
+    '"serialized_args" BYTEA, '
+    'FOREIGN KEY ("execution_plan_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE)",
+    'CREATE TABLE "dynflow_execution_plan_dependencies" ('
+    '"execution_plan_uuid" VARCHAR(36) NOT NULL, "blocked_by_uuid" VARCHAR(36) NOT NULL, '
+    'PRIMARY KEY ("execution_plan_uuid", "blocked_by_uuid"), '
+    'FOREIGN KEY ("execution_plan_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE, "
+    'FOREIGN KEY ("blocked_by_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE)",
+    'CREATE TABLE "dynflow_envelopes" ("id" BIGSERIAL NOT NULL PRIMARY KEY, '
+    '"receiver_id" VARCHAR(255) NOT NULL, "data" BYTEA NOT NULL)',
+    'CREATE TABLE "dynflow_coordinator_records" ("id" VARCHAR(255) NOT NULL, '
+    '"class" VARCHAR(255) NOT NULL, "owner_id" VARCHAR(255), "data" BYTEA, '
+    'PRIMARY KEY ("id", "class"))',
+    'CREATE TABLE "dynflow_output_chunks" ("id" BIGSERIAL NOT NULL PRIMARY KEY, '
+    '"execution_plan_uuid" VARCHAR(36) NOT NULL, "action_id" INTEGER NOT NULL, '
+    '"chunk" BYTEA NOT NULL, "kind" VARCHAR(255), "timestamp" TIMESTAMP NOT NULL, '
+    'FOREIGN KEY ("execution_plan_uuid") REFERENCES "dynflow_execution_plans" ("uuid") '
+    "ON DELETE CASCADE)",
+)
+_SCHEMA_1_INDEXES = (
+    'CREATE INDEX "dynflow_execution_plans_state" ON "dynflow_execution_plans" ("state")',
+    'CREATE INDEX "dynflow_execution_plans_result" ON "dynflow_execution_plans" ("result")',
+    'CREATE INDEX "dynflow_execution_plans_label" ON "dynflow_execution_plans" ("label")',
+    'CREATE INDEX "dynflow_execution_plans_started_at" ON "dynflow_execution_plans" ("started_at")',
+    'CREATE INDEX "dynflow_execution_plans_ended_at" ON "dynflow_execution_plans" ("ended_at")',
+    'CREATE INDEX "dynflow_actions_caller_execution_plan_id_caller_action_id" '
+    'ON "dynflow_actions" ("caller_execution_plan_id", "caller_action_id")',
+    'CREATE INDEX "dynflow_steps_state" ON "dynflow_steps" ("state")',
+    'CREATE INDEX "dynflow_delayed_plans_start_at" ON "dynflow_delayed_plans" ("start_at")',
+    'CREATE INDEX "dynflow_execution_plan_dependencies_execution_plan_uuid" '
+    'ON "dynflow_execution_plan_dependencies" ("execution_plan_uuid")',
+    'CREATE INDEX "dynflow_execution_plan_dependencies_blocked_by_uuid" '
+    'ON "dynflow_execution_plan_dependencies" ("blocked_by_uuid")',
+    'CREATE INDEX "dynflow_envelopes_receiver_id" ON "dynflow_envelopes" ("receiver_id")',
+    'CREATE INDEX "dynflow_coordinator_records_owner_id" '
+    'ON "dynflow_coordinator_records" ("owner_id")',
+    'CREATE INDEX "dynflow_output_chunks_execution_plan_uuid_action_id" '
+    'ON "dynflow_output_chunks" ("execution_plan_uuid", "action_id")',
+)
+
+
 def _migration_1(database: peewee.Database) -> None:
-    """Create the whole schema (see the module docstring: freeze this once models change)."""
-    for model in ALL_MODELS:
-        peewee.SchemaManager(model, database).create_all(safe=False)
+    """Create the version-1 schema."""
+    tables = _SCHEMA_1_POSTGRES_TABLES if is_postgres(database) else _SCHEMA_1_SQLITE_TABLES
+    for statement in (*tables, *_SCHEMA_1_INDEXES):
+        database.execute_sql(statement)
 
 
 def _migration_2(database: peewee.Database) -> None:
-    """Add ``dynflow_execution_plans.plan_steps`` (the plan-phase steps as one blob).
-
-    Migration 1 still builds its tables from the live models, so on a fresh database the
-    column is already there: add it only where it is missing (the end state is the same).
-    """
-    table = "dynflow_execution_plans"
-    if is_postgres(database):
-        cursor = database.execute_sql(
-            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-            "AND table_name = %s AND column_name = 'plan_steps'",
-            (table,),
-        )
-        if cursor.fetchone() is None:
-            database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "plan_steps" BYTEA')
-        return
-    columns = {row[1] for row in database.execute_sql(f'PRAGMA table_info("{table}")')}
-    if "plan_steps" not in columns:
-        database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "plan_steps" BLOB')
+    """Add ``dynflow_execution_plans.plan_steps`` (the plan-phase steps as one blob)."""
+    blob = "BYTEA" if is_postgres(database) else "BLOB"
+    database.execute_sql(f'ALTER TABLE "dynflow_execution_plans" ADD COLUMN "plan_steps" {blob}')
 
 
 def _migration_3(database: peewee.Database) -> None:
     """Drop the index on ``dynflow_steps.state``.
 
     No query reads steps by state (steps are always read by plan, through the primary key),
-    while every step transition rewrote two of its entries: one in ten seconds a writer
-    spent in W1 went to it. ``IF EXISTS``: migration 1 no longer creates it.
+    while every step transition rewrote two of its entries.
     """
-    database.execute_sql('DROP INDEX IF EXISTS "dynflow_steps_state"')
+    database.execute_sql('DROP INDEX "dynflow_steps_state"')
 
 
 def _migration_4(database: peewee.Database) -> None:
     """Add ``dynflow_steps.retries``: the `Retry` attempts a step used since it last started
-    fresh, so that a restarted world knows how many are left (where it is missing)."""
-    _add_column(database, "dynflow_steps", "retries", "INTEGER DEFAULT 0")
-
-
-def _add_column(database: peewee.Database, table: str, column: str, definition: str) -> None:
-    """Add ``column`` to ``table`` unless it is there (a fresh database has it already)."""
-    if is_postgres(database):
-        cursor = database.execute_sql(
-            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-            "AND table_name = %s AND column_name = %s",
-            (table, column),
-        )
-        if cursor.fetchone() is None:
-            database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {definition}')
-        return
-    columns = {row[1] for row in database.execute_sql(f'PRAGMA table_info("{table}")')}
-    if column not in columns:
-        database.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {definition}')
+    fresh, so that a restarted world knows how many are left."""
+    # NOT NULL as the model declares it; the DEFAULT fills the rows already there (SQLite
+    # cannot add a NOT NULL column without one).
+    database.execute_sql(
+        'ALTER TABLE "dynflow_steps" ADD COLUMN "retries" INTEGER NOT NULL DEFAULT 0'
+    )
 
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [

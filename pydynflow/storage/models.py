@@ -3,9 +3,9 @@
 The models are not bound to a database: a process may use several stores at once (a SQLite
 file and a PostgreSQL server, say), so a query names its database when it runs
 (``Model.select().execute(database)``, ``SchemaManager(Model, database)``) or binds the models
-for a block with ``database.bind_ctx(ALL_MODELS)``. The hot paths of `pydynflow.storage.store`
-use hand-written SQL on these tables; the models are the schema's single description, which
-migration 1 creates (see `pydynflow.storage.migrations`).
+for a block with ``database.bind_ctx(ALL_MODELS)``. The hot paths of `pydynflow.storage.Storage`
+use hand-written SQL on these tables; the models describe the latest schema, which the
+migrations build (`pydynflow.storage.migrations`; a test checks that they agree).
 
 Times are stored as naive UTC (``TIMESTAMP`` on PostgreSQL, ISO text on SQLite) and always
 returned as aware UTC datetimes. Blob columns hold `pydynflow.storage.codec` frames.
@@ -257,4 +257,4 @@ ALL_MODELS: tuple[type[peewee.Model], ...] = (
     CoordinatorRecordModel,
     OutputChunkModel,
 )
-"""Every model, parents before children (the order migration 1 creates them in)."""
+"""Every model, parents before children (the order their tables can be created in)."""

@@ -1,21 +1,27 @@
-"""Schema migrations: a fresh database gets every table, migrating again changes nothing."""
+"""Schema migrations: a fresh database gets every table, migrating again changes nothing, and
+a database migrated from any earlier version ends with the schema the models declare."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import peewee
 import pytest
 
 from pydynflow.errors import PersistenceError
 from pydynflow.states import Phase
-from pydynflow.storage import Storage, migrate, open_database
-from pydynflow.storage.database import close_database
+from pydynflow.storage import Storage, migrate, migrations, open_database
+from pydynflow.storage.database import close_database, is_postgres
 from pydynflow.storage.migrations import LATEST_VERSION, MIGRATIONS, current_version
 from pydynflow.storage.models import ALL_MODELS
 
+from .schema import describe_schema, without_defaults
 from .test_contract import make_plan
+
+RELEASE_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "schema3-plans.db"
 
 TABLES = {
     "dynflow_schema_info",
@@ -86,6 +92,66 @@ def test_migrated_columns_and_indexes_are_what_the_models_declare(
         "dynflow_output_chunks",
     ):
         assert (table, "dynflow_execution_plans") in foreign, table
+
+
+def _drop_tables(database: peewee.Database) -> None:
+    cascade = " CASCADE" if is_postgres(database) else ""
+    for table in database.get_tables():
+        database.execute_sql(f'DROP TABLE "{table}"{cascade}')
+
+
+@pytest.mark.parametrize("version", range(1, LATEST_VERSION))
+def test_a_database_at_any_version_migrates_to_the_schema_of_a_fresh_one(
+    database: peewee.Database, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
+    """Version 1 is a database made by migration 1 alone, as its release made it."""
+    migrate(database)
+    fresh = describe_schema(database)
+    _drop_tables(database)
+    with monkeypatch.context() as patch:  # this code as it was at ``version``
+        patch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:version])
+        patch.setattr(migrations, "LATEST_VERSION", version)
+        assert migrate(database) == version
+    # Rows in the tables that later migrations change (a NOT NULL column needs a default).
+    database.execute_sql(
+        "INSERT INTO dynflow_execution_plans (uuid, state) VALUES ('old', 'stopped')"
+    )
+    database.execute_sql(
+        "INSERT INTO dynflow_steps (execution_plan_uuid, id, action_id, state, phase, attempts) "
+        "VALUES ('old', 1, 1, 'success', 'run', 0)"
+    )
+
+    assert migrate(database) == LATEST_VERSION
+    assert describe_schema(database) == fresh
+    assert database.execute_sql("SELECT retries FROM dynflow_steps").fetchall() == [(0,)]
+
+
+def test_the_models_declare_the_migrated_schema(database: peewee.Database) -> None:
+    """Defaults aside: a model's ``default=`` is applied by peewee, not by the table, while a
+    NOT NULL column added to a table needs one there."""
+    migrate(database)
+    migrated = describe_schema(database)
+    del migrated["dynflow_schema_info"]
+    _drop_tables(database)
+    for model in ALL_MODELS:
+        peewee.SchemaManager(model, database).create_all(safe=False)
+    assert without_defaults(describe_schema(database)) == without_defaults(migrated)
+
+
+def test_a_database_of_the_previous_release_migrates_to_the_schema_of_a_fresh_one(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Its tables were created from the models of its day (schema 3), not by migrations 1-3."""
+    copy = tmp_path / "release.db"
+    shutil.copy(RELEASE_FIXTURE, copy)
+    released, fresh = open_database(f"sqlite:///{copy}"), open_database(sqlite_url)
+    try:
+        assert current_version(released) == 3
+        assert migrate(released) == migrate(fresh) == LATEST_VERSION
+        assert describe_schema(released) == describe_schema(fresh)
+    finally:
+        close_database(released)
+        close_database(fresh)
 
 
 def test_migrating_twice_is_a_no_op_and_keeps_data(url: str) -> None:
