@@ -91,7 +91,7 @@ class Action:
     finalize_progress_weight: ClassVar[int] = 1
 
     # Per-action state. The defaults live on the class so that an action only carries what
-    # was set on it: 10,000 suspended async runs keep their action objects alive.
+    # was set on it: every suspended async run keeps its action object alive.
     trigger: Action | None = None
     error: StepError | None = None
     world: Any = None  # the world running this action (run and finalize phases)

@@ -1,23 +1,14 @@
 """The clock interface: the current time and one-shot timers.
 
 A `Clock` tells the time (`Clock.now`) and runs a callback once, some seconds from now
-(`Clock.schedule`, which returns a `Timer` that can be cancelled). pydynflow uses it for
-delayed events (`plan_event(event, delay=...)`), step timeouts (`schedule_timeout`) and
-polling intervals.
+(`Clock.schedule`, which returns a `Timer` that can be cancelled): delayed events
+(`plan_event(event, delay=...)`), step timeouts (`schedule_timeout`), polling intervals.
+`pydynflow.adapters.clocks.real.RealClock` serves every timer from one thread on monotonic
+seconds; `pydynflow.testing.clock.ManagedClock` keeps virtual seconds that a test moves.
 
-Two implementations:
-
-* `pydynflow.adapters.clocks.real.RealClock`: monotonic seconds; one daemon thread serves
-  every timer.
-* `pydynflow.testing.clock.ManagedClock`: virtual seconds that only move when a test
-  calls ``advance``; callbacks run in the test's thread.
-
-Callbacks must be quick and must not block. A callback is expected to ``tell`` an actor
-or to set a future, nothing else. With `RealClock`, one thread runs every callback, so a
-slow callback delays all the timers after it. A callback that blocks on an actor's reply
-can deadlock the engine. Keep the work in the actor that receives the message.
-
-This module starts no threads.
+Callbacks must be quick and must not block: ``tell`` an actor or set a future, nothing else.
+One thread may run every callback, and one that waits for an actor's reply can deadlock the
+engine. More: ``docs/internals/clock.md``.
 """
 
 from __future__ import annotations

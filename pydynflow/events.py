@@ -23,7 +23,11 @@ class EngineEvent:
 
 
 class Skip(EngineEvent):
-    """Sent to a failed step being skipped, if its ``run`` accepts an event."""
+    """Sent to a failed step being skipped, if its ``run`` accepts an event.
+
+    Not the rescue policy: ``from pydynflow.events import Skip`` is this event,
+    ``from pydynflow import Skip`` the policy (`pydynflow.rescue.Skip`).
+    """
 
 
 class Cancel(EngineEvent):

@@ -1,4 +1,4 @@
-"""`PlanExecution`: what happens next in one plan's execution, decided without threads.
+"""`PlanExecution`: a plan's next move, decided without threads (one module: one state machine).
 
 Two drivers run plans: the plan supervisor actor (`pydynflow.actors.plan_supervisor`) and the
 testing world (`pydynflow.testing.InThreadWorld`). Both drive this core, as Dynflow's
@@ -68,7 +68,6 @@ class Advance:
     suspension is stored; arm ``retry`` timers (step id, seconds); find a worker for the
     finalize phase if ``finalize``; give up the worker requests of ``withdraw``; stop parked
     steps' actors if ``stop_parked``; and report the plan's end if ``finished``.
-    ``undelivered`` lists (step id, event id) of events a step ended without consuming.
     """
 
     __slots__ = (
@@ -85,14 +84,13 @@ class Advance:
         "retry",
         "steps",
         "stop_parked",
-        "undelivered",
         "want",
         "withdraw",
     )
 
     def __init__(self) -> None:
         # Lists only where most decisions add something; the rest start as shared empty
-        # tuples and become lists when used (a step's outcome is decided ~10,000 times/s).
+        # tuples and become lists when used (every step outcome builds one).
         self.steps: list[Step] = []
         self.actions: list[ActionRecord] = []
         self.plan_row = False
@@ -108,7 +106,6 @@ class Advance:
         self.withdraw: list[int] | tuple[()] = ()
         self.stop_parked = False
         self.finished = False
-        self.undelivered: list[tuple[int, str]] | tuple[()] = ()
 
     def has_changes(self) -> bool:
         """Return whether there is anything to commit."""
@@ -133,7 +130,7 @@ class PlanExecution:
     """
 
     # Rare state: class defaults, replaced (never mutated in place) when set, so that
-    # 10,000 waiting plans do not each carry empty sets.
+    # waiting plans, which may be many, do not each carry empty sets.
     winding_down = False
     halting = False
     finishing = False
@@ -453,7 +450,6 @@ class PlanExecution:
             self.plan.note(
                 "event not delivered", self.world_id, {"step_id": step_id, "event_id": event_id}
             )
-            _append(advance, "undelivered", (step_id, event_id))
         advance.plan_row = True
         _append(advance, "envelope_clear", (self.plan.id, step_id))
         self._log.warning(

@@ -2,10 +2,10 @@
 
 A `Sequence` makes every step that ends its previous sub-flow a predecessor of every step
 that starts the next one; a `Concurrence` adds no edge. Between two sub-flows that both have
-many ends and starts, a barrier node keeps the graph linear in size, so one plan with 1,000
-concurrent steps followed by a join costs 2,000 edges, not a million. A step is ready when all
-its predecessors are done; a failed step never completes, which stops the rest of its
-sequence while sibling branches go on (Dynflow's FlowManager).
+many ends and starts, a barrier node keeps the graph linear in size: ``n`` ends followed by
+``m`` starts cost ``n + m`` edges, not ``n * m``. A step is ready when all its predecessors
+are done; a failed step never completes, which stops the rest of its sequence while sibling
+branches go on (Dynflow's FlowManager).
 """
 
 from __future__ import annotations

@@ -106,10 +106,8 @@ class ComposedFlow(Flow):
     # `flatten` would not change (deeply) and that this flow's own pass leaves alone (not of
     # its kind, not of size one). Planning only appends to a flow, or pops from its end
     # (`pop`), or (`Concurrence`) regroups from some index on, which keeps the prefix before
-    # it valid;
-    # so `flatten` looks at what came since, not at the whole flow again on every add
-    # (planning 1,000 children, half of them using the previous one's output, was
-    # quadratic: 1.6 s).
+    # it valid; so `flatten` looks at what came since, not at the whole flow again on every
+    # add (which made planning quadratic in a flow's size).
     _flat_prefix = 0
 
     def __init__(self, flows: list[Flow] | None = None) -> None:
@@ -223,14 +221,6 @@ class ComposedFlow(Flow):
 
     def _add_to_sequence(self, satisfying: list[Flow], new_flow: Flow) -> None:
         raise NotImplementedError
-
-
-def _is_single_atom(flow: Flow) -> bool:
-    """Return whether ``flow`` is an atom or a composed flow of exactly one atom."""
-    if type(flow) is Atom:
-        return True
-    inner = getattr(flow, "flows", None)
-    return inner is not None and len(inner) == 1 and type(inner[0]) is Atom
 
 
 class Sequence(ComposedFlow):

@@ -46,8 +46,8 @@ def new_plan_id() -> str:
     Its first 48 bits are the creation time in milliseconds, the other 74 are random. Why
     not version 4: ids made close in time sort close together, so the rows a batch of new
     plans adds to the primary-key indexes of plans, actions and steps share index pages
-    instead of landing on one random page each (on SQLite and PostgreSQL alike; W1 wrote
-    10 % fewer WAL pages).
+    instead of landing on one random page each (on SQLite and PostgreSQL alike), and a commit
+    writes fewer pages.
     """
     random = _random_bits()
     value = (time.time_ns() // 1_000_000) << 80  # unix_ts_ms
@@ -215,8 +215,8 @@ class Step:
     attempts: int = 0
     retries: int = 0  # `Retry` attempts used since its first run or its last resume
     # A list once the step has children; until then (most steps never do) the shared empty
-    # tuple: an empty list per step was a third of the objects a finished plan keeps alive
-    # for the garbage collector to scan.
+    # tuple: an empty list per step was a large share of the objects a finished plan keeps
+    # alive for the garbage collector to scan.
     children: list[int] | tuple[int, ...] = ()
     queue: str = "default"
     action: ActionRecord | None = field(default=None, compare=False, repr=False)

@@ -301,7 +301,7 @@ class Planner:
             if not subscribers and type(action).plan is _DEFAULT_PLAN:
                 # Only `plan_self`: its steps go straight into the current flow. A fresh
                 # concurrence holding just them would be unwrapped there all the same (most
-                # actions of a plan are such leaves: a tenth less planning in W1).
+                # actions of a plan are such leaves: this is planning's common case).
                 action.plan(*args, **kwargs)
             else:
                 own_flow = Concurrence()

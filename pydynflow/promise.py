@@ -1,9 +1,9 @@
 """`Promise`: a light, thread-safe future for answers one thread gives another.
 
-`concurrent.futures.Future` builds a `threading.Condition` per future (about 1.6 KB);
-with 10,000 plans waiting that is 16 MB for nothing. A promise holds one lock, taken at
-birth and released when the answer is set, which is all a waiter needs. It offers the part
-of the `concurrent.futures.Future` interface pydynflow uses.
+`concurrent.futures.Future` builds a `threading.Condition` per future, which every waiting
+plan would carry for nothing. A promise holds one lock, taken at birth and released when the
+answer is set, which is all a waiter needs. It offers the part of the
+`concurrent.futures.Future` interface pydynflow uses.
 """
 
 from __future__ import annotations

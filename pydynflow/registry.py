@@ -26,7 +26,7 @@ def class_name(action_class: type) -> str:
     """Return the name an action class is stored under: ``"module.QualName"``.
 
     Cached per class: every step and action of every plan holds this string, and sharing
-    one object keeps 10,000 waiting plans smaller. A worker process imports the user's
+    one object keeps many waiting plans smaller. A worker process imports the user's
     script as ``__mp_main__``: its classes keep their ``__main__`` names.
     """
     name = _names.get(action_class)

@@ -33,7 +33,11 @@ Pause: RescuePolicy = _Strategy("Pause")
 """Leave the plan ``paused`` with result ``error`` so a person can resume or skip."""
 
 Skip: RescuePolicy = _Strategy("Skip")
-"""Mark the failed step (and what depends on it) ``skipped`` and go on: result ``warning``."""
+"""Mark the failed step (and what depends on it) ``skipped`` and go on: result ``warning``.
+
+Not the event: ``from pydynflow import Skip`` is this policy,
+``from pydynflow.events import Skip`` the event a skipped step's ``run`` receives.
+"""
 
 Fail: RescuePolicy = _Strategy("Fail")
 """Stop the plan (``stopped`` / ``error``); pending steps stay pending."""

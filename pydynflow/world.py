@@ -1,7 +1,9 @@
-"""`World`: the universe a process runs pydynflow in: storage, configuration, and the API.
+"""`World`: storage, configuration and the API of a process (one module: one public class).
 
-A world plans actions into execution plans, stores them, and (with an executor) runs them on
-its actor system. Reads (`World.load`, `World.plans`) go straight to storage.
+A world is the universe a process runs pydynflow in. It plans actions into execution plans,
+stores them, and (with an executor) runs them on its actor system. Reads (`World.load`,
+`World.plans`) go straight to storage. Every operation a user calls is a method of `World`,
+so this module is long.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from pydynflow.actors.persistence import (
 )
 from pydynflow.actors.pooled import Dispatcher, tell_and_run
 from pydynflow.actors.runtime import Runtime
-from pydynflow.actors.writer import ThreadWriter
 from pydynflow.adapters.clocks.real import RealClock
 from pydynflow.adapters.executors import ThreadWorkers
 from pydynflow.adapters.executors.processes import ProcessWorkers
@@ -61,10 +62,27 @@ from pydynflow.skipping import skip_plan_steps
 from pydynflow.states import Phase, PlanState, Result, StepState
 from pydynflow.storage import Storage
 from pydynflow.storage.executor_lock import ExecutorLock
+from pydynflow.storage.writer import ThreadWriter
 from pydynflow.triggered import Triggered
 
 DEFAULT_DB = "sqlite:///pydynflow.db"
 DISPATCHER_THREADS = 2  # actor code is short and CPU-bound: more threads only fight the GIL
+
+
+class _Default:
+    """A keyword's default, told apart from the same value passed on purpose (``is``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:  # signatures and help() show the value
+        return repr(self.value)
+
+
+# Until delayed plans exist, only leaving ``delayed_executor`` out is accepted.
+_DELAYED_EXECUTOR: Any = _Default(True)
 
 
 class World:
@@ -88,8 +106,9 @@ class World:
         auto_execute: on start, execute plans left ``planned``, and continue those a stop or
             a crash interrupted (their steps' policies apply: `Retry` attempts left, `Skip`).
             Plans paused for a person (an error their policy does not rescue) stay paused.
-        delayed_executor: accepted for the API; delayed plans (``World.delay``) do not exist
-            yet, so it does nothing for now.
+        delayed_executor: not available yet: delayed plans (``World.delay``) do not exist
+            yet, so passing it at all, ``True`` (the default it will have) or ``False``,
+            raises `DynflowError`; leave it out.
         name: this world's name in its log lines and in the message a second executor world
             on the same database gets (see `start`); defaults to ``<host>-<pid>``.
         clock: the clock timers run on: ``plan_event`` delays, timeouts, polling
@@ -118,7 +137,7 @@ class World:
         middleware: Sequence[type] = (),
         auto_rescue: bool = True,
         auto_execute: bool = True,
-        delayed_executor: bool = True,
+        delayed_executor: bool = _DELAYED_EXECUTOR,
         name: str | None = None,
         clock: Any = None,
         max_recoveries: int = 3,
@@ -151,6 +170,11 @@ class World:
         # Accepted by the API, built by the issues that follow; refuse rather than ignore.
         if middleware:
             raise DynflowError("world middleware is not available yet")
+        if delayed_executor is not _DELAYED_EXECUTOR:
+            raise DynflowError(
+                f"World(delayed_executor={delayed_executor!r}) is not available yet: delayed "
+                "plans (World.delay) are not built; leave the argument out"
+            )
         self.id = str(uuid.uuid4())
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.db = db
@@ -160,7 +184,7 @@ class World:
         self.middleware = list(middleware)
         self.auto_rescue = auto_rescue
         self.auto_execute = auto_execute
-        self.delayed_executor = delayed_executor
+        self.delayed_executor = True  # the API's default, once delayed plans exist
         self.clock = clock
         self.max_recoveries = max_recoveries
         self.fatal_persistence_timeout = float(fatal_persistence_timeout)

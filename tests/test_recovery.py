@@ -14,8 +14,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from pydynflow import Action, PlanState, Result, Retry, Skip, StepState, World
-from pydynflow.actors.writer import FAULT_FILE
 from pydynflow.storage.executor_lock import ExecutorLockHeld
+from pydynflow.storage.writer import FAULT_FILE
 from tests.support.clocks import SignallingClock
 
 TIMEOUT = 30

@@ -7,6 +7,7 @@ world on the same database, `World.plans` listing, corruption handling and argum
 
 from __future__ import annotations
 
+import inspect
 import pickle
 from collections.abc import Iterator
 from datetime import timedelta
@@ -757,3 +758,26 @@ def test_a_client_world_opens_only_an_existing_sqlite_database(tmp_path: Path) -
     created = tmp_path / "created.db"
     World(f"sqlite:///{created}", executor=False, create=True).stop()
     assert created.is_file()
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_an_explicit_delayed_executor_is_refused_until_delayed_plans_exist(
+    tmp_path: Path, value: bool
+) -> None:
+    db = tmp_path / "delayed.db"
+    with pytest.raises(DynflowError) as raised:
+        World(f"sqlite:///{db}", delayed_executor=value)
+    message = str(raised.value)
+    assert f"World(delayed_executor={value!r}) is not available yet" in message
+    assert "delayed plans (World.delay) are not built" in message
+    assert not db.exists()  # refused before anything was opened
+
+
+def test_leaving_delayed_executor_out_keeps_the_documented_default() -> None:
+    default = inspect.signature(World).parameters["delayed_executor"].default
+    assert repr(default) == "True"  # what API.md and help(World) show
+    world = World("sqlite:///:memory:")
+    try:
+        assert world.delayed_executor is True
+    finally:
+        world.stop()

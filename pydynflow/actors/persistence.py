@@ -2,7 +2,7 @@
 
 Every state change travels here as a `Persist` message of immutable snapshots. The actor
 gathers whatever arrived since its last turn and hands it to its *writer*
-(`pydynflow.actors.writer`) as one batch; the writer commits batches in groups (all those
+(`pydynflow.storage.writer`) in batches; the writer commits batches in groups (all those
 waiting when a transaction starts go into it) and, once a batch is committed, the actor's
 acknowledgement calls each message's ``on_commit``, which replies to the sender. The commit
 is what makes a step count as done. With SQLite in WAL mode and ``synchronous=FULL`` (the
@@ -24,18 +24,20 @@ from typing import Any
 
 from pydynflow.actors.messages import Claim, Flush, Persist
 from pydynflow.actors.pooled import Dispatcher, PooledActor, tell
-from pydynflow.actors.writer import FATAL_TIMEOUT, Request, ThreadWriter, writer_for
 from pydynflow.errors import PersistenceError
 from pydynflow.logging import get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.promise import Promise
-from pydynflow.storage.store import row_steps
+from pydynflow.storage import Storage
+from pydynflow.storage.rows import row_steps
+from pydynflow.storage.writer import FATAL_TIMEOUT, ChangeSet, ThreadWriter, Writer, writer_for
+from pydynflow.storage.writer.changes import make_change_set
 
 BATCH_LIMIT = 32  # messages per batch handed to the writer
 
 
 def changes(
-    storage: Any,
+    storage: Storage,
     *,
     plan: ExecutionPlan | None = None,
     new: bool = False,
@@ -84,10 +86,10 @@ class PersistenceActor(PooledActor):
     Start it on a dispatcher of its own with one thread (`start_persistence`).
     """
 
-    def __init__(self, storage: Any, world_id: str, writer: Any = None) -> None:
+    def __init__(self, storage: Storage, world_id: str, writer: Writer | None = None) -> None:
         super().__init__()
         self.storage = storage
-        self.writer = writer if writer is not None else ThreadWriter(storage)
+        self.writer: Writer = writer if writer is not None else ThreadWriter(storage)
         self.pending: list[Persist] = []
         self.flush_scheduled = False
         self.log = get_logger(world_id=world_id, component="persistence")
@@ -100,6 +102,7 @@ class PersistenceActor(PooledActor):
         return int(self.writer.transactions)
 
     def on_receive(self, message: Any) -> Any:
+        """Gather `Persist` messages until the next `Flush`; answer a `Sync` once drained."""
         if isinstance(message, Persist):
             self.pending.append(message)
             if not self.flush_scheduled:
@@ -114,6 +117,7 @@ class PersistenceActor(PooledActor):
         return None
 
     def on_stop(self) -> None:
+        """Hand over what is gathered, then close the writer once it is committed."""
         try:
             self._flush()
         finally:
@@ -124,7 +128,7 @@ class PersistenceActor(PooledActor):
         if not pending:
             return
         # In batches of at most BATCH_LIMIT messages: the writer decides how many go into
-        # one transaction (see `pydynflow.actors.writer._Pacer`), and it can only cut
+        # one transaction (see `pydynflow.storage.writer.pacer.Pacer`), and it can only cut
         # between batches.
         batches = [pending[at : at + BATCH_LIMIT] for at in range(0, len(pending), BATCH_LIMIT)]
         self.batches += len(batches)
@@ -166,23 +170,25 @@ def _acknowledge(
             log.exception("on_commit callback failed")
 
 
-def request_of(message: Persist) -> Request:
-    """Return ``message`` as the writer takes it: plain tuples, without the callback."""
+def request_of(message: Persist) -> ChangeSet:
+    """Return ``message`` as the writer takes it: a `ChangeSet`, without the callback."""
     claim = message.claim
-    return (
-        message.steps,
-        message.actions,
-        message.plans,
-        None if claim is None else (claim.plan_id, claim.from_states),
-        message.chunks,
-        message.envelope_add,
-        message.envelope_pop,
-        message.envelope_clear,
+    return make_change_set(
+        (
+            message.steps,
+            message.actions,
+            message.plans,
+            None if claim is None else (claim.plan_id, claim.from_states),
+            message.chunks,
+            message.envelope_add,
+            message.envelope_pop,
+            message.envelope_clear,
+        )
     )
 
 
 def store_plan(
-    persistence: Any, storage: Any, plan: ExecutionPlan, stored: Any, then: Any = None
+    persistence: Any, storage: Storage, plan: ExecutionPlan, stored: Any, then: Any = None
 ) -> None:
     """Store a freshly planned plan whole; resolve ``stored`` once it is committed.
 
@@ -210,7 +216,7 @@ def store_plan(
 
 
 def start_persistence(
-    storage: Any,
+    storage: Storage,
     world_id: str,
     *,
     fatal_timeout: float = FATAL_TIMEOUT,

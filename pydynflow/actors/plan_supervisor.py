@@ -1,4 +1,4 @@
-"""`PlanSupervisor`: one actor per running execution plan, the parent of its step actors.
+"""`PlanSupervisor`: one actor per running plan, parent of its step actors (one module: one actor).
 
 It drives the plan's `pydynflow.execution.PlanExecution` (which decides what happens next)
 and does what the decisions ask: commit each change set through the persistence actor, find
@@ -77,7 +77,7 @@ class PlanSupervisor(PooledActor):
     for their policies). ``note``: details of the ``"resume"`` history entry.
     """
 
-    # Rarely set: defaults on the class, so that 10,000 waiting plans stay small.
+    # Rarely set: defaults on the class, so that many waiting plans stay small.
     stored_events: dict[int, list[Event]] | None = None  # for steps without an actor yet
     claims: dict[int, SlotClaim] | None = None  # slot requests waiting, by step id
     broken: BaseException | None = None  # a commit failed: stop driving the plan

@@ -1,78 +1,19 @@
-"""Pooled pykka actors: many cheap actors served by a small shared thread pool.
+"""Pooled pykka actors on a small shared thread pool (one module: one turn protocol).
 
-pykka 4 ships only `pykka.ThreadingActor`, which gives every actor its own OS
-thread. pydynflow needs tens of thousands of step actors, most of them idle or
-suspended, so this module adds `PooledActor`. Its mailbox is drained by a
-bounded pool of daemon threads (a `Dispatcher`). An idle actor holds no thread.
+pykka's `ThreadingActor` gives every actor an OS thread; pydynflow needs tens of thousands of
+mostly idle step actors, so a `PooledActor`'s mailbox is drained by a `Dispatcher`, a bounded
+pool of daemon threads, and an idle actor holds no thread. Whoever wins a mailbox's schedule
+token (a lock used as test-and-set) runs the actor's turn, so no two threads run one actor at
+once. The mailbox, the dispatcher, the future and the actor share that protocol, hence one
+module.
 
-Design:
+Never block on a future from actor code: a handler that waits for a reply holds a pool thread
+the replier may need, and the pool deadlocks. Actor code tells, and replies come back as
+messages; `PooledFuture.get` raises `RuntimeError` on a dispatcher thread unless it only polls.
 
-* **Mailbox.** `PooledActor._create_actor_inbox` returns a `_Mailbox`: a
-  `queue.SimpleQueue` of pykka envelopes plus a *schedule token*. The token is a
-  `threading.Lock` used as an atomic test-and-set flag. `put` enqueues the
-  envelope, then tries `token.acquire(blocking=False)`. Whoever wins owns the
-  actor's turn and hands the mailbox to the dispatcher's ready queue. Everyone
-  else just leaves the envelope in the queue. Only the token owner runs the
-  actor, so no two workers ever run one actor at the same time.
-* **Dispatcher.** A deque of ready mailboxes and up to `max_workers` daemon
-  threads, started lazily when work arrives and no worker is idle. An idle
-  worker parks on its own lock in a LIFO stack, and a submission wakes exactly
-  one worker: the most recently parked one, whose caches are warmest. (If all
-  workers blocked on one shared `queue.SimpleQueue`, every wake-up would also
-  wake a second worker for nothing. With 4 idle workers, that cost 15-30% of
-  the blocking-ask throughput on the benchmark machine.) A worker handles up to `batch_size` envelopes
-  of one actor. If more are waiting, it puts the actor back at the end of the
-  ready queue, so actors get fair turns. Otherwise it releases the token and
-  checks the mailbox again, so an envelope that arrived just before the
-  release is never stranded.
-* **Liveness.** pykka's `ActorRef` holds its actor only weakly. Each dispatcher
-  keeps a strong set of its live actors until they stop, so an idle actor that
-  nobody references is not garbage-collected while it is alive. When an actor
-  stops it is removed from that set, and its mailbox drops its reference to it.
-* **Futures.** `PooledFuture` is a cheap `pykka.Future`. It is a plain lock held
-  until the value is set (no `threading.Condition`), and it can be awaited from
-  asyncio (`PooledFuture.as_asyncio`, `await`) without blocking the loop.
-
-Never block on a future from actor code. A handler that waits for a reply
-holds a pool thread while it waits. If the replying actor needs that thread,
-the pool deadlocks. Actor code must `tell`, and replies must come back as
-messages. `PooledFuture.get()` therefore raises `RuntimeError` when called
-from a dispatcher thread, unless it is a non-blocking poll (`timeout=0`). This
-covers `ref.ask(...)` with its default `block=True`, and `ref.stop()` with its
-default `block=True` when the target is a pooled actor. The message has already
-been sent by the time the error is raised. Blocking on a
-`pykka.ThreadingFuture` from a handler is not detected; avoid it too.
-
-pykka internals this module relies on (pinned to pykka 4.5;
-`tests/actors/test_pooled.py` checks them):
-
-* `Actor.__init__` calls `self._create_actor_inbox()`, and the `ActorRef(self)`
-  it creates captures `actor_inbox` and `actor_stopped`.
-* `ActorRef.tell`/`ask` only call `actor_inbox.put(Envelope(message, reply_to))`.
-  `ask` gets its reply future from `actor_class._create_future()`.
-* `Actor._actor_loop_setup` (runs `on_start`), `_handle_receive` (dispatches
-  proxy and stop messages, which are `_ActorStop`, `ProxyCall`, `ProxyGetAttr` and
-  `ProxySetAttr`; any other message goes straight to `on_receive`), `_handle_failure`
-  and `_actor_loop_teardown`
-  (answers leftover envelopes through the inbox's `empty()`/`get()`) are reused
-  as they are. The body of `Actor._actor_loop_running` is replicated in
-  `PooledActor._actor_loop_batch`, which runs one message at a time instead of a
-  blocking loop; the body of `Actor._stop` (unregister, set stopped, `on_stop`)
-  in `PooledActor._stop`, which skips the registry while it is empty
-  (`ActorRegistry._actor_refs`) and formats its debug line only when enabled.
-* `pykka.messages._ActorStop` is the stop message, and `Future._get_hook` marks
-  the derived futures built by `map`, `join`, `filter` and `reduce`.
-
-Deviations from `ThreadingActor`:
-
-* Pooled actors are not registered in `pykka.ActorRegistry` unless `start` is
-  called with `register=True`.
-* A `BaseException` in a handler stops the actor and calls
-  `ActorRegistry.stop_all(block=False)`. pykka itself blocks here, which could
-  deadlock the pool. The interrupted ask gets `ActorDeadError` instead of hanging.
-* A `BaseException` from `on_start` stops the actor instead of killing the thread.
-* The pool threads are daemon threads. Call `Dispatcher.shutdown` to stop the
-  actors cleanly (and run their `on_stop`) before the interpreter exits.
+The design, the pykka internals relied on (pinned to pykka 4.5, checked by
+``tests/actors/test_pooled.py``) and how pooled actors depart from `ThreadingActor`:
+``docs/internals/actors.md``.
 """
 
 from __future__ import annotations
@@ -169,7 +110,7 @@ class _Mailbox:
         self._started = False
         # The retired actor's class and urn, named in dead-letter errors. Not its ActorRef:
         # the ref holds this mailbox, and that cycle would leave every stopped actor to the
-        # garbage collector (in W1, 2,000 step actors: most of its cyclic garbage).
+        # cyclic garbage collector, whose passes hold the GIL.
         self._dead_ref: tuple[type, str] | None = None
 
     def put(self, envelope: Envelope[Any], /) -> None:
@@ -667,8 +608,9 @@ class PooledActor(pykka.Actor):
     _registered = False  # started with register=True: pykka's registry holds it
 
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
-        # pykka's Actor.__init__, with a counter for the urn (uuid4 costs ~3 us an actor)
-        # and a flag for actor_stopped (an Event builds a Condition): step actors are many.
+        # pykka's Actor.__init__, with a counter for the urn (a uuid4 reads the OS's random
+        # source) and a flag for actor_stopped (an Event builds a Condition): step actors
+        # are many, and each starts on the hot path.
         self.actor_urn = f"urn:pd:{next(_actor_ids)}"  # short: one per live actor
         self.actor_inbox = self._create_actor_inbox()
         self.actor_stopped = _StoppedFlag()  # type: ignore[assignment]

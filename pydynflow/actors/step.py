@@ -65,7 +65,7 @@ class StepActor(PooledActor):
         self.step_id = step_id
         self.queue = queue
         self.action = action
-        self.pending: list[Event] = list(events)  # a list: a deque costs 0.7 KB when empty
+        self.pending: list[Event] = list(events)  # a list: an empty deque is far bigger
         self.attempt = attempt  # bound in the log context of its user code
         self.is_async = is_async_run(type(action))
         if self.is_async:
@@ -198,7 +198,8 @@ async def _await_event(step: Any, action: Action, timeout: float | None) -> Any:
 def _start_task(action: Action, event: Any, step: Any, attempt: int | None = None) -> None:
     """On the world's loop: run an async ``run`` as a task that reports to its step actor.
 
-    (Not ``run_coroutine_threadsafe``: its extra future costs 1.6 KB per waiting step.)
+    (Not ``run_coroutine_threadsafe``: its extra future, with a condition of its own, would
+    stay with every waiting step.)
     """
     task = asyncio.get_running_loop().create_task(execute_run_async(action, event, attempt))
     _tasks.add(task)  # the loop keeps only weak references to its tasks

@@ -1,6 +1,9 @@
 """Persistence: execution plans in SQLite or PostgreSQL through peewee.
 
-* `Storage` saves, loads, finds and deletes execution plans (`pydynflow.storage.store`).
+* `Storage` saves, loads, finds and deletes execution plans (`pydynflow.storage.store`, a
+  facade over one module per noun: plans, rows, envelopes, records, chunks).
+* Writers run the persistence actor's transactions, in a process of their own or on its
+  thread (`pydynflow.storage.writer`).
 * `encode` / `decode` are the one codec for every stored payload: JSON, zstd-compressed above
   256 bytes, framed with a magic byte, a version and a CRC32 (`pydynflow.storage.codec`);
   a damaged or foreign blob raises `pydynflow.errors.CorruptData`. Nothing is ever pickled.

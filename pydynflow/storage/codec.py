@@ -32,7 +32,7 @@ import zstandard
 from pydynflow.errors import CorruptData, SerializationError
 from pydynflow.references import OutputReference
 
-__all__ = ["COMPRESS_THRESHOLD", "MAGIC", "VERSION", "decode", "encode"]
+__all__ = ["COMPRESS_THRESHOLD", "MAGIC", "VERSION", "decode", "decode_at", "encode"]
 
 MAGIC = 0xD7
 VERSION = 1
@@ -77,8 +77,8 @@ _ENCODER = json.JSONEncoder(
 def _make_dumps() -> Any:
     """Return the fastest compact, non-ASCII-escaping JSON dumper this Python has.
 
-    CPython's C encoder called directly skips `json.JSONEncoder.encode`'s per-call set-up
-    (2.5x faster on the small payloads that dominate); other interpreters get the encoder.
+    CPython's C encoder called directly skips `json.JSONEncoder.encode`'s per-call set-up,
+    which dominates on the small payloads most values are; other interpreters get the encoder.
     """
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is not None:
@@ -206,3 +206,11 @@ def decode(blob: bytes | bytearray | memoryview) -> Any:
         raise CorruptData(f"stored payload is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise CorruptData("stored payload nests too deeply to decode") from exc
+
+
+def decode_at(blob: bytes | bytearray | memoryview, where: str) -> Any:
+    """`decode` ``blob``, naming ``where`` it is stored (a plan, a column) in its `CorruptData`."""
+    try:
+        return decode(blob)
+    except CorruptData as exc:
+        raise CorruptData(f"{where}: {exc}") from exc

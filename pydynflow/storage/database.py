@@ -36,7 +36,14 @@ import peewee
 
 from pydynflow.errors import PersistenceError
 
-__all__ = ["ACCEPTED_SCHEMES", "close_database", "is_postgres", "is_sqlite", "open_database"]
+__all__ = [
+    "ACCEPTED_SCHEMES",
+    "close_database",
+    "is_postgres",
+    "is_sqlite",
+    "open_database",
+    "redact_url",
+]
 
 ACCEPTED_SCHEMES = ("sqlite:///<path>", "sqlite:///:memory:", "postgresql://", "postgres://")
 
@@ -150,6 +157,16 @@ def close_database(database: peewee.Database) -> None:
         database.close_all()
     elif not database.is_closed():
         database.close()
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` without its password (for messages and logs)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    credentials, _, host = rest.partition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
 def open_database(url: str, *, create: bool = True) -> peewee.Database:

@@ -4,7 +4,7 @@ A world that executes plans recovers, when it starts, every plan stored ``runnin
 takes them for plans a dead world left. That holds only if no live executor world shares the
 database, so an executor world holds this lock while it runs and a second one refuses to
 start, naming the holder. The operating system (SQLite: an ``flock`` on a file beside the
-database) or the server (PostgreSQL: a session advisory lock on a connection of its own)
+database) or the server (PostgreSQL: an advisory lock held by a connection of its own)
 releases it when the holding process dies, so a crashed world never blocks its successor.
 Client worlds (``executor=False``) never take it.
 """
@@ -16,10 +16,13 @@ import fcntl
 import json
 import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydynflow.errors import DynflowError, PersistenceError
-from pydynflow.storage.store import redact_url
+from pydynflow.storage.database import redact_url
+
+if TYPE_CHECKING:
+    from pydynflow.storage.store import Storage
 
 try:  # PostgreSQL support is optional (the "postgres" extra)
     import psycopg2
@@ -42,7 +45,7 @@ class ExecutorLock:
         self._release = release
 
     @classmethod
-    def acquire(cls, storage: Any, holder: dict[str, Any]) -> ExecutorLock:
+    def acquire(cls, storage: Storage, holder: dict[str, Any]) -> ExecutorLock:
         """Take the lock of ``storage``'s database for the world ``holder`` describes.
 
         Raises:
@@ -65,7 +68,7 @@ class ExecutorLock:
             release()
 
     @classmethod
-    def _acquire_file(cls, path: str, holder: dict[str, Any], storage: Any) -> ExecutorLock:
+    def _acquire_file(cls, path: str, holder: dict[str, Any], storage: Storage) -> ExecutorLock:
         lock_path = f"{path}-executor.lock"
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -88,7 +91,7 @@ class ExecutorLock:
         return cls(release)
 
     @classmethod
-    def _acquire_advisory(cls, storage: Any, holder: dict[str, Any]) -> ExecutorLock:
+    def _acquire_advisory(cls, storage: Storage, holder: dict[str, Any]) -> ExecutorLock:
         try:
             connection = psycopg2.connect(storage.url)
             connection.autocommit = True
@@ -97,7 +100,7 @@ class ExecutorLock:
                 taken = bool(cursor.fetchone()[0])
         except psycopg2.Error as exc:
             raise PersistenceError(
-                f"cannot take the executor lock of {redact_url(storage.url)}: {exc}"
+                f"cannot take the executor lock of {redact_url(str(storage.url))}: {exc}"
             ) from exc
         if not taken:
             connection.close()
@@ -111,7 +114,7 @@ class ExecutorLock:
             with contextlib.suppress(Exception):
                 storage.delete_record(RECORD_CLASS, "executor")
             with contextlib.suppress(Exception):
-                connection.close()  # the server lets the advisory lock go with the session
+                connection.close()  # the server lets the advisory lock go with the connection
 
         return cls(release)
 
@@ -124,7 +127,7 @@ def _parse(data: bytes | None) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _held_message(storage: Any, found: dict[str, Any]) -> str:
+def _held_message(storage: Storage, found: dict[str, Any]) -> str:
     who = "another executor world"
     if found:
         who = (

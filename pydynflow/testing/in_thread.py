@@ -1,20 +1,13 @@
 """`InThreadWorld`: execute plans deterministically in the calling thread, on virtual time.
 
 A test double for a world with an executor, after Dynflow's ``InThreadExecutor``. It drives
-the engine's own execution core (`pydynflow.execution.PlanExecution`), so a plan here goes
-the way it would in a `World`: the same rescue strategies, `Retry` attempts, skips,
-finalize phase and results. Only the means differ: each step's user code runs in the calling
-thread, each change is committed there, a step gets its worker at once, and timers (retry
-backoffs, ``plan_event`` delays, timeouts, polling) wait on a `ManagedClock`.
+the engine's own execution core (`pydynflow.execution.PlanExecution`), so a plan goes the way
+it would in a `World`; only the means differ: user code runs and each change is committed in
+the calling thread, and timers wait on a `ManagedClock`, moved to the next timer when nothing
+else is left (``auto_advance``). Plans are planned and stored by an ordinary client `World`,
+so `InThreadWorld.load` reads what an executor would have stored.
 
-Plans are planned and stored by an ordinary client `World` (``executor=False``, not
-started), so `InThreadWorld.load` reads what an executor would have stored. Work is
-processed first in, first out; when nothing is left but timers of running plans, time moves
-to the next one (``auto_advance``). A plan whose suspended steps wait for an event nobody
-will send stays running: `InThreadWorld.event` delivers it later.
-
-Not thread-safe: use one from one thread. ``async def run`` is awaited on a new event loop;
-``wait_for_event`` is not available in-thread (the step fails with a `DynflowError`).
+Not thread-safe: use one from one thread. How to test with it: ``docs/guides/testing.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +21,6 @@ from typing import Any
 
 from pydynflow.action import Action, is_async_run
 from pydynflow.actors.persistence import changes, request_of
-from pydynflow.actors.writer import ThreadWriter
 from pydynflow.clock import ClockClosedError, Timer
 from pydynflow.errors import DynflowError, EventRejected, UnknownPlan, UnknownStep
 from pydynflow.events import Abort, Cancel, Skip
@@ -47,6 +39,7 @@ from pydynflow.plan import ExecutionPlan, StepError
 from pydynflow.promise import Promise
 from pydynflow.states import PlanState, StepState
 from pydynflow.storage import Storage
+from pydynflow.storage.writer import ThreadWriter
 from pydynflow.testing.clock import ManagedClock
 from pydynflow.triggered import Triggered
 from pydynflow.world import World, normalize_event

@@ -30,10 +30,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from pydynflow import Action, Phase, PlanState, Result, Retry, StepState, World
-from pydynflow.actors.writer import ProcessWriter, Request
 from pydynflow.errors import FatalPersistenceError, PersistenceError
 from pydynflow.storage import Storage
-from tests.actors.test_writer import (
+from pydynflow.storage.writer import ChangeSet, ProcessWriter
+from tests.storage.test_writer import (
     Acks,
     envelope_request,
     retried_for,
@@ -128,7 +128,7 @@ class PrivatePostgres:
         self.run("pg_ctl", action, "-D", str(self.data), "-l", log, "-w", "-t", "60", *args)
 
     def restart(self) -> None:
-        """Restart the server: a fast shutdown ends every session (mid-transaction too)."""
+        """Restart the server: a fast shutdown ends every connection (mid-transaction too)."""
         self.ctl("restart", "-m", "fast")
 
     def stop(self) -> None:
@@ -332,9 +332,9 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-def big_event(step_id: int) -> Request:
+def big_event(step_id: int) -> ChangeSet:
     """A change set storing an event far larger than what a full disk has left."""
-    return ((), (), (), None, (), (("p", step_id, {"pad": "x" * 200_000}),), (), ())
+    return ChangeSet(envelope_add=(("p", step_id, {"pad": "x" * 200_000}),))
 
 
 def test_a_full_disk_is_named_not_hidden_by_the_failed_rollback(small_tmpfs: Path) -> None:

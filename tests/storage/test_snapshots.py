@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pydynflow.storage.store import (
-    Storage,
-    _from_micros,
-    _iso,
-    _micros,
-    _naive_from_micros,
-    _sqlite_text,
+from pydynflow.storage.times import (
+    from_micros,
+    iso,
+    micros,
+    naive_from_micros,
+    naive_utc,
+    sqlite_datetime,
+    sqlite_text,
 )
 
 moments = st.datetimes(
@@ -28,29 +29,29 @@ whole_seconds = any_moments.map(lambda moment: moment.replace(microsecond=0))
 
 @given(moments)
 def test_micros_round_trip_is_exact(moment: datetime) -> None:
-    assert _from_micros(_micros(moment)) == moment
-    assert _from_micros(_micros(moment)).tzinfo is UTC  # type: ignore[union-attr]
+    assert from_micros(micros(moment)) == moment
+    assert from_micros(micros(moment)).tzinfo is UTC  # type: ignore[union-attr]
 
 
 def test_naive_means_utc_and_other_zones_convert() -> None:
     moment = datetime(2026, 11, 26, 21, 0, 0, 123456, tzinfo=UTC)
-    assert _micros(moment.replace(tzinfo=None)) == _micros(moment)
+    assert micros(moment.replace(tzinfo=None)) == micros(moment)
     paris = moment.astimezone(timezone(timedelta(hours=1)))
-    assert _micros(paris) == _micros(moment)
-    assert _micros(None) is None and _from_micros(None) is None
+    assert micros(paris) == micros(moment)
+    assert micros(None) is None and from_micros(None) is None
 
 
 @given(st.one_of(any_moments, whole_seconds))
 def test_writer_time_texts_match_datetime_formatting(moment: datetime) -> None:
-    micros = _micros(moment)
-    assert _iso(micros) == moment.isoformat()  # type: ignore[arg-type]
-    assert _sqlite_text(micros) == Storage._sqlite_datetime(moment)
-    assert _naive_from_micros(micros) == Storage._naive_utc(moment)
+    value = micros(moment)
+    assert iso(value) == moment.isoformat()  # type: ignore[arg-type]
+    assert sqlite_text(value) == sqlite_datetime(moment)
+    assert naive_from_micros(value) == naive_utc(moment)
 
 
 def test_writer_time_texts_stay_right_past_the_cache_limit() -> None:
     start = datetime(2026, 11, 26, tzinfo=UTC)
     for second in range(0, 10_000, 7):  # more distinct seconds than the cache keeps
         moment = start + timedelta(seconds=second, microseconds=second)
-        assert _sqlite_text(_micros(moment)) == Storage._sqlite_datetime(moment)
-    assert _sqlite_text(None) is None and _naive_from_micros(None) is None
+        assert sqlite_text(micros(moment)) == sqlite_datetime(moment)
+    assert sqlite_text(None) is None and naive_from_micros(None) is None

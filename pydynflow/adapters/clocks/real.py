@@ -1,36 +1,15 @@
 """`RealClock`: one daemon thread that fires every timer of a process (not a pykka actor).
 
-`RealClock` implements `pydynflow.clock.Clock` with monotonic time (`time.monotonic`).
-It is the engine's "clock actor", but it is not a pykka actor. A pooled actor must never
-block on a dispatcher thread (see `pydynflow.actors.pooled`), and a timer service
-has to sleep until its next due time. So it is a long-lived singleton with a thread
-of its own, which pydynflow's design allows for such singletons. Other actors do not
-send it messages. They call `RealClock.schedule` directly, which only pushes onto a
-heap under a lock. When the timer fires, its callback ``tell``s the actor that armed it.
+It implements `pydynflow.clock.Clock` on monotonic time. A timer service has to sleep until
+its next due time, and a pooled actor must never block a dispatcher thread, so the clock is
+a singleton with a thread of its own. Actors do not send it messages: they call `schedule`,
+which only pushes onto a heap under a lock, and a timer's callback ``tell``s the actor that
+armed it.
 
-Design:
+Callbacks run one at a time on the clock's thread: they must be quick and must not block,
+or every timer behind them waits.
 
-* **One thread, one heap.** Armed timers sit in a heap of ``(due, sequence, timer)``
-  entries. ``sequence`` breaks ties, so timers due at the same moment fire in the order
-  they were armed. One daemon thread (``pydynflow-clock``) sleeps on a
-  `threading.Condition` until the earliest due time. `schedule` wakes it only when the
-  new timer becomes the earliest one. 10,000 armed timers therefore cost one thread
-  and a few hundred bytes each.
-* **Lazy start.** The thread starts on the first `schedule`. A clock that never arms a
-  timer never starts a thread.
-* **Lazy cancellation.** `Timer.cancel` only marks the timer. The thread drops cancelled
-  entries when they reach the top of the heap. If cancelled entries make up more than
-  half of a large heap, the heap is rebuilt without them, so that many long timeouts
-  that were armed and then cancelled do not pile up.
-* **Callbacks run outside the lock**, one at a time, in due order. A callback may
-  `schedule`, `cancel` or even `close`. A callback that raises is logged on the
-  ``pydynflow.clock`` logger, and the thread goes on with the next timer.
-* **close()** cancels every pending timer, stops the thread and waits for it to exit
-  (unless called from a callback). Calling it again does nothing. Later `schedule`
-  calls raise `ClockClosedError`.
-
-Callbacks must be quick and must not block: ``tell`` an actor or set a future. A slow
-callback delays every timer behind it.
+The heap, lazy start and cancellation, and `close`: ``docs/internals/clock.md``.
 """
 
 from __future__ import annotations

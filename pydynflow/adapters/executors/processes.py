@@ -1,36 +1,17 @@
 """`ProcessWorkers`: run jobs in supervised worker processes (``executor="processes"``).
 
-Design:
+Each worker runs one job at a time over a pipe of its own; a job travels as ``(fn, args)``
+pickled with dill, so code defined in ``__main__`` travels by value. One supervisor thread
+waits on every worker's pipe and process sentinel at once: a worker that dies (exit, signal,
+segfault) fails only its own job, with `WorkerDied`, and is replaced. Every ``on_done`` runs
+on that thread, so it must be quick.
 
-* ``size`` worker processes from ``multiprocess.get_context("forkserver")``: a worker is forked
-  from the single-threaded fork server, never from this multi-threaded process. The fork server
-  preloads this module (and so pydynflow) when it starts, so a new worker is ready at once.
-* Each worker owns one duplex `Pipe` and runs one job at a time. A job travels as
-  ``(fn, args)`` pickled with dill, so functions and classes defined in ``__main__`` travel
-  by value; the reply is ``(True, result)`` or ``(False, exception)``. A ``__main__`` class is
-  pickled by value once (then cached) and loaded as the receiver's own class of that name if
-  it has one (a worker imports the user's script again as ``__mp_main__``), else from its
-  value, once: an action class from a script costs no more than an importable one.
-* `submit` gives the job to an idle worker at once, or queues it; a worker that replies takes
-  the next queued job before its ``on_done`` runs.
-* ONE supervisor thread waits on every worker's pipe and process sentinel at once
-  (`multiprocess.connection.wait`): it reads replies and calls ``on_done``; when a sentinel fires
-  (the process is gone: exit, signal, segfault) it fails that worker's job, and only that job,
-  with `WorkerDied` and starts a replacement. Every ``on_done`` runs on this thread, so it must
-  be quick (the runtime's only tells an actor).
-* A worker exits at once, even in the middle of a job, when the pool's end of its pipe closes,
-  that is when the pool's process dies (`_exit_with_pool`): else it would go on running a step
-  that a world restarted on the same database runs again. A parent-death signal would not do:
-  a worker's parent is the fork server, which exits once its last worker has (each holds its
-  alive pipe). With ``start_method="fork"`` a worker inherits the pool's ends and never sees
-  them close.
-* A worker configures structlog as the pool's process had (`worker_settings`): its lines,
-  the user code's included, are rendered and filtered as the world's are.
-* `shutdown` stops taking jobs; queued jobs still run, then idle workers get a stop message
-  (and SIGTERM, then SIGKILL, after `ProcessWorkers.stop_grace` seconds) and the supervisor ends.
+A worker exits at once, even in the middle of a job, when the pool's process dies (its end of
+the pipe closes): else it would go on running a step that a world restarted on the same
+database runs again.
 
-Do not use ``multiprocess.Pool`` (a dead worker hangs it) or ``ProcessPoolExecutor`` (one death
-breaks the whole pool): see DESIGN.md, "Supervision = rescue".
+Why a fork server, how ``__main__`` classes travel, how the pool shuts down, and why neither
+``multiprocess.Pool`` nor ``ProcessPoolExecutor``: ``docs/internals/processes.md``.
 """
 
 from __future__ import annotations

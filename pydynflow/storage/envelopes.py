@@ -1,0 +1,189 @@
+"""Events accepted for a step and not yet processed: the ``dynflow_envelopes`` rows.
+
+A step's events are rows whose ``receiver_id`` is ``"<plan id>:<step id>"``; ``data`` holds
+``encode({"plan_id": ..., "step_id": ..., "payload": ...[, "event_id": ...]})``. Other
+receivers (a world's inbox, say) share the table and are never returned or deleted here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydynflow.errors import DataConsistencyError
+from pydynflow.storage.codec import decode_at, encode
+from pydynflow.storage.sql import ENVELOPES, IN_CHUNK, StoreBase, wrap_errors
+
+__all__ = ["Envelopes", "delete_envelope_ids", "envelope_rows"]
+
+
+class Envelopes(StoreBase):
+    """The events stored for steps (a part of `Storage`)."""
+
+    @wrap_errors("add_envelope")
+    def add_envelope(
+        self, plan_id: str, step_id: int, payload: Any, event_id: str | None = None
+    ) -> int:
+        """Store an event for step ``step_id`` of plan ``plan_id`` and return its id.
+
+        ``event_id`` names the event for its sender and in the plan's history (e.g. when
+        it was not delivered); `envelopes` returns it with ``with_event_ids``.
+
+        The plan row need not exist (the table has no foreign key). Ids grow with insertion
+        order among the stored envelopes. On SQLite the id of the envelope with the highest id
+        is reused once that envelope is deleted (the column is a rowid without
+        ``AUTOINCREMENT``), so delete an envelope only once.
+
+        Raises:
+            SerializationError: if ``payload`` cannot be encoded.
+            PersistenceError: if the database refuses the write.
+        """
+        plan_id, step_id = str(plan_id), int(step_id)
+        envelope = {"plan_id": plan_id, "step_id": step_id, "payload": payload}
+        if event_id is not None:
+            envelope["event_id"] = str(event_id)
+        data = encode(envelope)
+        param = self._db.param
+        sql = f'INSERT INTO "{ENVELOPES}" ("receiver_id", "data") VALUES ({param}, {param})'
+        params = (f"{plan_id}:{step_id}", data)
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            if self._sqlite:
+                cursor.execute(sql, params)
+                return int(cursor.lastrowid)
+            cursor.execute(sql + ' RETURNING "id"', params)
+            return int(cursor.fetchone()[0])
+
+    @wrap_errors("envelopes")
+    def envelopes(
+        self, plan_id: str, step_id: int | None = None, *, with_event_ids: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """Return the pending envelopes of a plan (or of one of its steps), in id order.
+
+        Returns:
+            ``(envelope id, step id, payload)`` tuples; with ``with_event_ids``,
+            ``(envelope id, step id, payload, event id)`` (``"envelope-<id>"`` for an event
+            stored without one).
+
+        Raises:
+            CorruptData: if an envelope's data does not decode.
+            DataConsistencyError: if it decodes to something that is not an envelope.
+        """
+        plan_id = str(plan_id)
+        cursor = self._db.cursor()
+        if step_id is None:
+            rows = envelope_rows(cursor, self._db.param, self._sqlite, [plan_id], with_data=True)
+        else:
+            cursor.execute(
+                f'SELECT "id", "receiver_id", "data" FROM "{ENVELOPES}" '
+                f'WHERE "receiver_id" = {self._db.param} ORDER BY "id"',
+                (f"{plan_id}:{int(step_id)}",),
+            )
+            rows = cursor.fetchall()
+        envelopes = []
+        for envelope_id, receiver_id, blob in rows:
+            where = f"execution plan {plan_id}: envelope {envelope_id} ({receiver_id})"
+            data = decode_at(blob, where)
+            if not isinstance(data, dict) or "payload" not in data:
+                raise DataConsistencyError(f"{where} is a {type(data).__name__} without payload")
+            envelope: tuple[Any, ...] = (envelope_id, _receiver(receiver_id)[1], data["payload"])
+            if with_event_ids:
+                envelope += (str(data.get("event_id") or f"envelope-{envelope_id}"),)
+            envelopes.append(envelope)
+        return envelopes
+
+    @wrap_errors("delete_envelopes")
+    def delete_envelopes(self, ids: Iterable[int]) -> int:
+        """Delete envelopes by id and return how many were deleted (unknown ids are ignored)."""
+        unique = list(dict.fromkeys(int(envelope_id) for envelope_id in ids))
+        if not unique:
+            return 0
+        with self._write_atomic():
+            return delete_envelope_ids(self._db.cursor(), self._db.param, unique)
+
+    @wrap_errors("pop_envelope")
+    def pop_envelope(self, plan_id: str, step_id: int) -> int:
+        """Delete the oldest envelope of a step (the event it is now processing).
+
+        Returns:
+            how many were deleted (0 or 1).
+        """
+        param = self._db.param
+        receiver = f"{plan_id}:{int(step_id)}"
+        sql = (
+            f'DELETE FROM "{ENVELOPES}" WHERE "id" = (SELECT MIN("id") FROM "{ENVELOPES}" '
+            f'WHERE "receiver_id" = {param})'
+        )
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(sql, (receiver,))
+            return int(cursor.rowcount)
+
+    @wrap_errors("clear_envelopes")
+    def clear_envelopes(self, plan_id: str, step_id: int) -> int:
+        """Delete every envelope of a step (its events die with it); return how many."""
+        sql = f'DELETE FROM "{ENVELOPES}" WHERE "receiver_id" = {self._db.param}'
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(sql, (f"{plan_id}:{int(step_id)}",))
+            return int(cursor.rowcount)
+
+
+def envelope_rows(
+    cursor: Any, param: str, sqlite: bool, plan_ids: list[str], *, with_data: bool = False
+) -> list[tuple[Any, ...]]:
+    """Return ``(id, receiver_id[, data])`` of the envelopes of ``plan_ids``, in id order.
+
+    Served by the ``receiver_id`` index: on SQLite a ``[plan_id + ":", plan_id + ";")``
+    range (``BINARY`` collation, byte order); on PostgreSQL a ``LIKE 'plan_id:%'`` prefix
+    match, because a range in a linguistic collation (``en_US``, ICU) does not hold every
+    string with that prefix (punctuation is ignored at the first level). The prefix also
+    matches a plan whose id extends the given one with ``:...``, so rows are then kept
+    only if their receiver id is exactly ``<one of plan_ids>:<integer>``.
+    """
+    columns = '"id", "receiver_id", "data"' if with_data else '"id", "receiver_id"'
+    wanted = set(plan_ids)
+    rows: list[tuple[Any, ...]] = []
+    step = max(IN_CHUNK // 2, 1)
+    for start in range(0, len(plan_ids), step):
+        part = plan_ids[start : start + step]
+        if sqlite:
+            clause = f'("receiver_id" >= {param} AND "receiver_id" < {param})'
+            params = [bound for plan_id in part for bound in (f"{plan_id}:", f"{plan_id};")]
+        else:
+            clause = f"\"receiver_id\" LIKE {param} ESCAPE '!'"
+            params = [_like_escape(plan_id) + ":%" for plan_id in part]
+        where = " OR ".join([clause] * len(part))
+        cursor.execute(f'SELECT {columns} FROM "{ENVELOPES}" WHERE {where} ORDER BY "id"', params)
+        rows.extend(row for row in cursor.fetchall() if _receiver(row[1])[0] in wanted)
+    if len(plan_ids) > step:
+        rows.sort(key=lambda row: row[0])
+    return rows
+
+
+def delete_envelope_ids(cursor: Any, param: str, ids: list[int]) -> int:
+    """Delete the envelopes with these ids; return how many were deleted."""
+    deleted = 0
+    for start in range(0, len(ids), IN_CHUNK):
+        part = ids[start : start + IN_CHUNK]
+        marks = ", ".join([param] * len(part))
+        cursor.execute(f'DELETE FROM "{ENVELOPES}" WHERE "id" IN ({marks})', part)
+        deleted += max(cursor.rowcount, 0)
+    return deleted
+
+
+def _receiver(receiver_id: str) -> tuple[str | None, int]:
+    """Split an envelope's ``"<plan id>:<step id>"``; ``(None, 0)`` for any other receiver."""
+    plan_id, sep, step = receiver_id.rpartition(":")
+    if not sep:
+        return None, 0
+    try:
+        return plan_id, int(step)
+    except ValueError:
+        return None, 0
+
+
+def _like_escape(text: str) -> str:
+    """Escape ``text`` for a ``LIKE ... ESCAPE '!'`` pattern (no backslash: it would depend on
+    PostgreSQL's ``standard_conforming_strings``)."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
