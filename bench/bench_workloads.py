@@ -8,7 +8,9 @@ durability (WAL, ``synchronous=FULL``), in one process, in this order:
 2. ``floor-batched``: the same changes, 64 per commit (``executemany``) -> rows/s.
 3. ``W1``: 200 plans x 10 sequential no-op steps, triggered from a ``ThreadPoolExecutor(16)``
    (plans triggered from several threads share commits), then all waited for.
-   ``W1-serial``: the same, triggered from one thread. ``W1-pinned`` (Linux, 2+ CPUs): W1
+   ``W1-serial``: the same, triggered from one thread. ``W1-pool32``: W1 with 32 workers
+   instead of the default 5 (a step is ``running`` only while it holds a worker, so the
+   pool bounds how many steps are in flight). ``W1-pinned`` (Linux, 2+ CPUs): W1
    with this process pinned to one CPU and the writer process to the others, a deployment
    choice rather than a default (see `w1_pinned`).
 4. ``W2``: one plan, 1,000 concurrent no-op steps, then a join step.
@@ -343,10 +345,16 @@ def run_world(
     return Run(wall, total_steps, peak_rss_mb(), threads, extra)
 
 
-def w1(workdir: Path, size: dict[str, int], *, parallel: bool) -> Run:
+W1_WIDE_POOL = 32
+
+
+def w1(workdir: Path, size: dict[str, int], *, parallel: bool, pool_size: int = 5) -> Run:
     steps = size["w1_steps"]
     triggers = [lambda world: world.trigger(Chain, steps) for _ in range(size["w1_plans"])]
-    return run_world(workdir, "W1" if parallel else "W1-serial", triggers, steps, parallel=parallel)
+    name = "W1" if parallel else "W1-serial"
+    if pool_size != 5:
+        name += f"-pool{pool_size}"
+    return run_world(workdir, name, triggers, steps, parallel=parallel, pool_size=pool_size)
 
 
 def pinnable() -> bool:
@@ -497,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
         ("floor-batched", "rows/s", lambda: floor_batched(workdir, size)),
         ("W1", "steps/s", lambda: w1(workdir, size, parallel=True)),
         ("W1-serial", "steps/s", lambda: w1(workdir, size, parallel=False)),
+        (
+            f"W1-pool{W1_WIDE_POOL}",
+            "steps/s",
+            lambda: w1(workdir, size, parallel=True, pool_size=W1_WIDE_POOL),
+        ),
         *([("W1-pinned", "steps/s", lambda: w1_pinned(workdir, size))] if pinnable() else []),
         ("W2", "steps/s", lambda: w2(workdir, size)),
         ("W3", "steps/s", lambda: w3(workdir, size)),

@@ -16,6 +16,7 @@ WORKLOADS = [
     "floor-batched",
     "W1",
     "W1-serial",
+    "W1-pool32",
     *(["W1-pinned"] if PINNED else []),
     "W2",
     "W3",
