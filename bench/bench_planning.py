@@ -81,7 +81,7 @@ def main() -> None:
     base = measure("baseline (plain objects)", plans, n, baseline)
     in_memory = measure("plan (in memory)", plans, n, lambda: plan_action(Root, (n,)))
     with tempfile.TemporaryDirectory() as tmp:
-        world = World(f"sqlite:///{tmp}/bench.db", executor=False)
+        world = World(f"sqlite:///{tmp}/bench.db", executor=False, create=True)
         stored = measure("plan + store (SQLite FULL)", plans, n, lambda: world.plan(Root, n))
         world.stop()
     print(

@@ -129,17 +129,27 @@ class PlanExecution:
         auto_rescue: apply the plan's rescue strategy when it fails (see `pydynflow.rescue`).
     """
 
-    # Rare state: class defaults, replaced (never mutated in place) when set, so that
-    # waiting plans, which may be many, do not each carry empty sets.
-    winding_down = False
-    halting = False
-    finishing = False
-    continuing = False  # failed steps count as failures (a restart), not as steps to re-run
-    rescued: frozenset[int] = _NONE  # failed steps auto-rescue already acted on
-    retrying: frozenset[int] = _NONE  # failed steps waiting out a Retry backoff
-    waking: dict[int, bool] | None = None  # parked steps with an event, waiting for a worker
-    rearm: frozenset[int] = _NONE  # continuing: failed steps whose retry a stop interrupted
-    events: dict[int, list[str]] | None = None  # accepted event ids not consumed, per step
+    # Slots, not a __dict__: waiting plans, which may be many, each keep one. What is
+    # rarely set starts as a shared empty value, replaced (never changed in place) when set.
+    __slots__ = (
+        "active",
+        "auto_rescue",
+        "continuing",
+        "events",
+        "finishing",
+        "first_runs",
+        "graph",
+        "halting",
+        "parked",
+        "plan",
+        "rearm",
+        "rescued",
+        "retrying",
+        "waking",
+        "wanting",
+        "winding_down",
+        "world_id",
+    )
 
     def __init__(self, plan: ExecutionPlan, world_id: str | None, *, auto_rescue: bool = True):
         self.plan = plan
@@ -148,8 +158,19 @@ class PlanExecution:
         self.graph = FlowGraph(plan.run_flow)
         self.active: set[int] = set()  # granted and not finished: running or parked
         self.parked: set[int] = set()  # suspended: their code returned, they wait for events
-        self.wanting: set[int] = set()  # ready and waiting for a worker
-        self.first_runs: set[int] = set()  # granted for their first run: their start is due
+        self.winding_down = False
+        self.halting = False
+        self.finishing = False
+        self.continuing = False  # failed steps are failures (a restart), not steps to re-run
+        self.rescued: frozenset[int] = _NONE  # failed steps auto-rescue already acted on
+        self.retrying: frozenset[int] = _NONE  # failed steps waiting out a Retry backoff
+        self.waking: dict[int, bool] | None = None  # parked steps with an event, to wake
+        self.rearm: frozenset[int] = _NONE  # continuing: failed steps a stop kept from a retry
+        self.events: dict[int, list[str]] | None = None  # accepted, not consumed, per step
+        # Steps ready and waiting for a worker, and steps granted for their first run (their
+        # start time is due from their outcome).
+        self.wanting: set[int] | frozenset[int] = _NONE
+        self.first_runs: set[int] | frozenset[int] = _NONE
 
     # -- start ---------------------------------------------------------------------------
 
@@ -224,8 +245,13 @@ class PlanExecution:
             if state == StepState.ERROR and self.continuing:
                 self._failed(step, advance)
                 continue
-            self.wanting.add(step_id)
+            self._want(step_id)
             advance.want.append(step_id)
+
+    def _want(self, step_id: int) -> None:
+        if not self.wanting:
+            self.wanting = set()
+        self.wanting.add(step_id)  # type: ignore[union-attr]
 
     def granted(self, step_id: int, advance: Advance) -> bool:
         """A worker is free for ``step_id``: mark it ``running`` (its code starts once
@@ -236,7 +262,7 @@ class PlanExecution:
             return self._wake(step, waking.pop(step_id), advance)
         if step_id not in self.wanting:
             return False
-        self.wanting.discard(step_id)
+        self.wanting = self.wanting - {step_id} if len(self.wanting) > 1 else _NONE
         if self.winding_down:
             self.graph.fail(step_id)
             return False
@@ -256,7 +282,7 @@ class PlanExecution:
             step.transition(StepState.RUNNING)
         if step.started_at is None:  # until its outcome says when its code really started
             step.started_at = utcnow()
-            self.first_runs.add(step_id)
+            self.first_runs = self.first_runs | {step_id}
         self.active.add(step_id)
         advance.steps.append(step)
         advance.launch.append(step_id)
@@ -297,7 +323,7 @@ class PlanExecution:
         step.execution_time += outcome.execution_time
         step.progress_done = outcome.progress
         if step_id in self.first_runs:
-            self.first_runs.discard(step_id)
+            self.first_runs = self.first_runs - {step_id} if len(self.first_runs) > 1 else _NONE
             if outcome.started_at is not None:
                 step.started_at = outcome.started_at
         if outcome.chunks:
@@ -394,7 +420,7 @@ class PlanExecution:
             return advance
         if self.finishing:
             return advance
-        self.wanting.add(step_id)
+        self._want(step_id)
         advance.want.append(step_id)
         return advance
 
@@ -470,7 +496,7 @@ class PlanExecution:
         withdrawn = list(self.wanting)
         for step_id in withdrawn:
             self.graph.fail(step_id)  # not started: it stays as it is
-        self.wanting.clear()
+        self.wanting = _NONE
         if self.waking:
             withdrawn.extend(self.waking)
             self.waking = None

@@ -90,8 +90,12 @@ def execute_run(action: Action, event: Any = None, attempt: int | None = None) -
 async def execute_run_async(
     action: Action, event: Any = None, attempt: int | None = None
 ) -> PhaseOutcome:
-    """Await an ``async def run(event)`` and return what happened (see `execute_run`)."""
-    tokens = _bind(action, action.run_step_id, RUN, attempt)
+    """Await an ``async def run(event)`` and return what happened (see `execute_run`).
+
+    It runs as a task of its own, in a context of its own: the log context is bound there
+    and never reset (no tokens kept for the whole of a wait, which may be long).
+    """
+    _bind(action, action.run_step_id, RUN, attempt)
     begun, started = utcnow(), time.perf_counter()
     try:
         if isinstance(event, Timeout):
@@ -102,8 +106,6 @@ async def execute_run_async(
         return _finished(action, begun, started, action.run_progress, suspended.callback)
     except Exception as exc:
         return _failed(action, exc, begun, started)
-    finally:
-        reset_contextvars(**tokens)
     return _finished(action, begun, started, action.run_progress)
 
 

@@ -67,6 +67,7 @@ from pydynflow.plan import ExecutionPlan, StepError
 from pydynflow.states import PlanState, StepState
 
 FINALIZE_SLOT = 0  # the claim key of the finalize phase (step ids start at 1)
+_NO_SLOTS: dict[int, SlotClaim] = {}  # never changed: `_hold` replaces it
 
 
 class PlanSupervisor(PooledActor):
@@ -82,6 +83,10 @@ class PlanSupervisor(PooledActor):
     claims: dict[int, SlotClaim] | None = None  # slot requests waiting, by step id
     broken: BaseException | None = None  # a commit failed: stop driving the plan
     finalizing = False  # the finalize phase runs on a worker
+    # Step id (or FINALIZE_SLOT) -> the slot it holds; slots given back to other plans'
+    # waiting steps, to tell them. Empty while a plan waits: shared empties until used.
+    holding: dict[int, SlotClaim] = _NO_SLOTS
+    handoffs: list[SlotClaim] | tuple[()] = ()
 
     def __init__(
         self,
@@ -101,8 +106,6 @@ class PlanSupervisor(PooledActor):
         self.note = note
         self.core = PlanExecution(plan, runtime.world_id, auto_rescue=runtime.auto_rescue)
         self.children: dict[int, Any] = {}  # step id -> its live StepActor
-        self.holding: dict[int, SlotClaim] = {}  # step id (or FINALIZE_SLOT) -> its slot
-        self.handoffs: list[SlotClaim] = []  # slots given back to other plans' waiting steps
 
     @functools.cached_property
     def log(self) -> Any:
@@ -256,7 +259,7 @@ class PlanSupervisor(PooledActor):
     def _use(self, claim: SlotClaim, advance: Advance) -> None:
         """Put a slot just taken to work, or give it back if it is not needed after all."""
         step_id = claim.step_id
-        self.holding[step_id] = claim
+        self._hold(claim)
         if self.broken is not None:
             self._release(step_id, advance)
         elif step_id == FINALIZE_SLOT:
@@ -337,14 +340,18 @@ class PlanSupervisor(PooledActor):
         """Give back the slot ``step_id`` holds: to a step of this plan waiting for one
         (granted into ``advance``, so in the same commit), or to another plan's (told once
         this plan's commit is sent, see `_hand_off`)."""
-        claim = self.holding.pop(step_id, None)
+        claim = self.holding.pop(step_id, None) if self.holding else None
         if claim is None:
             return
+        if not self.holding:
+            self.holding = _NO_SLOTS
         successor = claim.slots.give_back(claim)
         if successor is None:
             return
         if successor.supervisor is not self._actor_ref:
-            self.handoffs.append(successor)
+            if not self.handoffs:
+                self.handoffs = []
+            self.handoffs.append(successor)  # type: ignore[union-attr]
             return
         if self.claims is not None:  # one of ours waited: it holds the slot now
             self.claims.pop(successor.step_id, None)
@@ -353,11 +360,17 @@ class PlanSupervisor(PooledActor):
     def _hand_off(self) -> None:
         """Tell the other plans whose waiting steps got this plan's slots."""
         while self.handoffs:
-            claim = self.handoffs.pop(0)
+            claim = self.handoffs.pop(0)  # type: ignore[union-attr]
             if not tell_and_run(claim.supervisor, SlotGranted(claim.step_id)):
                 successor = claim.slots.give_back(claim)  # its plan ended: pass it on
                 if successor is not None:
-                    self.handoffs.append(successor)
+                    self.handoffs.append(successor)  # type: ignore[union-attr]
+        self.handoffs = ()
+
+    def _hold(self, claim: SlotClaim) -> None:
+        if self.holding is _NO_SLOTS:
+            self.holding = {}
+        self.holding[claim.step_id] = claim
 
     def _withdraw(self, step_ids: Any, advance: Advance) -> None:
         if not step_ids or self.claims is None:
@@ -366,7 +379,7 @@ class PlanSupervisor(PooledActor):
             claim = self.claims.pop(step_id, None)
             if claim is not None and not claim.slots.withdraw(claim):
                 # Handed to us meanwhile (its SlotGranted is on its way): give it back.
-                self.holding[step_id] = claim
+                self._hold(claim)
                 self._release(step_id, advance)
 
     def _release_all(self) -> None:
@@ -494,7 +507,7 @@ class PlanSupervisor(PooledActor):
         """The finalize phase is due: it runs on a worker of the default queue."""
         claim = self._claim(FINALIZE_SLOT)
         if claim.slots.take(claim):
-            self.holding[FINALIZE_SLOT] = claim
+            self._hold(claim)
             self._run_finalize()
         else:
             if self.claims is None:

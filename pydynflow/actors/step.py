@@ -186,13 +186,14 @@ class StepActor(PooledActor):
         self._run(event.payload)
 
 
-async def _await_event(step: Any, action: Action, timeout: float | None) -> Any:
-    """`Action.wait_for_event` of an async run: park the step, return its next event."""
+def _await_event(step: Any, action: Action, timeout: float | None) -> asyncio.Future[Any]:
+    """`Action.wait_for_event` of an async run: park the step; return the future of its next
+    event (a plain function, not a coroutine: a waiting step keeps no frame of it)."""
     future = asyncio.get_running_loop().create_future()
     outcome = snapshot_outcome(action)
     action._planned_events, action._chunks = (), ()
     step.tell(AwaitEvent(future, outcome, timeout))
-    return await future
+    return future
 
 
 def _start_task(action: Action, event: Any, step: Any, attempt: int | None = None) -> None:
