@@ -240,7 +240,7 @@ class PageRun:
 
 @pytest.fixture(scope="session")
 def run_page(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Run a page's runnable blocks (once per session) and return its `PageRun`."""
+    """Run a page's runnable blocks (once per test run) and return its `PageRun`."""
 
     @cache
     def run(page: Path) -> PageRun:
