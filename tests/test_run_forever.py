@@ -141,15 +141,18 @@ class Gate(Action):
     """A step that runs until the test opens `GATE`."""
 
     def run(self) -> None:
+        ENTERED.set()  # its move to running is committed before its code starts
         GATE.wait(TIMEOUT)
 
 
 GATE = threading.Event()
+ENTERED = threading.Event()
 
 
 @pytest.fixture
 def gate() -> Iterator[threading.Event]:
     GATE.clear()
+    ENTERED.clear()
     yield GATE
     GATE.set()
 
@@ -188,8 +191,8 @@ def test_stop_without_a_timeout_uses_the_worlds_stop_timeout(
     world = World(sqlite_url, stop_timeout=0.1)
     world.start()
     plan_id = world.trigger(Gate).id
-    while world.load(plan_id).steps[2].state != StepState.RUNNING:
-        time.sleep(0.01)
+    assert ENTERED.wait(TIMEOUT)
+    assert world.load(plan_id).steps[2].state == StepState.RUNNING
     left = world.stop()  # would wait for the gate without the world's stop_timeout
     assert left == [(plan_id, 2)]
 

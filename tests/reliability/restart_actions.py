@@ -55,7 +55,7 @@ class Paced(Action):
             runs = _runs
         if runs == int(os.environ.get("PYDYNFLOW_TEST_PROGRESS_AFTER", "0")):
             emit("progress")
-        time.sleep(float(os.environ.get("PYDYNFLOW_TEST_PACE", "0")))  # the workload
+        time.sleep(float(os.environ.get("PYDYNFLOW_TEST_PACE", "0")))  # the work (noqa: sleep-ok)
         self.output["done"] = self.input["i"]
         _ledger(f"{where} end {time.time()}")
 

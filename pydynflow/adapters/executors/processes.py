@@ -18,28 +18,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import io
 import logging
 import os
 import select
 import signal
-import sys
 import threading
 import time
 import traceback
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import dill
 import multiprocess
 from multiprocess import forkserver
 from multiprocess.connection import wait
 
 from pydynflow.logging import configure_logging, worker_settings
-from pydynflow.phases import PhaseOutcome
+from pydynflow.outcome import PhaseOutcome
+from pydynflow.wire.code import dumps, loads, point_at_main
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +138,7 @@ class ProcessWorkers:
         if self._closed:
             raise RuntimeError(f"worker pool {self.name!r} is shut down")
         try:
-            payload: bytes | None = _dumps((fn, args))
+            payload: bytes | None = dumps((fn, args))
         except Exception as exc:
             payload, error = None, exc
         with self._lock:
@@ -306,7 +302,7 @@ class ProcessWorkers:
 
     def _deliver(self, on_done: OnDone, reply: bytes) -> None:
         try:
-            ok, value = _loads(reply)
+            ok, value = loads(reply)
         except Exception as exc:
             ok, value = False, RuntimeError(f"a job's reply does not unpickle: {_describe(exc)}")
         if ok:
@@ -408,10 +404,7 @@ def _serve(conn: Any, logging_settings: dict[str, Any] | None = None) -> None:
     threading.Thread(
         target=_exit_with_pool, args=(lifeline,), name="pydynflow-lifeline", daemon=True
     ).start()
-    # dill gives a function sent by value from ``__main__`` the globals of the ``__main__`` it
-    # saw when imported (the fork server's); here ``__main__`` is the user's script, which
-    # multiprocess imported again as ``__mp_main__``: point dill at it.
-    dill._dill._main_module = sys.modules["__main__"]
+    point_at_main()
     while True:
         try:
             payload = conn.recv_bytes()
@@ -441,21 +434,21 @@ def _exit_with_pool(fd: int) -> None:
 def _run(payload: bytes) -> bytes:
     """Run one job; return the pickled reply (``SystemExit`` ends the process instead)."""
     try:
-        fn, args = _loads(payload)
+        fn, args = loads(payload)
         result = fn(*args)
     except Exception as exc:
         with contextlib.suppress(Exception):
             exc.add_note(f"in worker process {os.getpid()}:\n{traceback.format_exc().rstrip()}")
         if _round_trips(exc):
-            return _dumps((False, exc))
-        return _dumps((False, RuntimeError(_describe(exc))))
+            return dumps((False, exc))
+        return dumps((False, RuntimeError(_describe(exc))))
     if isinstance(result, PhaseOutcome) and not _round_trips(result.exception):
         result = dataclasses.replace(result, exception=None)  # keep the rest of the outcome
     try:
-        return _dumps((True, result))
+        return dumps((True, result))
     except Exception as exc:
         error = RuntimeError(f"the result of {_name(fn)} does not pickle: {_describe(exc)}")
-        return _dumps((False, error))
+        return dumps((False, error))
 
 
 def _round_trips(value: Any) -> bool:
@@ -463,50 +456,10 @@ def _round_trips(value: Any) -> bool:
     if value is None:
         return True
     try:
-        _loads(_dumps(value))
+        loads(dumps(value))
     except Exception:
         return False
     return True
-
-
-# -- pickling: dill, with ``__main__`` classes sent by value once ----------------------------
-
-_class_values: weakref.WeakKeyDictionary[type, bytes] = weakref.WeakKeyDictionary()
-
-
-class _Pickler(dill.Pickler):  # type: ignore[misc]
-    def persistent_id(self, obj: Any) -> Any:
-        if isinstance(obj, type) and obj.__module__ == "__main__":
-            value = _class_values.get(obj)
-            if value is None:
-                value = _class_values[obj] = dill.dumps(obj, protocol=dill.HIGHEST_PROTOCOL)
-            return ("__main__", obj.__qualname__, value)
-        return None
-
-
-class _Unpickler(dill.Unpickler):  # type: ignore[misc]
-    def persistent_load(self, pid: Any) -> Any:
-        _, qualname, value = pid
-        return _main_class(qualname, value)
-
-
-@functools.lru_cache(maxsize=256)
-def _main_class(qualname: str, value: bytes) -> type:
-    """Return this process's ``__main__`` class ``qualname``, else the class in ``value``."""
-    found: Any = sys.modules["__main__"]
-    for part in qualname.split("."):
-        found = getattr(found, part, None)
-    return found if isinstance(found, type) else dill.loads(value)
-
-
-def _dumps(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    _Pickler(buffer, protocol=dill.HIGHEST_PROTOCOL).dump(obj)
-    return buffer.getvalue()
-
-
-def _loads(data: bytes) -> Any:
-    return _Unpickler(io.BytesIO(data)).load()
 
 
 def _name(fn: Any) -> str:

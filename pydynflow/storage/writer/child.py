@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pickle
 import select
 import signal
 import sys
@@ -39,6 +38,7 @@ from pydynflow.storage.writer.pipe import (
     send,
     send_all,
 )
+from pydynflow.wire import plain
 
 __all__ = [
     "BOOTSTRAP",
@@ -222,7 +222,7 @@ class Child:
                 *(ANSWER, sorted(refused), error, fatal),
                 *(busy if last else 0.0, transactions if last else 0),
             )
-            replies.append(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
+            replies.append(plain.dumps(reply))
         return replies
 
     def commit_group(
@@ -282,7 +282,7 @@ class Child:
         """Tell the world that a transaction is being retried (it logs a warning)."""
         notice = (RETRYING, failures, seconds, cause)
         with contextlib.suppress(OSError):  # the world is gone: the watcher ends this process
-            send(self.stdout, pickle.dumps(notice, pickle.HIGHEST_PROTOCOL))
+            send(self.stdout, plain.dumps(notice))
 
 
 def _exit_with_parent(fd: int, working: threading.Lock, ledger: Ledger) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import pickle
 import select
 import struct
 import sys
@@ -24,6 +23,7 @@ from typing import IO, Any
 
 from pydynflow.storage.rows import make_action_snapshot, make_plan_snapshot, make_step_snapshot
 from pydynflow.storage.writer.changes import ChangeSet, make_change_set
+from pydynflow.wire import plain as wire
 
 __all__ = [
     "ANSWER",
@@ -78,7 +78,7 @@ def dumps_requests(requests: Sequence[ChangeSet]) -> bytes:
             envelope_clear,
         ) in requests
     ]
-    return pickle.dumps(plain, pickle.HIGHEST_PROTOCOL)
+    return wire.dumps(plain)
 
 
 def numbered(number: int, count: int, pickled: bytes) -> bytes:
@@ -98,7 +98,7 @@ def requests_in(message: bytes) -> int:
 
 def loads_requests(message: bytes) -> list[ChangeSet]:
     """Return the change sets of the batch ``message``, named again."""
-    return [_named(values) for values in pickle.loads(memoryview(message)[_NUMBER.size :])]
+    return [_named(values) for values in wire.loads(memoryview(message)[_NUMBER.size :])]
 
 
 def _plain(snapshots: Sequence[tuple[Any, ...]]) -> tuple[tuple[Any, ...], ...]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import pickle
 import select
 import signal
 import subprocess
@@ -43,6 +42,7 @@ from pydynflow.storage.writer.pipe import (
     send,
     send_all,
 )
+from pydynflow.wire import plain
 
 __all__ = ["MAX_DELIVERIES", "START_TIMEOUT", "WRITER_CPUS", "ProcessWriter", "writer_cpus"]
 
@@ -308,7 +308,7 @@ class ProcessWriter:
                 if not self._replace(proc, exc):
                     return
                 continue
-            message = pickle.loads(reply)  # our own child's
+            message = plain.loads(reply)  # our own child's
             if message[0] == RETRYING:
                 log_retry(*message[1:])
                 continue
