@@ -67,16 +67,7 @@ class EngineDriver:
 
     def _until_done(self, triggered: Triggered) -> ExecutionPlan:
         """Fire backoff timers as they get armed (virtual time), until the plan ends."""
-        clock = self.clock
-        triggered.future.add_done_callback(clock.notify)
-        while True:
-            with clock.changed:
-                assert clock.changed.wait_for(
-                    lambda: triggered.done() or clock.pending(), timeout=TIMEOUT
-                )
-            if triggered.done():
-                break
-            clock.advance_to_next()
+        self.clock.advance_until_done(triggered, TIMEOUT)
         returned = triggered.wait(TIMEOUT)
         stored = self.load(triggered.id)
         assert (returned.state, returned.result) == (stored.state, stored.result)

@@ -110,25 +110,12 @@ class Flaky(Action):
         self.output["runs"] = Flaky.runs[self.execution_plan_id]
 
 
-def _advance_until_done(clock: SignallingClock, triggered: Any) -> None:
-    """Fire backoff timers as they get armed (virtual time), until the plan ends."""
-    triggered.future.add_done_callback(clock.notify)
-    while True:
-        with clock.changed:
-            assert clock.changed.wait_for(
-                lambda: triggered.done() or clock.pending(), timeout=TIMEOUT
-            )
-        if triggered.done():
-            return
-        clock.advance_to_next()
-
-
 @pytest.mark.parametrize("auto_rescue", [False, True])
 def test_retry_restarts_the_step_then_succeeds(sqlite_url: str, auto_rescue: bool) -> None:
     clock = SignallingClock()
     with World(sqlite_url, clock=clock, auto_rescue=auto_rescue) as world:
         triggered = world.trigger(Flaky, {"failures": 2})
-        _advance_until_done(clock, triggered)
+        clock.advance_until_done(triggered)
         plan = triggered.wait(TIMEOUT)
         assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
         # attempts counts every run: the first and two retries
@@ -141,7 +128,7 @@ def test_retry_runs_out_then_its_then_applies(sqlite_url: str, auto_rescue: bool
     clock = SignallingClock()
     with World(sqlite_url, clock=clock, auto_rescue=auto_rescue) as world:
         triggered = world.trigger(Flaky, {"failures": 5})
-        _advance_until_done(clock, triggered)
+        clock.advance_until_done(triggered)
         plan = triggered.wait(TIMEOUT)
         assert (plan.state, plan.result) == (PlanState.PAUSED, Result.ERROR)
         assert (plan.steps[2].attempts, plan.steps[2].retries) == (3, 2)
@@ -254,7 +241,7 @@ def test_retry_reruns_a_failed_finalize_phase(sqlite_url: str, failures: int, ex
     clock = SignallingClock()
     with World(sqlite_url, clock=clock) as world:
         triggered = world.trigger(FlakyFinalize, {"failures": failures})
-        _advance_until_done(clock, triggered)
+        clock.advance_until_done(triggered)
         plan = triggered.wait(TIMEOUT)
         assert plan.result == expected
         assert plan.steps[3].attempts == 3

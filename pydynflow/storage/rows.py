@@ -324,29 +324,12 @@ class Rows(StoreBase):
             else {"time": iso(time), "name": name, "world_id": world_id, "details": details}
             for time, name, world_id, details in history_records
         ]
-        started, ended = time_value(started), time_value(ended)
+        meta = (plan_id, state, result, label, root, time_value(started), time_value(ended))
         if flows is None:
-            return False, (
-                plan_id,
-                state,
-                result,
-                label,
-                root,
-                started,
-                ended,
-                real,
-                execution,
-                encode(history),
-            )
+            return False, (*meta, real, execution, encode(history))
         run, finalize, plan_steps = flows
         return True, (
-            plan_id,
-            state,
-            result,
-            label,
-            root,
-            started,
-            ended,
+            *meta,
             real,
             execution,
             encode(run),

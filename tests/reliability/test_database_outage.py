@@ -131,6 +131,24 @@ class PrivatePostgres:
         """Restart the server: a fast shutdown ends every connection (mid-transaction too)."""
         self.ctl("restart", "-m", "fast")
 
+    def restart_in_background(
+        self,
+    ) -> tuple[threading.Thread, threading.Event, list[BaseException]]:
+        """Start restarting the server on a thread; return it, the event set once the
+        restart ended, and the errors it met (reported on the test's thread)."""
+        restarted = threading.Event()
+        failed: list[BaseException] = []
+
+        def restart() -> None:
+            try:
+                self.restart()
+            except BaseException as exc:  # pytest.fail's too
+                failed.append(exc)
+            finally:
+                restarted.set()
+
+        return threading.Thread(target=restart, name="restart-postgres"), restarted, failed
+
     def stop(self) -> None:
         """Stop the server (fast shutdown)."""
         self.ctl("stop", "-m", "fast")
@@ -196,18 +214,7 @@ def test_a_writer_rides_out_a_postgresql_restart_under_load(
 ) -> None:
     fatal: list[BaseException] = []
     writer = ProcessWriter(private_postgres.url, on_fatal=fatal.append)
-    restarted = threading.Event()
-    failed: list[BaseException] = []
-
-    def restart() -> None:
-        try:
-            private_postgres.restart()
-        except BaseException as exc:  # pytest.fail's too: reported by the test's thread
-            failed.append(exc)
-        finally:
-            restarted.set()
-
-    restarter = threading.Thread(target=restart, name="restart-postgres")
+    restarter, restarted, failed = private_postgres.restart_in_background()
     retried = threading.Event()
     try:
         writer.wait_ready()
@@ -432,20 +439,9 @@ class HeldStep(Action):
 def test_a_world_rides_out_a_postgresql_restart_under_load(
     private_postgres: PrivatePostgres,
 ) -> None:
-    restarted = threading.Event()
-    failed: list[BaseException] = []
-
-    def restart() -> None:
-        try:
-            private_postgres.restart()
-        except BaseException as exc:  # pytest.fail's too: reported by the test's thread
-            failed.append(exc)
-        finally:
-            restarted.set()
-
+    restarter, restarted, failed = private_postgres.restart_in_background()
     with World(private_postgres.url) as world:
         triggered = [world.trigger(FiveInARow) for _ in range(20)]
-        restarter = threading.Thread(target=restart, name="restart-postgres")
         restarter.start()
         while not restarted.is_set():  # planning and triggering go on through the outage
             triggered.append(world.trigger(FiveInARow))

@@ -30,3 +30,16 @@ class SignallingClock(ManagedClock):
         with self.changed:
             if not self.changed.wait_for(lambda: len(self.pending()) >= count, timeout=timeout):
                 raise TimeoutError(f"{count} timers were not armed within {timeout} s")
+
+    def advance_until_done(self, triggered: Any, timeout: float = 30.0) -> None:
+        """Fire timers as they get armed (virtual time) until ``triggered``'s plan ends."""
+        triggered.future.add_done_callback(self.notify)
+        while True:
+            with self.changed:
+                if not self.changed.wait_for(
+                    lambda: triggered.done() or self.pending(), timeout=timeout
+                ):
+                    raise TimeoutError(f"no timer and no end of {triggered.id} in {timeout} s")
+            if triggered.done():
+                return
+            self.advance_to_next()
