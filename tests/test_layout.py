@@ -27,10 +27,6 @@ LONG_MODULES = {
     "world.py": "(one module: one public class)",  # every user call is a `World` method
 }
 
-# Folders being reworked, exempt meanwhile; an entry goes once every module under it keeps
-# the rules (then this test says so).
-BEING_SPLIT: dict[str, str] = {}
-
 
 def _modules() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
@@ -38,10 +34,6 @@ def _modules() -> list[Path]:
 
 def _name(path: Path) -> str:
     return path.relative_to(PACKAGE).as_posix()
-
-
-def _being_split(name: str) -> bool:
-    return any(name.startswith(prefix) for prefix in BEING_SPLIT)
 
 
 def _docstring(path: Path) -> tuple[str, int] | None:
@@ -66,17 +58,10 @@ def _module_lines(path: Path) -> int:
     return len(path.read_text(encoding="utf-8").splitlines())
 
 
-def _breaks_a_rule(path: Path) -> bool:
-    too_long = _module_lines(path) > MAX_MODULE_LINES and _name(path) not in LONG_MODULES
-    return too_long or _docstring_lines(path) > MAX_DOCSTRING_LINES
-
-
 @pytest.mark.parametrize("path", _modules(), ids=_name)
 def test_every_module_says_what_it_is_for_in_a_few_lines(path: Path) -> None:
     found = _docstring(path)
     assert found is not None and found[0].strip(), f"{_name(path)} has no module docstring"
-    if _being_split(_name(path)):
-        return
     lines = _docstring_lines(path)
     assert lines <= MAX_DOCSTRING_LINES, (
         f"{_name(path)}: a {lines}-line module docstring; keep what and why in at most "
@@ -88,7 +73,7 @@ def test_every_module_says_what_it_is_for_in_a_few_lines(path: Path) -> None:
 def test_a_long_module_says_why_in_its_first_line(path: Path) -> None:
     name = _name(path)
     lines = _module_lines(path)
-    if lines <= MAX_MODULE_LINES or _being_split(name):
+    if lines <= MAX_MODULE_LINES:
         return
     assert name in LONG_MODULES, (
         f"{name} has {lines} lines: split it by the nouns it holds, or list it in "
@@ -106,11 +91,3 @@ def test_long_modules_listed_are_still_long(name: str) -> None:
     path = PACKAGE / name
     assert path.is_file(), f"{name} is gone: drop it from LONG_MODULES"
     assert _module_lines(path) > MAX_MODULE_LINES, f"{name} is short now: drop it from LONG_MODULES"
-
-
-@pytest.mark.parametrize("prefix", sorted(BEING_SPLIT))
-def test_folders_being_split_still_need_their_exemption(prefix: str) -> None:
-    under = [path for path in _modules() if _name(path).startswith(prefix)]
-    assert any(_breaks_a_rule(path) for path in under), (
-        f"every module under {prefix} keeps the rules now: drop it from BEING_SPLIT"
-    )
