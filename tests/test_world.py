@@ -684,6 +684,13 @@ def test_unsupported_url_is_refused() -> None:
         assert scheme in message
 
 
+def test_a_refused_url_does_not_show_its_password() -> None:
+    with pytest.raises(ValueError) as raised:
+        World("mysql://app:s3cret@db.example/prod", executor=False)
+    assert "s3cret" not in str(raised.value)
+    assert "mysql://app:***@db.example/prod" in str(raised.value)
+
+
 def test_sqlite_url_with_two_slashes_is_refused() -> None:
     with pytest.raises(ValueError, match="three slashes"):
         World("sqlite://relative.db", executor=False)

@@ -193,7 +193,8 @@ def open_database(url: str, *, create: bool = True) -> peewee.Database:
 
 def _bad_url(url: str, why: str) -> ValueError:
     return ValueError(
-        f"cannot open database URL {url!r}: {why}; accepted: {', '.join(ACCEPTED_SCHEMES)}"
+        f"cannot open database URL {redact_url(url)!r}: {why}; "
+        f"accepted: {', '.join(ACCEPTED_SCHEMES)}"
     )
 
 
