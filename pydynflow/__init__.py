@@ -23,6 +23,7 @@ from pydynflow.plan import ActionRecord, ExecutionPlan, HistoryEntry, Step, Step
 from pydynflow.references import OutputReference
 from pydynflow.rescue import Fail, Pause, RescuePolicy, Retry, Skip
 from pydynflow.states import Phase, PlanState, Result, StepState
+from pydynflow.storage.executor_lock import ExecutorLockHeld
 from pydynflow.triggered import Triggered
 from pydynflow.world import World
 
@@ -37,6 +38,7 @@ __all__ = [
     "DynflowError",
     "EventRejected",
     "ExecutionPlan",
+    "ExecutorLockHeld",
     "Fail",
     "Flow",
     "HistoryEntry",

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from pydynflow import Action, PlanState, Result, Retry, Skip, StepState, World
-from pydynflow.storage.executor_lock import ExecutorLockHeld
+from pydynflow import Action, ExecutorLockHeld, PlanState, Result, Retry, Skip, StepState, World
 from pydynflow.storage.writer import FAULT_FILE
 from tests.support.clocks import SignallingClock
 
