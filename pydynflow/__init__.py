@@ -18,7 +18,7 @@ from pydynflow.errors import (
     UnknownStep,
 )
 from pydynflow.flows import Atom, Concurrence, Flow, Sequence
-from pydynflow.mixins import Cancellable, Polling
+from pydynflow.mixins import Cancellable, Polling, Singleton
 from pydynflow.plan import ActionRecord, ExecutionPlan, HistoryEntry, Step, StepError
 from pydynflow.references import OutputReference
 from pydynflow.rescue import Fail, Pause, RescuePolicy, Retry, Skip
@@ -55,6 +55,7 @@ __all__ = [
     "Retry",
     "SerializationError",
     "Sequence",
+    "Singleton",
     "Skip",
     "Step",
     "StepError",

@@ -18,6 +18,7 @@ from typing import Any
 from pydynflow.action import PLAN, Action
 from pydynflow.errors import PlanningError, SerializationError
 from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
+from pydynflow.mixins.singleton import already_active, is_singleton
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, new_plan_id, utcnow
 from pydynflow.references import has_references, iter_references
 from pydynflow.registry import class_name, subscribed_actions
@@ -102,7 +103,12 @@ def _plain_weight(action_class: type[Action], attribute: str, value: object) -> 
 
 
 class Planner:
-    """Build one execution plan by running the plan phase of its root action."""
+    """Build one execution plan by running the plan phase of its root action.
+
+    ``singleton_lock(action_class_name, plan_id)`` takes the lock of a `Singleton` action
+    class for the plan and returns the plan holding it (see
+    `pydynflow.storage.singleton_lock`); without it (no database), no lock is taken.
+    """
 
     def __init__(
         self,
@@ -110,10 +116,12 @@ class Planner:
         *,
         world_id: str | None = None,
         subscriptions: Callable[[type[Action]], list[type[Action]]] = subscribed_actions,
+        singleton_lock: Callable[[str, str], str | None] | None = None,
     ) -> None:
         self.plan = plan
         self.world_id = world_id
         self._subscriptions = subscriptions
+        self._singleton_lock = singleton_lock
         self._graph = DependencyGraph()
         self._root_flow = Concurrence()
         self._stack: list[ComposedFlow] = [self._root_flow]
@@ -297,6 +305,8 @@ class Planner:
         step.started_at = utcnow()
         started = time.perf_counter()
         try:
+            if self._singleton_lock is not None and is_singleton(type(action)):
+                self._lock_singleton(self._singleton_lock, type(action))
             subscribers = self._subscriptions(type(action))
             if not subscribers and type(action).plan is _DEFAULT_PLAN:
                 # Only `plan_self`: its steps go straight into the current flow. A fresh
@@ -330,6 +340,15 @@ class Planner:
             step.ended_at = utcnow()
             step.execution_time = step.real_time = time.perf_counter() - started
             self._record(action, normalized)
+
+    def _lock_singleton(
+        self, lock: Callable[[str, str], str | None], action_class: type[Action]
+    ) -> None:
+        """Take the lock of a `Singleton` class before its plan runs (Dynflow's rule)."""
+        name = class_name(action_class)
+        holder = lock(name, self.plan.id)
+        if holder != self.plan.id:
+            raise PlanningError(already_active(name, holder))
 
     def _plan_subscribers(
         self,

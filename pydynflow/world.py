@@ -55,6 +55,7 @@ from pydynflow.execution import recover_plan
 from pydynflow.logging import configure_logging, get_logger
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.planning import Planner
+from pydynflow.plugins import load_plugins
 from pydynflow.promise import Promise
 from pydynflow.registry import subscribed_actions
 from pydynflow.serialization import normalize
@@ -62,6 +63,7 @@ from pydynflow.skipping import skip_plan_steps
 from pydynflow.states import Phase, PlanState, Result, StepState
 from pydynflow.storage import Storage
 from pydynflow.storage.executor_lock import ExecutorLock
+from pydynflow.storage.singleton_lock import take_singleton_lock
 from pydynflow.storage.writer import ThreadWriter
 from pydynflow.triggered import Triggered
 
@@ -125,6 +127,11 @@ class World:
         create: whether a missing SQLite database file is created. None (the default):
             executor worlds create it, client worlds (``executor=False``) open only an
             existing one, so that a mistyped path fails instead of reading an empty database.
+        plugins: import the action modules installed distributions declare under the
+            entry-point group ``pydynflow.actions`` (once per process; one that fails to
+            import is logged and skipped), so that their subscribed actions are planned.
+            False leaves discovery to the application; classes already imported stay
+            registered.
     """
 
     def __init__(
@@ -144,6 +151,7 @@ class World:
         fatal_persistence_timeout: float = 60.0,
         stop_timeout: float | None = None,
         create: bool | None = None,
+        plugins: bool = True,
     ) -> None:
         if executor not in (True, False, "threads", "processes"):
             raise ValueError(
@@ -175,6 +183,8 @@ class World:
                 f"World(delayed_executor={delayed_executor!r}) is not available yet: delayed "
                 "plans (World.delay) are not built; leave the argument out"
             )
+        if plugins:  # before anything plans, loads or resolves a stored class name
+            load_plugins()
         self.id = str(uuid.uuid4())
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.db = db
@@ -189,6 +199,7 @@ class World:
         self.max_recoveries = max_recoveries
         self.fatal_persistence_timeout = float(fatal_persistence_timeout)
         self.stop_timeout = stop_timeout
+        self.plugins = plugins
         self.fatal_error: BaseException | None = None
         """Why the world stopped on its own (persistence gone for good), or None."""
         self.storage = Storage(db, create=bool(executor) if create is None else create)
@@ -581,13 +592,25 @@ class World:
         subscriptions = self.subscribed_actions
         if type(self).subscribed_actions is World.subscribed_actions:
             subscriptions = subscribed_actions  # the same, one call less per planned action
-        planner = Planner(plan, world_id=self.id, subscriptions=subscriptions)
+        storage, world_id = self.storage, self.id
+        planner = Planner(
+            plan,
+            world_id=world_id,
+            subscriptions=subscriptions,
+            singleton_lock=lambda name, plan_id: take_singleton_lock(
+                storage, name, plan_id, world_id
+            ),
+        )
         planner.plan_root(action_class, tuple(args), dict(kwargs or {}), caller=caller)
         plan.world = self
         return plan
 
     def subscribed_actions(self, action_class: type[Action]) -> list[type[Action]]:
-        """Return the action classes planned whenever ``action_class`` is planned."""
+        """Return the action classes planned whenever ``action_class`` is planned.
+
+        They are the registered classes whose ``subscribe`` names it: those of the user's
+        imports and of installed plugins (loaded when the world was created).
+        """
         return subscribed_actions(action_class)
 
     # -- execution -----------------------------------------------------------------------

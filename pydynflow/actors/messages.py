@@ -49,6 +49,7 @@ class Persist:
     envelope_add: tuple[tuple[Any, ...], ...] = ()  # plan id, step id, payload, event id
     envelope_pop: tuple[tuple[str, int], ...] = ()
     envelope_clear: tuple[tuple[str, int], ...] = ()
+    records_delete: tuple[tuple[str, str, str], ...] = ()  # class, id, owner id
 
 
 @dataclass(slots=True)

@@ -26,10 +26,13 @@ from pydynflow.actors.messages import Claim, Flush, Persist
 from pydynflow.actors.pooled import Dispatcher, PooledActor, tell
 from pydynflow.errors import PersistenceError
 from pydynflow.logging import get_logger
+from pydynflow.mixins.singleton import releases_singleton_locks, singleton_classes
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.promise import Promise
+from pydynflow.states import PlanState
 from pydynflow.storage import Storage
 from pydynflow.storage.rows import row_steps
+from pydynflow.storage.singleton_lock import release_requests
 from pydynflow.storage.writer import FATAL_TIMEOUT, ChangeSet, ThreadWriter, Writer, writer_for
 from pydynflow.storage.writer.changes import make_change_set
 
@@ -58,10 +61,18 @@ def changes(
 
     Also: output ``chunks`` rows to append, events to store (``envelope_add``), the oldest
     stored event of a step to drop (``envelope_pop``) and all of a step's (``envelope_clear``).
+    A plan row that stops the plan or pauses it for a person carries the release of the
+    plan's singleton locks, so that they go in the same transaction.
     """
     plans = () if plan is None else (storage.plan_snapshot(plan, full=new, new=new),)
-    if plan is not None and new and plan.valid:
-        steps = row_steps(steps, new=True)  # the plan-phase and unstarted ones: in its row
+    released: tuple[tuple[str, str, str], ...] = ()
+    if plan is not None:
+        if new and plan.valid:
+            steps = row_steps(steps, new=True)  # the plan-phase and unstarted ones: in its row
+        if plan.state in _LETTING_GO:
+            names = singleton_classes(plan)  # empty at once if no Singleton class exists
+            if names and releases_singleton_locks(plan):
+                released = release_requests(names, plan.id)
     return Persist(
         tuple(map(storage.step_snapshot, steps)),
         tuple(map(storage.action_snapshot, actions)),
@@ -72,7 +83,11 @@ def changes(
         envelope_add,
         envelope_pop,
         envelope_clear,
+        released,
     )
+
+
+_LETTING_GO = (PlanState.STOPPED, PlanState.PAUSED)  # states whose row may release locks
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +198,7 @@ def request_of(message: Persist) -> ChangeSet:
             message.envelope_add,
             message.envelope_pop,
             message.envelope_clear,
+            message.records_delete,
         )
     )
 

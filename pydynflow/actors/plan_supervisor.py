@@ -61,10 +61,12 @@ from pydynflow.events import Skip as SkipEvent
 from pydynflow.execution import Advance, NotRunnable, PlanExecution
 from pydynflow.logging import enabled, get_logger
 from pydynflow.mixins import is_cancellable
-from pydynflow.outcome import FinalizeDone
+from pydynflow.mixins.singleton import singleton_classes
+from pydynflow.outcome import FinalizeDone, failed_outcome
 from pydynflow.phases import RUN, execute_finalize_flow, new_action
 from pydynflow.plan import ExecutionPlan, StepError
 from pydynflow.states import PlanState, StepState
+from pydynflow.storage.singleton_lock import check_singleton_lock
 
 FINALIZE_SLOT = 0  # the claim key of the finalize phase (step ids start at 1)
 _NO_SLOTS: dict[int, SlotClaim] = {}  # never changed: `_hold` replaces it
@@ -87,6 +89,7 @@ class PlanSupervisor(PooledActor):
     # waiting steps, to tell them. Empty while a plan waits: shared empties until used.
     holding: dict[int, SlotClaim] = _NO_SLOTS
     handoffs: list[SlotClaim] | tuple[()] = ()
+    singletons: frozenset[str] = frozenset()  # its `Singleton` classes: their steps' locks
 
     def __init__(
         self,
@@ -122,6 +125,9 @@ class PlanSupervisor(PooledActor):
 
     def on_start(self) -> None:
         plan, core = self.plan, self.core
+        singletons = singleton_classes(plan)
+        if singletons:
+            self.singletons = singletons
         stored_events: list[tuple[int, str]] = []
         if self.stored is None:  # not a fresh plan: events may be stored for it
             for _, step_id, payload, event_id in self.runtime.storage.envelopes(
@@ -395,12 +401,15 @@ class PlanSupervisor(PooledActor):
 
     def _launch(self, step_ids: list[int]) -> None:
         plan, children, runtime = self.plan, self.children, self.runtime
+        singletons = self.singletons
         for step_id in step_ids:
             child = children.get(step_id)
             if child is not None:  # a parked step resumed with its event
                 tell_if_alive(child, GoAhead())
                 continue
             step = plan.steps[step_id]
+            if singletons and step.action_class_name in singletons and self._refused(step):
+                continue
             if enabled(logging.DEBUG):
                 self.log.debug(
                     "step started",
@@ -429,6 +438,23 @@ class PlanSupervisor(PooledActor):
                 # dispatcher thread's wake-up, which a step's worker would then wait for.
                 _first_turn_here=True,
             )
+
+    def _refused(self, step: Any) -> bool:
+        """Check that the plan holds the lock of a `Singleton` step about to run; if it
+        cannot, fail the step without running its code (its outcome comes as a message)."""
+        if step.state == StepState.SKIPPING:  # its cleanup runs whoever holds the lock
+            return False
+        runtime = self.runtime
+        try:
+            refusal = check_singleton_lock(
+                runtime.storage, step.action_class_name, self.plan.id, runtime.world_id
+            )
+        except DynflowError as exc:  # the database could not say: do not run it blindly
+            refusal = exc
+        if refusal is None:
+            return False
+        self._actor_ref.tell(StepOutcome(step.id, failed_outcome(refusal)))
+        return True
 
     def _outcome(self, step_id: int, outcome: Any) -> None:
         if outcome.state != StepState.SUSPENDED:

@@ -1,4 +1,5 @@
-"""Action mixins with Dynflow's semantics, one module each: `Cancellable`, `Polling`.
+"""Action mixins with Dynflow's semantics, one module each: `Cancellable`, `Polling`,
+`Singleton`.
 
 Use them as bases: ``class Deploy(Polling, Cancellable, Action)`` (or just
 ``class Deploy(Polling)``: each mixin is an `Action`).
@@ -6,5 +7,6 @@ Use them as bases: ``class Deploy(Polling, Cancellable, Action)`` (or just
 
 from pydynflow.mixins.cancellable import Cancellable, is_cancellable
 from pydynflow.mixins.polling import Polling
+from pydynflow.mixins.singleton import Singleton, is_singleton
 
-__all__ = ["Cancellable", "Polling", "is_cancellable"]
+__all__ = ["Cancellable", "Polling", "Singleton", "is_cancellable", "is_singleton"]

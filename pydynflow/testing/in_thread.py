@@ -27,6 +27,8 @@ from pydynflow.events import Abort, Cancel, Skip
 from pydynflow.execution import Advance, NotRunnable, PlanExecution
 from pydynflow.logging import get_logger
 from pydynflow.mixins import is_cancellable
+from pydynflow.mixins.singleton import singleton_classes
+from pydynflow.outcome import failed_outcome
 from pydynflow.phases import (
     FINALIZE,
     RUN,
@@ -39,6 +41,7 @@ from pydynflow.plan import ExecutionPlan, StepError
 from pydynflow.promise import Promise
 from pydynflow.states import PlanState, StepState
 from pydynflow.storage import Storage
+from pydynflow.storage.singleton_lock import check_singleton_lock
 from pydynflow.storage.writer import ThreadWriter
 from pydynflow.testing.clock import ManagedClock
 from pydynflow.triggered import Triggered
@@ -60,6 +63,7 @@ class _Execution:
         self.timers: list[Timer] = []
         self.future: Promise[ExecutionPlan] = Promise()
         self.finished = False
+        self.singletons = singleton_classes(self.plan)  # its steps' locks are checked
 
     def suspended(self) -> list[int]:
         """Return the ids of the suspended steps, in order."""
@@ -345,13 +349,16 @@ class InThreadWorld:
         for step_id in advance.parked:
             self._parked(execution, step_id)
         for step_id in advance.launch:
+            refusal = None
             if step_id in execution.waking:
                 event = execution.waking.pop(step_id)
             elif execution.plan.steps[step_id].state == StepState.SKIPPING:
                 event = Skip()
             else:
                 event = None
-            self._work.append(("run", execution, step_id, event))
+                if execution.singletons:
+                    refusal = self._singleton_refusal(execution, step_id)
+            self._work.append(("run", execution, step_id, event, refusal))
         for step_id, delay in advance.retry:
             self._arm(execution, delay, ("retry", execution, step_id))
         if advance.finalize:
@@ -409,7 +416,7 @@ class InThreadWorld:
         if execution.finished:
             return  # work for a plan that ended is dropped
         if kind == "run":
-            self._run_step(execution, work[2], work[3])
+            self._run_step(execution, work[2], work[3], work[4])
         elif kind == "event":  # stored (accepted through the core)
             self._deliver(execution, work[2], work[3], persisted=True)
         elif kind == "timer-event":
@@ -430,13 +437,27 @@ class InThreadWorld:
 
     # -- internals: steps ----------------------------------------------------------------
 
-    def _run_step(self, execution: _Execution, step_id: int, event: Any) -> None:
+    def _singleton_refusal(self, execution: _Execution, step_id: int) -> Exception | None:
+        """Return why a `Singleton` step must not run (see `World`'s plan supervisor)."""
+        name = execution.plan.steps[step_id].action_class_name
+        if name not in execution.singletons:
+            return None
+        try:
+            return check_singleton_lock(self.storage, name, execution.plan.id, self.client.id)
+        except DynflowError as exc:
+            return exc
+
+    def _run_step(
+        self, execution: _Execution, step_id: int, event: Any, refusal: Exception | None = None
+    ) -> None:
         plan = execution.plan
         step = plan.steps[step_id]
         record = plan.actions[step.action_id]
         action = new_action(record, RUN, world=self)
         action.error = step.error
-        if is_async_run(type(action)):
+        if refusal is not None:  # a Singleton whose plan lost its lock: its code does not run
+            outcome = failed_outcome(refusal)
+        elif is_async_run(type(action)):
             outcome = asyncio.run(execute_run_async(action, event, attempt=step.attempts))
         else:
             outcome = execute_run(action, event, attempt=step.attempts)

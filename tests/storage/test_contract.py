@@ -1006,6 +1006,36 @@ class StorageContract:
         assert storage.record("Lock", "a") == b"two"
         assert owner("a") == [("w1",)]
 
+    def test_a_record_is_taken_once_and_taken_over_only_when_stale(self, storage: Storage) -> None:
+        void: set[str | None] = set()
+        seen: list[tuple[str | None, bytes | None]] = []
+
+        def stale(holder: str | None, data: bytes | None) -> bool:
+            seen.append((holder, data))
+            return holder in void
+
+        assert storage.take_record("Lock", "a", "p1", b"one", stale=stale) == "p1"  # created
+        assert storage.take_record("Lock", "a", "p1", b"again", stale=stale) == "p1"  # kept
+        assert storage.record("Lock", "a") == b"one"
+        assert seen == []  # the holder itself is never asked about
+        assert storage.take_record("Lock", "a", "p2", b"two", stale=stale) == "p1"  # refused
+        assert seen == [("p1", b"one")]
+        assert storage.take_record("Lock", "a", "p2", b"two") == "p1"  # no rule: never stale
+        assert storage.record_owner("Lock", "a") == "p1"
+        void.add("p1")
+        assert storage.take_record("Lock", "a", "p2", b"two", stale=stale) == "p2"  # taken over
+        assert (storage.record_owner("Lock", "a"), storage.record("Lock", "a")) == ("p2", b"two")
+        assert storage.record_owner("Lock", "b") is None
+        # Let go of by its holder only.
+        assert storage.delete_record("Lock", "a", owner_id="p1") == 0
+        assert storage.delete_record("Lock", "a", owner_id="p2") == 1
+        assert storage.record_owner("Lock", "a") is None
+        # A record without an owner is taken over if the rule says so, by a conditional update.
+        storage.put_record("Lock", "c", None)
+        assert storage.take_record("Lock", "c", "p3") is None
+        void.add(None)
+        assert storage.take_record("Lock", "c", "p3", stale=stale) == "p3"
+
 
 class TestSqliteFile(StorageContract):
     @pytest.fixture

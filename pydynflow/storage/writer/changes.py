@@ -1,7 +1,8 @@
 """`ChangeSet`: one state change as a writer takes it, and how a batch of them is written.
 
-A change set holds snapshots (`pydynflow.storage.rows`), a claim, and events and output to
-store; the persistence actor makes one per state change. `write_requests` writes a batch of
+A change set holds snapshots (`pydynflow.storage.rows`), a claim, events and output to store,
+and coordinator records to delete (locks a plan lets go of); the persistence actor makes one
+per state change. `write_requests` writes a batch of
 them in one transaction: later changes to a row win, a plan's full row goes before the
 metadata-only updates of it, and a change whose claim is refused writes nothing.
 """
@@ -41,6 +42,8 @@ class ChangeSet(NamedTuple):
     """Steps whose oldest stored event to delete: (plan id, step id)."""
     envelope_clear: tuple[tuple[str, int], ...] = ()
     """Steps whose stored events to delete, all of them: (plan id, step id)."""
+    records_delete: tuple[tuple[str, str, str], ...] = ()
+    """Coordinator records to delete while their owner holds them: (class, id, owner id)."""
 
 
 make_change_set = cast(
@@ -106,7 +109,7 @@ def write_requests(
             steps=[step_row(snapshot) for snapshot in steps.values()],
             actions=[action_row(snapshot) for snapshot in actions.values()],
         )
-        for index, request in enumerate(requests):  # rarer: events and streaming output
+        for index, request in enumerate(requests):  # rarer: events, output, locks
             if index in refused:
                 continue
             if request.chunks:
@@ -117,6 +120,8 @@ def write_requests(
                 storage.pop_envelope(plan_id, step_id)
             for plan_id, step_id in request.envelope_clear:
                 storage.clear_envelopes(plan_id, step_id)
+            for record_class, record_id, owner_id in request.records_delete:
+                storage.delete_record(record_class, record_id, owner_id)
         if after is not None:  # in the same transaction (see `pydynflow.storage.writer.ledger`)
             after(refused)
     return refused

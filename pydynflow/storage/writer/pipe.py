@@ -66,6 +66,7 @@ def dumps_requests(requests: Sequence[ChangeSet]) -> bytes:
             envelope_add,
             envelope_pop,
             envelope_clear,
+            records_delete,
         )
         for (
             steps,
@@ -76,6 +77,7 @@ def dumps_requests(requests: Sequence[ChangeSet]) -> bytes:
             envelope_add,
             envelope_pop,
             envelope_clear,
+            records_delete,
         ) in requests
     ]
     return wire.dumps(plain)
@@ -106,7 +108,17 @@ def _plain(snapshots: Sequence[tuple[Any, ...]]) -> tuple[tuple[Any, ...], ...]:
 
 
 def _named(values: tuple[Any, ...]) -> ChangeSet:
-    steps, actions, plans, claim, chunks, envelope_add, envelope_pop, envelope_clear = values
+    (
+        steps,
+        actions,
+        plans,
+        claim,
+        chunks,
+        envelope_add,
+        envelope_pop,
+        envelope_clear,
+        records_delete,
+    ) = values
     return make_change_set(
         (
             tuple(map(make_step_snapshot, steps)) if steps else (),
@@ -117,6 +129,7 @@ def _named(values: tuple[Any, ...]) -> ChangeSet:
             envelope_add,
             envelope_pop,
             envelope_clear,
+            records_delete,
         )
     )
 
