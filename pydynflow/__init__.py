@@ -18,6 +18,7 @@ from pydynflow.errors import (
     UnknownStep,
 )
 from pydynflow.flows import Atom, Concurrence, Flow, Sequence
+from pydynflow.hooks import on_plan
 from pydynflow.mixins import Cancellable, Polling, Singleton
 from pydynflow.plan import ActionRecord, ExecutionPlan, HistoryEntry, Step, StepError
 from pydynflow.references import OutputReference
@@ -26,6 +27,7 @@ from pydynflow.states import Phase, PlanState, Result, StepState
 from pydynflow.storage.executor_lock import ExecutorLockHeld
 from pydynflow.triggered import Triggered
 from pydynflow.world import World
+from pydynflow.world_info import WorldInfo
 
 __all__ = [
     "Action",
@@ -65,6 +67,8 @@ __all__ = [
     "UnknownPlan",
     "UnknownStep",
     "World",
+    "WorldInfo",
+    "on_plan",
 ]
 
 __version__ = "0.1.0"

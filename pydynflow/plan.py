@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydynflow import errors as _errors
+from pydynflow import hooks as _hooks
 from pydynflow.action import resolve_action_class
 from pydynflow.flows import Concurrence, Flow, Sequence
 from pydynflow.rescue import RescuePolicy, plan_rescue_strategy
@@ -273,6 +274,10 @@ class ExecutionPlan:
     exception: StepError | None = None
     stored_result: Result | None = field(default=None, compare=False, repr=False)
     world: Any = field(default=None, compare=False, repr=False)
+    # For execution-plan hooks (`pydynflow.hooks`): the states entered since the plan's last
+    # commit, and whether an action of the plan has a hook (None: not known yet).
+    hook_states: list[PlanState] | None = field(default=None, compare=False, repr=False)
+    has_hooks: bool | None = field(default=None, compare=False, repr=False)
 
     @property
     def root_plan_step(self) -> Step | None:
@@ -280,6 +285,12 @@ class ExecutionPlan:
         if self.root_plan_step_id is None:
             return None
         return self.steps.get(self.root_plan_step_id)
+
+    @property
+    def root_action_id(self) -> int | None:
+        """Return the id of the root action: the one the plan was planned for."""
+        root = self.root_plan_step
+        return None if root is None else root.action_id
 
     @property
     def result(self) -> Result:
@@ -308,9 +319,12 @@ class ExecutionPlan:
 
         ``details`` go with the history entry the move adds (e.g. why the plan paused).
         """
-        check_plan_transition(self.state, new)
+        old = self.state
+        check_plan_transition(old, new)
         now = utcnow()
         self.state = PlanState(new)
+        if _hooks.declared and self.has_hooks is not False:
+            _hooks.record_transition(self, old, self.state)
         if new == PlanState.PLANNING:
             self.started_at = now
         elif new == PlanState.STOPPED:

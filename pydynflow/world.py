@@ -21,6 +21,7 @@ from typing import Any
 
 from pydynflow.action import Action
 from pydynflow.actors.executor import ExecutorActor
+from pydynflow.actors.hook_runner import HookRunner
 from pydynflow.actors.messages import (
     Abandon,
     CancelPlan,
@@ -42,6 +43,7 @@ from pydynflow.actors.runtime import Runtime
 from pydynflow.adapters.clocks.real import RealClock
 from pydynflow.adapters.executors import ThreadWorkers
 from pydynflow.adapters.executors.processes import ProcessWorkers
+from pydynflow.dispatch import DispatchThread, RequestClient, RequestServer, WorldRegistry
 from pydynflow.errors import (
     DynflowError,
     EventRejected,
@@ -62,10 +64,13 @@ from pydynflow.serialization import normalize
 from pydynflow.skipping import skip_plan_steps
 from pydynflow.states import Phase, PlanState, Result, StepState
 from pydynflow.storage import Storage
+from pydynflow.storage.database import redact_url
 from pydynflow.storage.executor_lock import ExecutorLock
+from pydynflow.storage.requests import reply_inbox
 from pydynflow.storage.singleton_lock import take_singleton_lock
 from pydynflow.storage.writer import ThreadWriter
 from pydynflow.triggered import Triggered
+from pydynflow.world_info import WorldInfo
 
 DEFAULT_DB = "sqlite:///pydynflow.db"
 DISPATCHER_THREADS = 2  # actor code is short and CPU-bound: more threads only fight the GIL
@@ -127,6 +132,10 @@ class World:
         create: whether a missing SQLite database file is created. None (the default):
             executor worlds create it, client worlds (``executor=False``) open only an
             existing one, so that a mistyped path fails instead of reading an empty database.
+        validity_timeout: seconds without a heartbeat after which another world counts
+            this one as dead (`worlds`); an executor world invalidates the dead worlds it
+            finds.
+        heartbeat: seconds between two refreshes of this world's record.
         plugins: import the action modules installed distributions declare under the
             entry-point group ``pydynflow.actions`` (once per process; one that fails to
             import is logged and skipped), so that their subscribed actions are planned.
@@ -151,6 +160,8 @@ class World:
         fatal_persistence_timeout: float = 60.0,
         stop_timeout: float | None = None,
         create: bool | None = None,
+        validity_timeout: float = 30.0,
+        heartbeat: float = 5.0,
         plugins: bool = True,
     ) -> None:
         if executor not in (True, False, "threads", "processes"):
@@ -168,6 +179,14 @@ class World:
             raise ValueError(
                 "fatal_persistence_timeout must be a positive number of seconds, "
                 f"got {fatal_persistence_timeout!r}"
+            )
+        for what, seconds in (("validity_timeout", validity_timeout), ("heartbeat", heartbeat)):
+            if not isinstance(seconds, int | float) or not seconds > 0:
+                raise ValueError(f"{what} must be a positive number of seconds, got {seconds!r}")
+        if heartbeat >= validity_timeout:
+            raise ValueError(
+                f"heartbeat ({heartbeat!r} s) must be shorter than validity_timeout "
+                f"({validity_timeout!r} s), or live worlds would look dead"
             )
         if stop_timeout is not None and (
             not isinstance(stop_timeout, int | float) or not stop_timeout >= 0
@@ -199,15 +218,31 @@ class World:
         self.max_recoveries = max_recoveries
         self.fatal_persistence_timeout = float(fatal_persistence_timeout)
         self.stop_timeout = stop_timeout
+        self.validity_timeout = float(validity_timeout)
+        self.heartbeat = float(heartbeat)
         self.plugins = plugins
         self.fatal_error: BaseException | None = None
         """Why the world stopped on its own (persistence gone for good), or None."""
         self.storage = Storage(db, create=bool(executor) if create is None else create)
         self.log = get_logger(world_id=self.id, world=self.name)
         self._lock = threading.Lock()
+        self._hooks = HookRunner(self.log)  # its thread starts with the first hook
         self._runtime: Runtime | None = None
         self._executor: Any = None
         self._executor_lock: ExecutorLock | None = None
+        self._registry = WorldRegistry(
+            self.storage,
+            self.id,
+            name=self.name,
+            executor=bool(executor),
+            queues=self.queues,
+            validity_timeout=self.validity_timeout,
+            log=self.log,
+        )
+        self._client = RequestClient(
+            self.storage, self.id, request_timeout=2 * self.validity_timeout, load=self.load
+        )
+        self._dispatch: DispatchThread | None = None
         self._stopped = False
         self._halted = False  # the stop (or the fatal stop) is over
         self._wakeups: list[_Wakeup] = []  # `run_forever` calls waiting for the world's end
@@ -253,14 +288,68 @@ class World:
                 self._executor_lock = ExecutorLock.acquire(self.storage, self._describe())
             try:
                 self._start_runtime()
+                self._registry.register()
             except BaseException:
                 if self._executor_lock is not None:
                     self._executor_lock.release()
                 raise
         self.log.info("world started", executor=self.executor, db=self.db)
         if self.executor:
+            self._invalidate_executors()
             self._recover()
+        self._start_dispatch()
         return self
+
+    def _start_dispatch(self) -> None:
+        """Start talking to the other worlds of the database (none share one in memory)."""
+        if self.storage.in_memory:
+            return
+        server = RequestServer(self, self._tell_plan_done) if self.executor else None
+        self._dispatch = DispatchThread(
+            self._registry,
+            self._client,
+            server,
+            heartbeat=self.heartbeat,
+            on_invalidated=self._invalidated,
+            on_dead_world=self._dead_world_invalidated,
+            log=self.log,
+        )
+        self._dispatch.start()
+
+    def _invalidate_executors(self) -> None:
+        """Invalidate the records of other executor worlds: holding the executor lock, this
+        world knows them dead, whatever their last heartbeat says."""
+        for info in self._registry.worlds():
+            if info.executor and info.id != self.id and self._registry.invalidate(info.id):
+                self._dead_world_invalidated(info)
+
+    def _tell_plan_done(self, sender: str, notice: dict[str, Any]) -> None:
+        dispatch = self._dispatch
+        if dispatch is not None:
+            dispatch.send_later(reply_inbox(sender), notice)
+
+    def _dead_world_invalidated(self, info: WorldInfo) -> None:
+        self.log.warning(
+            "invalidated a dead world",
+            dead_world_id=info.id,
+            dead_world=info.name,
+            executor=info.executor,
+            hostname=info.hostname,
+            pid=info.pid,
+            last_seen=info.last_seen.isoformat(),
+        )
+
+    def _invalidated(self) -> None:
+        """This world's record is gone: another world found it dead and invalidated it."""
+        if not self.executor:
+            self.log.warning("this world's record was removed: registering again")
+            self._registry.register()
+            return
+        self.log.error(
+            "this world was invalidated by another world (its heartbeat came too late): "
+            "stopping, its plans are recovered elsewhere"
+        )
+        threading.Thread(target=self.stop, args=(0,), name="pydynflow-invalidated").start()
 
     def _describe(self) -> dict[str, Any]:
         """Return who this world is, for locks and messages."""
@@ -280,6 +369,7 @@ class World:
             self.id,
             fatal_timeout=self.fatal_persistence_timeout,
             on_fatal=self._persistence_lost,
+            on_hooks=self._hooks.submit,
         )
         pools: dict[str, Any] = {}
         processes = self.executor == "processes"
@@ -321,6 +411,8 @@ class World:
         suspended. Returns ``(plan id, step id)`` of the steps whose code was still running
         when the timeout ran out (logged too): they are stored ``running`` and come back
         "Abnormal termination" to their policies when an executor world starts next.
+        Execution-plan hooks still queued then run before it returns (for up to ``timeout``
+        more; those left are dropped and logged).
         Idempotent: stopping a stopped world does nothing (and returns ``[]``).
         """
         if timeout is None:
@@ -339,6 +431,7 @@ class World:
 
     def _wind_down(self, runtime: Runtime | None, timeout: float | None) -> list[tuple[str, int]]:
         left: list[tuple[str, int]] = []
+        self._stop_dispatch()
         if runtime is not None:
             if self._executor is not None:
                 done: Promise[bool] = Promise()
@@ -360,11 +453,22 @@ class World:
             runtime.close_callbacks()
             if self.clock is None:  # ours, not the caller's
                 runtime.clock.close()
+        # Every commit is acknowledged: the hooks of its transitions are all queued.
+        self._hooks.stop(0 if self._hurry else timeout)
+        if runtime is not None:
+            with contextlib.suppress(PersistenceError):  # its heartbeat stops: it dies anyway
+                self._registry.deregister()
         if self._executor_lock is not None:
             self._executor_lock.release()
         self.storage.close()
         self.log.info("world stopped")
         return left
+
+    def _stop_dispatch(self) -> None:
+        dispatch, self._dispatch = self._dispatch, None
+        if dispatch is not None:
+            dispatch.stop()
+        self._client.fail_all(DynflowError(f"{self!r} stopped"))
 
     def _wait_terminated(self, done: Promise[bool], timeout: float | None) -> bool:
         """Wait up to ``timeout`` for the executor to wind down; `_stop_now` cuts it short."""
@@ -384,6 +488,7 @@ class World:
             waiting = self._stop_waiting
         if waiting is not None:
             waiting.set()
+        self._hooks.hurry()
 
     def run_forever(
         self, stop_timeout: float | None = 30.0, install_signal_handlers: bool = True
@@ -512,6 +617,7 @@ class World:
             self._wake_runners()
 
     def _abandon(self, runtime: Runtime, error: BaseException) -> None:
+        self._stop_dispatch()
         if self._executor is not None:
             self._executor.tell(Abandon(error))
         runtime.persistence.stop(block=False)
@@ -523,6 +629,7 @@ class World:
         runtime.close_callbacks()
         if self.clock is None:
             runtime.clock.close()
+        self._hooks.stop(0)
         if self._executor_lock is not None:
             self._executor_lock.release()
         self.log.info("world stopped", fatal=True)
@@ -540,13 +647,22 @@ class World:
         return runtime
 
     def _require_executor(self, what: str) -> Any:
-        if not self.executor:  # whether started or not: starting it would not help
-            raise DynflowError(
-                f"{what} needs an executor world; {self!r} is a client world "
-                "(executor=False): call it on the started World(db) that executes the plans"
-            )
         self._require_runtime(what)
         return self._executor
+
+    def _require_remote(self, what: str) -> None:
+        """Check that this client world can reach an executor world through the database."""
+        self._require_runtime(what)
+        if self._dispatch is None:
+            raise DynflowError(
+                f"{what} from a client world needs a database other processes share; "
+                f"{self!r} is in memory: use an executor world"
+            )
+        if not self._registry.live_executors():
+            raise DynflowError(
+                f"{what}: no executor world is alive on {redact_url(self.db)}; start one "
+                "(World(db) or `pydynflow worker`) and try again"
+            )
 
     # -- planning ------------------------------------------------------------------------
 
@@ -619,8 +735,11 @@ class World:
         """Plan ``action_class(*args, **kwargs)`` and execute it.
 
         Returns at once with the plan committed; ``.wait()`` for the end of the execution.
-        If planning failed, ``.planned`` is False and ``.error`` says why.
+        If planning failed, ``.planned`` is False and ``.error`` says why. A client world
+        plans here and hands the plan to an executor world through the database.
         """
+        if not self.executor:
+            return self._trigger_elsewhere(action_class, args, kwargs)
         executor = self._require_executor("trigger")
         plan = self._plan(action_class, args, kwargs)
         future: Promise[ExecutionPlan] = Promise()
@@ -635,6 +754,19 @@ class World:
         tell_and_run(executor, ExecutePlan(plan.id, plan, future, stored))
         stored.result()
         return Triggered(plan.id, future)
+
+    def _trigger_elsewhere(
+        self, action_class: type[Action], args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Triggered:
+        """Plan here, store the plan, and have an executor world execute it."""
+        self._require_remote("trigger")
+        plan = self._plan(action_class, args, kwargs)
+        self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
+        if plan.state != PlanState.PLANNED:
+            future: Promise[ExecutionPlan] = Promise()
+            future.set_result(plan)
+            return Triggered(plan.id, future, planned=False, error=plan.error)
+        return self._execute(plan.id, None, "resume", self._operator("trigger"), call="execute")
 
     def execute(self, plan_id: str) -> Triggered:
         """Execute a ``planned`` or ``paused`` plan (a paused one: as `resume` does);
@@ -654,8 +786,17 @@ class World:
         note: dict[str, Any] | None = None,
         call: str = "execute",
     ) -> Triggered:
+        if not self.executor:
+            self._require_remote(call)
+            future = self._client.wait_plan(plan_id)
+            try:
+                self._client.call(call, plan_id=plan_id, note=note)
+            except BaseException as exc:
+                self._client.fail_wait(plan_id, future, exc)
+                raise
+            return Triggered(plan_id, future)
         executor = self._require_executor(call)
-        future: Promise[ExecutionPlan] = Promise()
+        future = Promise()
         executor.tell(ExecutePlan(plan_id, plan, future, mode=mode, note=note))
         return Triggered(plan_id, future)
 
@@ -670,6 +811,13 @@ class World:
         finalize steps are marked skipped; the plan stays ``paused`` until `resume` runs it
         again, without them, and its result will be ``warning``.
         """
+        if not self.executor and self._dispatch is not None:  # through the executor world
+            self._require_remote("skip")
+            self._client.call("skip", plan_id=plan_id, step_id=step_id, note=self._operator("skip"))
+            return
+        self._skip(plan_id, step_id, self._operator("skip"))
+
+    def _skip(self, plan_id: str, step_id: int, note: dict[str, Any] | None) -> None:
         plan = self.load(plan_id)
         if plan.state != PlanState.PAUSED:
             raise DynflowError(f"execution plan {plan_id} has to be paused to skip a step")
@@ -679,7 +827,7 @@ class World:
         if step.state != StepState.ERROR or step.phase != Phase.RUN:
             raise DynflowError(f"step {step_id} has to be a failed run step to be skipped")
         changed = skip_plan_steps(plan, step)
-        plan.note("skip", self.id, {**self._operator("skip"), "step_id": step_id})
+        plan.note("skip", self.id, {**(note or {}), "step_id": step_id})
         self._save(plan, steps=changed)
 
     def event(self, plan_id: str, step_id: int, payload: Any, optional: bool = False) -> bool:
@@ -694,8 +842,15 @@ class World:
                 False instead).
             SerializationError: ``payload`` is not JSON-serialisable.
         """
-        executor = self._require_executor("event")
         payload = normalize_event(payload)
+        if not self.executor:
+            self._require_remote("event")
+            self._check_step(plan_id, step_id)
+            accepted = self._client.call(
+                "event", plan_id=plan_id, step_id=step_id, payload=payload, optional=optional
+            )
+            return bool(accepted)
+        executor = self._require_executor("event")
         reply: Promise[bool] = Promise()
         executor.tell(DeliverEvent(plan_id, step_id, payload, optional, reply))
         try:
@@ -716,8 +871,11 @@ class World:
         Sends `Cancel` (``force``: `Abort`); returns how many steps were asked (0: nothing
         could be cancelled).
         """
-        executor = self._require_executor("cancel")
         self._check_step(plan_id, None)
+        if not self.executor:
+            self._require_remote("cancel")
+            return int(self._client.call("cancel", plan_id=plan_id, force=force))
+        executor = self._require_executor("cancel")
         reply: Promise[int] = Promise()
         executor.tell(CancelPlan(plan_id, force, reply))
         return reply.result()
@@ -725,8 +883,12 @@ class World:
     def halt(self, plan_id: str) -> None:
         """Stop a plan: running steps finish their current call, suspended steps stay
         suspended, nothing new starts, and the plan ends ``stopped``."""
-        executor = self._require_executor("halt")
         self._check_step(plan_id, None)
+        if not self.executor:
+            self._require_remote("halt")
+            self._client.call("halt", plan_id=plan_id)
+            return
+        executor = self._require_executor("halt")
         reply: Promise[bool] = Promise()
         executor.tell(HaltPlan(plan_id, reply))
         if reply.result():
@@ -761,6 +923,8 @@ class World:
         runtime = self._runtime
         if runtime is None:  # not started: write directly, on this thread
             ThreadWriter(self.storage).write([request_of(message)])
+            if message.hooks is not None:
+                self._hooks.submit(message.hooks)
             return
         persist_and_wait(runtime.persistence, message)
 
@@ -800,6 +964,31 @@ class World:
                 count=len(waiting),
                 plan_ids=waiting,
             )
+
+    # -- worlds --------------------------------------------------------------------------
+
+    def worlds(self) -> list[WorldInfo]:
+        """List the worlds registered in the database (this one too), oldest first.
+
+        ``alive`` says whether a world's last heartbeat is younger than this world's
+        ``validity_timeout``.
+        """
+        return self._registry.worlds()
+
+    def invalidate(self, world_id: str) -> bool:
+        """Do to a dead world what its death should have: remove its record and its inboxes.
+
+        Its plans are recovered by an executor world when it starts (one executor world
+        runs per database: a live one would hold the executor lock). Returns whether the
+        record existed.
+
+        Raises:
+            ValueError: ``world_id`` is this world's own id.
+        """
+        removed = self._registry.invalidate(world_id)
+        if removed:
+            self.log.warning("invalidated a world on request", invalidated_world_id=world_id)
+        return removed
 
     # -- reading -------------------------------------------------------------------------
 

@@ -504,13 +504,12 @@ def test_quoted_texts_are_the_codes() -> None:
 
 
 def test_client_world_messages_say_what_the_docs_say() -> None:
-    """getting-started.md: a client world "needs an executor world", an executor world that
-    is not started "needs a started world"."""
+    """getting-started.md: a world that is not started "needs a started world"."""
     client, executor = _produced_messages()[1:]
-    assert "event needs an executor world" in client
+    assert "event needs a started world" in client
     assert "event needs a started world" in executor
     page = " ".join(GETTING_STARTED.read_text(encoding="utf-8").split())
-    assert '"needs an executor world"' in page and '"needs a started world"' in page
+    assert '"needs a started world"' in page and '"no executor world is alive"' in page
 
 
 # -- what the pages and docstrings say about the World --------------------------------------
@@ -525,19 +524,23 @@ def _table_rows(page: Path, heading: str) -> list[list[str]]:
 
 
 def test_getting_started_says_which_calls_need_a_started_world(sqlite_url: str) -> None:
-    anywhere, executor_only = _table_rows(GETTING_STARTED, "What needs a started world")
-    assert {"trigger", "execute", "resume", "event", "cancel", "halt"} <= set(executor_only)
+    anywhere, started_only = _table_rows(GETTING_STARTED, "What needs a started world")
+    assert {"trigger", "execute", "resume", "event", "cancel", "halt"} <= set(started_only)
     World(sqlite_url).stop()  # create the database
     client = World(sqlite_url, executor=False)
     try:
         plan = client.plan(DocsNoOp)
-        for name in executor_only:  # on a client world, started or not: the executor's
-            arguments: tuple[Any, ...] = {
-                "trigger": (DocsNoOp,),
-                "event": (plan.id, 2, "payload"),
-            }.get(name, (plan.id,))
-            with pytest.raises(DynflowError, match=f"^{name} needs an executor world"):
-                getattr(client, name)(*arguments)
+        for started in (False, True):
+            if started:
+                client.start()
+            for name in started_only:
+                arguments: tuple[Any, ...] = {
+                    "trigger": (DocsNoOp,),
+                    "event": (plan.id, 2, "payload"),
+                }.get(name, (plan.id,))
+                expected = "no executor world is alive" if started else "needs a started world"
+                with pytest.raises(DynflowError, match=f"^{name}(: | ){expected}"):
+                    getattr(client, name)(*arguments)
         for name in anywhere:  # these work on a world that is not started
             assert name in ("plan", "plan_with_options", "load", "plans", "skip"), name
         assert client.load(plan.id) == plan and client.plans() == [plan]

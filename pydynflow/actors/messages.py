@@ -15,6 +15,7 @@ from pydynflow.errors import EventRejected
 from pydynflow.outcome import PhaseOutcome
 
 if TYPE_CHECKING:
+    from pydynflow.hooks import HookCalls
     from pydynflow.plan import ExecutionPlan
 
 OnCommit = Callable[[BaseException | None], None]
@@ -50,6 +51,7 @@ class Persist:
     envelope_pop: tuple[tuple[str, int], ...] = ()
     envelope_clear: tuple[tuple[str, int], ...] = ()
     records_delete: tuple[tuple[str, str, str], ...] = ()  # class, id, owner id
+    hooks: HookCalls | None = None  # execution-plan hooks to run once this is committed
 
 
 @dataclass(slots=True)

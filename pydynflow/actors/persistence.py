@@ -18,13 +18,14 @@ in-memory database.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydynflow.actors.messages import Claim, Flush, Persist
 from pydynflow.actors.pooled import Dispatcher, PooledActor, tell
 from pydynflow.errors import PersistenceError
+from pydynflow.hooks import HookCalls, take_hook_calls
 from pydynflow.logging import get_logger
 from pydynflow.mixins.singleton import releases_singleton_locks, singleton_classes
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
@@ -62,9 +63,13 @@ def changes(
     Also: output ``chunks`` rows to append, events to store (``envelope_add``), the oldest
     stored event of a step to drop (``envelope_pop``) and all of a step's (``envelope_clear``).
     A plan row that stops the plan or pauses it for a person carries the release of the
-    plan's singleton locks, so that they go in the same transaction.
+    plan's singleton locks, so that they go in the same transaction; one that stores
+    transitions carries the execution-plan hooks they call (`take_hook_calls`).
     """
     plans = () if plan is None else (storage.plan_snapshot(plan, full=new, new=new),)
+    hooks = None
+    if plan is not None and plan.hook_states:  # no list unless a hook may be due
+        hooks = take_hook_calls(plan)
     released: tuple[tuple[str, str, str], ...] = ()
     if plan is not None:
         if new and plan.valid:
@@ -84,6 +89,7 @@ def changes(
         envelope_pop,
         envelope_clear,
         released,
+        hooks,
     )
 
 
@@ -99,11 +105,20 @@ class PersistenceActor(PooledActor):
     """Hand batches of state changes to the writer; acknowledge each sender after its commit.
 
     Start it on a dispatcher of its own with one thread (`start_persistence`).
+    ``on_hooks(calls)`` gets the execution-plan hooks of each committed message, in commit
+    order (without it they are dropped).
     """
 
-    def __init__(self, storage: Storage, world_id: str, writer: Writer | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        world_id: str,
+        writer: Writer | None = None,
+        on_hooks: Callable[[HookCalls], None] | None = None,
+    ) -> None:
         super().__init__()
         self.storage = storage
+        self.on_hooks = on_hooks
         self.writer: Writer = writer if writer is not None else ThreadWriter(storage)
         self.pending: list[Persist] = []
         self.flush_scheduled = False
@@ -152,7 +167,7 @@ class PersistenceActor(PooledActor):
             [
                 (
                     [request_of(message) for message in batch],
-                    functools.partial(_acknowledge, batch, self.log),
+                    functools.partial(_acknowledge, batch, self.log, self.on_hooks),
                 )
                 for batch in batches
             ]
@@ -160,16 +175,27 @@ class PersistenceActor(PooledActor):
 
 
 def _acknowledge(
-    batch: list[Persist], log: Any, refused: set[int], error: PersistenceError | None
+    batch: list[Persist],
+    log: Any,
+    on_hooks: Callable[[HookCalls], None] | None,
+    refused: set[int],
+    error: PersistenceError | None,
 ) -> None:
     """Reply to every message of a committed (or failed) batch, in order.
 
     Runs where the writer acknowledges: the persistence thread, or the writer's reply
-    thread; ``on_commit`` callbacks only tell actors and settle promises.
+    thread; ``on_commit`` callbacks only tell actors and settle promises. A committed
+    message's hooks go to ``on_hooks`` first (a caller told of the commit finds them queued).
     """
     if error is not None:
         log.error("commit failed", error=str(error), messages=len(batch))
     for index, message in enumerate(batch):
+        hooks = message.hooks
+        if hooks is not None and on_hooks is not None and error is None and index not in refused:
+            try:
+                on_hooks(hooks)
+            except Exception:  # a broken sink must not stop the writer
+                log.exception("handing execution-plan hooks over failed")
         if message.on_commit is None:
             continue
         reply = error
@@ -237,12 +263,13 @@ def start_persistence(
     *,
     fatal_timeout: float = FATAL_TIMEOUT,
     on_fatal: Any = None,
+    on_hooks: Callable[[HookCalls], None] | None = None,
 ) -> tuple[Any, Dispatcher]:
     """Start a persistence actor on its own one-thread dispatcher; return both.
 
     Its writer is a child process for SQLite files and PostgreSQL (see `writer_for`); it
     retries a commit that fails for a passing reason for up to ``fatal_timeout`` seconds,
-    then calls ``on_fatal(error)`` once.
+    then calls ``on_fatal(error)`` once. ``on_hooks``: see `PersistenceActor`.
     """
     writer = writer_for(storage, owner=world_id, fatal_timeout=fatal_timeout, on_fatal=on_fatal)
     try:
@@ -252,7 +279,7 @@ def start_persistence(
         raise
     dispatcher = Dispatcher(1, name=f"pydynflow-persistence-{world_id[:8]}")
     try:
-        actor = PersistenceActor.start(storage, world_id, writer, _dispatcher=dispatcher)
+        actor = PersistenceActor.start(storage, world_id, writer, on_hooks, _dispatcher=dispatcher)
     except BaseException:
         writer.close()
         dispatcher.shutdown()

@@ -176,11 +176,25 @@ def _migration_4(database: peewee.Database) -> None:
     )
 
 
+def _migration_5(database: peewee.Database) -> None:
+    """Add ``dynflow_worlds``: the worlds sharing the database and their heartbeats."""
+    boolean, timestamp = (
+        ("BOOLEAN", "TIMESTAMP") if is_postgres(database) else ("INTEGER", "DATETIME")
+    )
+    database.execute_sql(
+        'CREATE TABLE "dynflow_worlds" ("id" VARCHAR(36) NOT NULL PRIMARY KEY, '
+        f'"name" TEXT NOT NULL, "executor" {boolean} NOT NULL, "queues" TEXT NOT NULL, '
+        '"pid" INTEGER NOT NULL, "hostname" TEXT NOT NULL, '
+        f'"started_at" {timestamp} NOT NULL, "last_seen" {timestamp} NOT NULL)'
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the dynflow_* tables", _migration_1),
     (2, "plan-phase steps in one column of the plan row", _migration_2),
     (3, "no index on step states", _migration_3),
     (4, "Retry attempts per step", _migration_4),
+    (5, "the worlds sharing a database", _migration_5),
 ]
 """Every migration, in order: ``(number, description, function(database))``."""
 

@@ -226,6 +226,22 @@ class CoordinatorRecordModel(_Base):
         primary_key = peewee.CompositeKey("id", "record_class")
 
 
+class WorldModel(_Base):
+    """A world sharing the database: who it is, and when it last said it was alive."""
+
+    id = peewee.CharField(max_length=36, primary_key=True)
+    name = peewee.TextField()
+    executor = peewee.BooleanField()
+    queues = peewee.TextField()  # JSON: {"queue": pool size}
+    pid = peewee.IntegerField()
+    hostname = peewee.TextField()
+    started_at = UTCDateTimeField()
+    last_seen = UTCDateTimeField()
+
+    class Meta:
+        table_name = "dynflow_worlds"
+
+
 class OutputChunkModel(_Base):
     """One appended chunk of an action's streaming output."""
 
@@ -256,5 +272,6 @@ ALL_MODELS: tuple[type[peewee.Model], ...] = (
     EnvelopeModel,
     CoordinatorRecordModel,
     OutputChunkModel,
+    WorldModel,
 )
 """Every model, parents before children (the order their tables can be created in)."""

@@ -2,8 +2,10 @@
 
 Its parts: plans with their steps and actions (`pydynflow.storage.plans`, rebuilt by
 `pydynflow.storage.assembly`), their snapshots and rows (`pydynflow.storage.rows`), events for
-steps (`pydynflow.storage.envelopes`), coordinator records (`pydynflow.storage.records`) and
-output chunks (`pydynflow.storage.chunks`), over what they share (`pydynflow.storage.sql`).
+steps (`pydynflow.storage.envelopes`), coordinator records (`pydynflow.storage.records`),
+output chunks (`pydynflow.storage.chunks`), the worlds sharing the database
+(`pydynflow.storage.worlds`) and their requests (`pydynflow.storage.requests`), over what they
+share (`pydynflow.storage.sql`).
 `Storage` combines them as mixins, so a call costs no delegation, and adds the lifecycle:
 opening, migrating, closing, and `Storage.transaction`. Every payload goes through
 `pydynflow.storage.codec`. The design: docs/internals/persistence.md.
@@ -23,12 +25,14 @@ from pydynflow.storage.envelopes import Envelopes
 from pydynflow.storage.migrations import migrate as _migrate
 from pydynflow.storage.plans import ORDERABLE_COLUMNS, Plans
 from pydynflow.storage.records import Records
+from pydynflow.storage.requests import Requests
 from pydynflow.storage.sql import DRIVER_ERRORS, wrap_errors
+from pydynflow.storage.worlds import Worlds
 
 __all__ = ["ORDERABLE_COLUMNS", "Storage"]
 
 
-class Storage(Plans, Envelopes, Records, Chunks):
+class Storage(Plans, Envelopes, Records, Chunks, Worlds, Requests):
     """Execution plans in a SQLite file, an in-memory SQLite database or PostgreSQL.
 
     Each public write (`save_plan`, `save_steps`, ...) is atomic on its own; inside

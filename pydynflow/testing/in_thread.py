@@ -20,11 +20,13 @@ from functools import partial
 from typing import Any
 
 from pydynflow.action import Action, is_async_run
+from pydynflow.actors.hook_runner import HookRunner
 from pydynflow.actors.persistence import changes, request_of
 from pydynflow.clock import ClockClosedError, Timer
 from pydynflow.errors import DynflowError, EventRejected, UnknownPlan, UnknownStep
 from pydynflow.events import Abort, Cancel, Skip
 from pydynflow.execution import Advance, NotRunnable, PlanExecution
+from pydynflow.hooks import HookCalls, run_hook_calls
 from pydynflow.logging import get_logger
 from pydynflow.mixins import is_cancellable
 from pydynflow.mixins.singleton import singleton_classes
@@ -74,6 +76,14 @@ class _Execution:
         for timer in self.timers:
             timer.cancel()
         self.timers.clear()
+
+
+class _InlineHooks(HookRunner):
+    """Run execution-plan hooks at once, in the calling thread (as everything here runs)."""
+
+    def submit(self, calls: HookCalls) -> None:
+        """Run the hooks of one commit now."""
+        run_hook_calls(calls, self.log)
 
 
 class InThreadTriggered(Triggered):
@@ -148,6 +158,7 @@ class InThreadWorld:
         world_kwargs.setdefault("create", True)  # it executes plans: a new database is fine
         self.client = World(db, executor=False, clock=self.clock, **world_kwargs)
         """The client `World` that plans and stores the plans (not started)."""
+        self.client._hooks = _InlineHooks(self.client.log)  # its plans' hooks run here too
         self._own_clock = clock is None
         self._writer = ThreadWriter(self.client.storage)
         self._executions: dict[str, _Execution] = {}
@@ -380,6 +391,8 @@ class InThreadWorld:
             envelope_clear=tuple(advance.envelope_clear),
         )
         self._writer.write([request_of(message)])
+        if message.hooks is not None:
+            run_hook_calls(message.hooks, self.log)
 
     def _pump(self, advance: bool | None = None) -> None:
         """Process queued work until none is left; with ``advance``, also move the clock

@@ -222,14 +222,16 @@ def test_a_schema_1_database_is_upgraded_and_its_plans_still_load(url: str) -> N
         db.execute_sql('ALTER TABLE "dynflow_execution_plans" DROP COLUMN "plan_steps"')
         db.execute_sql('CREATE INDEX "dynflow_steps_state" ON "dynflow_steps" ("state")')
         db.execute_sql('ALTER TABLE "dynflow_steps" DROP COLUMN "retries"')
+        db.execute_sql('DROP TABLE "dynflow_worlds"')
         db.execute_sql("UPDATE dynflow_schema_info SET version = 1")
         assert current_version(db) == 1
     with Storage(url) as upgraded:
-        assert current_version(upgraded.database) == LATEST_VERSION == 4
+        assert current_version(upgraded.database) == LATEST_VERSION == 5
         indexes = {index.name for index in upgraded.database.get_indexes("dynflow_steps")}
         assert "dynflow_steps_state" not in indexes
         columns = {column.name for column in upgraded.database.get_columns("dynflow_steps")}
         assert "retries" in columns
+        assert upgraded.database.table_exists("dynflow_worlds")
         loaded = upgraded.load_plan("old")
         assert loaded == plan and loaded.valid
         assert [step.id for step in loaded.steps.values()] == sorted(plan.steps)

@@ -1,0 +1,83 @@
+"""`RequestServer`: an executor world applying the requests other worlds stored for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pydynflow.errors import DynflowError
+
+if TYPE_CHECKING:
+    from pydynflow.triggered import Triggered
+    from pydynflow.world import World
+
+KINDS = ("execute", "resume", "event", "skip", "cancel", "halt", "ping")
+"""What a request may ask an executor world to do."""
+
+
+class RequestServer:
+    """Apply one request through the world's own methods and return its reply.
+
+    A reply is ``{"ok": value}`` or ``{"error": {"class": name, "message": text}}``; an
+    ``execute`` or ``resume`` request is answered once the executor took the plan, and its
+    sender is told again when the plan's execution ends (``on_plan_done``).
+    """
+
+    def __init__(self, world: World, on_plan_done: Callable[[str, dict[str, Any]], None]) -> None:
+        self.world = world
+        self.on_plan_done = on_plan_done
+
+    def apply(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``request`` and return its reply (errors become replies, never raise)."""
+        try:
+            return {"ok": self._apply(request)}
+        except DynflowError as exc:
+            return {"error": error_reply(exc)}
+        except (KeyError, TypeError, ValueError) as exc:
+            return {"error": {"class": "DynflowError", "message": f"bad request: {exc!r}"}}
+
+    def _apply(self, request: dict[str, Any]) -> Any:
+        kind, world = request["kind"], self.world
+        if kind == "ping":
+            return world.id
+        plan_id = str(request["plan_id"])
+        if kind in ("execute", "resume"):
+            triggered = world._execute(plan_id, None, "resume", request.get("note"), call=kind)
+            self._watch(triggered, request.get("sender"))
+            return None
+        if kind == "event":
+            return world.event(
+                plan_id,
+                int(request["step_id"]),
+                request["payload"],
+                optional=bool(request.get("optional")),
+            )
+        if kind == "skip":
+            world._skip(plan_id, int(request["step_id"]), request.get("note"))
+            return None
+        if kind == "cancel":
+            return world.cancel(plan_id, force=bool(request.get("force")))
+        if kind == "halt":
+            world.halt(plan_id)
+            return None
+        raise DynflowError(f"unknown request kind {kind!r} (expected one of {', '.join(KINDS)})")
+
+    def _watch(self, triggered: Triggered, sender: str | None) -> None:
+        if sender is None:
+            return
+        plan_id = triggered.id
+
+        def done(future: Any) -> None:
+            notice: dict[str, Any] = {"plan_done": plan_id}
+            error = future.exception(0)
+            if error is not None:  # it could not run: the sender's wait raises it
+                notice["error"] = error_reply(error)
+            self.on_plan_done(sender, notice)
+
+        triggered.future.add_done_callback(done)
+
+
+def error_reply(error: BaseException) -> dict[str, str]:
+    """Return what a reply says of ``error`` (its class name and message)."""
+    name = type(error).__name__ if isinstance(error, DynflowError) else "DynflowError"
+    return {"class": name, "message": str(error)}

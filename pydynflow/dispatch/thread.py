@@ -1,0 +1,123 @@
+"""`DispatchThread`: the one thread through which a world talks to the others."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydynflow.adapters.connectors import connector_for
+from pydynflow.errors import PersistenceError
+from pydynflow.storage.requests import ANY_EXECUTOR, reply_inbox, world_inbox
+
+if TYPE_CHECKING:
+    from pydynflow.dispatch.client import RequestClient
+    from pydynflow.dispatch.registry import WorldRegistry
+    from pydynflow.dispatch.server import RequestServer
+
+PLAN_CHECK_INTERVAL = 1.0
+"""Seconds between two looks at the plans a client world's callers wait for."""
+
+
+class DispatchThread:
+    """Heartbeat, invalidate dead worlds, apply requests, deliver replies; one thread.
+
+    Each turn: wait for a wake-up (a ``NOTIFY``, the polling interval, or `interrupt`),
+    then send what other threads queued (`send_later`), apply the requests in this world's
+    inboxes (an executor world) and hand over the replies. Every ``heartbeat`` seconds it
+    refreshes the world's record; an executor world also invalidates the worlds it finds
+    dead. A world whose record was removed calls ``on_invalidated`` once.
+    """
+
+    def __init__(
+        self,
+        registry: WorldRegistry,
+        client: RequestClient,
+        server: RequestServer | None,
+        *,
+        heartbeat: float,
+        on_invalidated: Any,
+        on_dead_world: Any,
+        log: Any,
+    ) -> None:
+        self.registry = registry
+        self.client = client
+        self.server = server
+        self.heartbeat = heartbeat
+        self.on_invalidated = on_invalidated
+        self.on_dead_world = on_dead_world
+        self.log = log
+        world_id = registry.world_id
+        self.requests = [world_inbox(world_id)] + ([ANY_EXECUTOR] if server else [])
+        self.replies = reply_inbox(world_id)
+        self.connector = connector_for(registry.storage, [*self.requests, self.replies])
+        self._outbox: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"pydynflow-dispatch-{world_id[:8]}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it (what it was applying is finished first)."""
+        self._stopping.set()
+        self.connector.interrupt()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def send_later(self, inbox: str, data: dict[str, Any]) -> None:
+        """Store ``data`` in ``inbox`` from the dispatch thread (callable from any thread)."""
+        self._outbox.put((inbox, data))
+        self.connector.interrupt()
+
+    def _run(self) -> None:
+        storage = self.registry.storage
+        next_beat = next_check = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    now = time.monotonic()
+                    if now >= next_beat:
+                        next_beat = now + self.heartbeat
+                        self._beat()
+                    if now >= next_check:
+                        next_check = now + PLAN_CHECK_INTERVAL
+                        self.client.check_plans(older_than=PLAN_CHECK_INTERVAL)
+                    self._turn(storage)
+                except PersistenceError as exc:  # the database is away: try again later
+                    self.log.warning("dispatch: database unavailable", error=str(exc))
+                    self._stopping.wait(min(self.heartbeat, 1.0))
+                    continue
+                self.connector.wait(max(0.0, min(next_beat, next_check) - time.monotonic()))
+        finally:
+            self.connector.close()
+
+    def _turn(self, storage: Any) -> None:
+        while not self._outbox.empty():
+            inbox, data = self._outbox.get()
+            storage.post_request(inbox, data)
+        if self.server is not None:
+            for envelope_id, _, request in storage.inbox(self.requests):
+                if self._stopping.is_set():
+                    return  # the rest stays stored for the next executor
+                reply = self.server.apply(request)
+                storage.answer_request(envelope_id, request.get("sender"), reply)
+        for envelope_id, _, data in storage.inbox([self.replies]):
+            storage.answer_request(envelope_id, None, {})
+            self.client.resolve(envelope_id, data)
+
+    def _beat(self) -> None:
+        if not self.registry.touch():
+            self.on_invalidated()
+            return
+        if self.server is None:
+            return
+        for info in self.registry.worlds():
+            if info.alive or info.id == self.registry.world_id:
+                continue
+            if self.registry.invalidate(info.id, if_dead=True):
+                self.on_dead_world(info)

@@ -1,0 +1,108 @@
+"""Requests between worlds and their replies: ``dynflow_envelopes`` rows with a world inbox.
+
+A request is addressed to a world (``world:<id>``) or to any executor (``executors``); its
+reply goes to the sender's reply inbox (``reply:<id>``). On PostgreSQL, the transaction that
+stores one also sends a ``NOTIFY`` on the receiver's channel (`channel`), delivered when it
+commits; on SQLite receivers poll. A request is deleted in the transaction that stores its
+reply, after it was applied: a receiver that dies in between finds it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from pydynflow.storage.codec import decode_at, encode
+from pydynflow.storage.sql import ENVELOPES, StoreBase, wrap_errors
+
+__all__ = ["ANY_EXECUTOR", "Requests", "channel", "reply_inbox", "world_inbox"]
+
+ANY_EXECUTOR = "executors"
+"""The inbox every executor world reads."""
+
+
+def world_inbox(world_id: str) -> str:
+    """Return the inbox of requests addressed to one world."""
+    return f"world:{world_id}"
+
+
+def reply_inbox(world_id: str) -> str:
+    """Return the inbox of the replies a world's requests get."""
+    return f"reply:{world_id}"
+
+
+def channel(inbox: str) -> str:
+    """Return the PostgreSQL ``LISTEN`` channel of an inbox (a valid identifier)."""
+    return "pydynflow_" + hashlib.sha1(inbox.encode()).hexdigest()[:40]
+
+
+class Requests(StoreBase):
+    """Requests and replies between worlds (a part of `Storage`)."""
+
+    @wrap_errors("post_request")
+    def post_request(self, inbox: str, data: dict[str, Any]) -> int:
+        """Store ``data`` in ``inbox``, wake its reader, and return the envelope's id."""
+        with self._write_atomic():
+            return self._insert(inbox, data)
+
+    def _insert(self, inbox: str, data: dict[str, Any]) -> int:
+        param = self._db.param
+        sql = f'INSERT INTO "{ENVELOPES}" ("receiver_id", "data") VALUES ({param}, {param})'
+        cursor = self._db.cursor()
+        if self._sqlite:
+            cursor.execute(sql, (inbox, encode(data)))
+            return int(cursor.lastrowid)
+        cursor.execute(sql + ' RETURNING "id"', (inbox, encode(data)))
+        envelope_id = int(cursor.fetchone()[0])
+        cursor.execute("SELECT pg_notify(%s, '')", (channel(inbox),))
+        return envelope_id
+
+    @wrap_errors("inbox")
+    def inbox(self, inboxes: Iterable[str], *, after: int = 0) -> list[tuple[int, str, Any]]:
+        """Return ``(id, inbox, data)`` of the envelopes in ``inboxes`` with an id above
+        ``after``, in id order."""
+        names = list(inboxes)
+        if not names:
+            return []
+        param = self._db.param
+        cursor = self._db.cursor()
+        cursor.execute(
+            f'SELECT "id", "receiver_id", "data" FROM "{ENVELOPES}" '
+            f'WHERE "receiver_id" IN ({", ".join([param] * len(names))}) AND "id" > {param} '
+            'ORDER BY "id"',
+            (*names, after),
+        )
+        return [
+            (int(envelope_id), inbox, decode_at(blob, f"request {envelope_id} ({inbox})"))
+            for envelope_id, inbox, blob in cursor.fetchall()
+        ]
+
+    @wrap_errors("answer_request")
+    def answer_request(self, request_id: int, reply_to: str | None, reply: dict[str, Any]) -> bool:
+        """Delete a request and, if it still existed, store ``reply`` for its sender
+        (``reply_to``: the sender's world id, None for no reply); one transaction. Return
+        whether the request existed (False: another reader answered it already)."""
+        param = self._db.param
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(f'DELETE FROM "{ENVELOPES}" WHERE "id" = {param}', (request_id,))
+            if cursor.rowcount != 1:
+                return False
+            if reply_to is not None:
+                self._insert(reply_inbox(reply_to), {**reply, "reply_to": request_id})
+            return True
+
+    @wrap_errors("clear_inboxes")
+    def clear_inboxes(self, inboxes: Iterable[str]) -> int:
+        """Delete every envelope of ``inboxes`` (a dead world's); return how many."""
+        names = list(inboxes)
+        param = self._db.param
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(
+                f'DELETE FROM "{ENVELOPES}" '
+                f'WHERE "receiver_id" IN ({", ".join([param] * len(names))})',
+                names,
+            )
+            return int(cursor.rowcount)

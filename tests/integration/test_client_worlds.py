@@ -1,0 +1,248 @@
+"""Many processes, one database: a client world here, an executor world in another process.
+
+The executor runs `tests.support.executor_service` as a real process on a SQLite file or a
+PostgreSQL schema; this process's client world (``World(db, executor=False)``) triggers
+plans, sends events and operator calls through the database, and reads the registry.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pydynflow import EventRejected, UnknownStep, World
+from pydynflow.errors import DynflowError
+from pydynflow.plan import ExecutionPlan
+from pydynflow.storage import Storage
+from tests.support.remote_actions import AwaitApproval, FailsThenNext, Quick
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 30
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest) -> str:
+    """A fresh shared database: a SQLite file, then a PostgreSQL schema."""
+    fixture = {"sqlite": "sqlite_url", "postgres": "postgres_url"}[request.param]
+    return str(request.getfixturevalue(fixture))
+
+
+class ExecutorProcess:
+    """`tests.support.executor_service` running on ``url``."""
+
+    def __init__(self, url: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.executor_service", url],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # blocks until the world is started
+        if not line.startswith("ready "):
+            self.process.kill()
+            raise AssertionError(f"the executor did not start: {line!r} {self.stderr()}")
+        self.world_id = line.split()[1]
+
+        self.logged: str | None = None
+
+    def stderr(self) -> str:
+        """Return what the process logged (it must have exited)."""
+        if self.logged is None:
+            assert self.process.stderr is not None
+            self.logged = self.process.stderr.read()
+        return self.logged
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(TIMEOUT)
+        self.stderr()
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+        return code
+
+
+@pytest.fixture
+def executor(url: str) -> Iterator[ExecutorProcess]:
+    running = ExecutorProcess(url)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def client(url: str, executor: ExecutorProcess) -> Iterator[World]:
+    with World(url, executor=False) as world:
+        yield world
+
+
+def eventually(condition: Callable[[], object], what: str) -> None:
+    """Wait until ``condition()`` is true: the other process changes the database."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)  # another process's progress, seen through the database (noqa: sleep-ok)
+
+
+def suspended_step(client: World, plan_id: str) -> int:
+    """Wait until the plan's run step is suspended; return its id."""
+    found: list[int] = []
+
+    def suspended() -> bool:
+        plan = client.load(plan_id)
+        found[:] = [s.id for s in plan.steps.values() if s.phase == "run"]
+        return plan.steps[found[0]].state == "suspended"
+
+    eventually(suspended, f"the run step of {plan_id} to suspend")
+    return found[0]
+
+
+def test_both_worlds_are_registered_and_alive(client: World, executor: ExecutorProcess) -> None:
+    worlds = {info.id: info for info in client.worlds()}
+    assert set(worlds) == {client.id, executor.world_id}
+    remote, me = worlds[executor.world_id], worlds[client.id]
+    assert remote.executor and remote.alive and remote.queues == {"default": 5}
+    assert remote.pid == executor.process.pid and remote.pid != os.getpid()
+    assert not me.executor and me.alive and me.queues == {}
+    assert remote.started_at <= remote.last_seen
+    seen = remote.last_seen
+    eventually(
+        lambda: next(i for i in client.worlds() if i.id == executor.world_id).last_seen > seen,
+        "the executor's next heartbeat",
+    )
+
+
+def test_a_client_triggers_and_waits_for_a_plan(client: World) -> None:
+    triggered = client.trigger(Quick)
+    assert triggered.planned
+    plan = triggered.wait(TIMEOUT)
+    assert (plan.state, plan.result) == ("stopped", "success")
+    assert plan.steps[2].output == {"done": True}
+    history = [entry.name for entry in plan.history]
+    assert "start execution" in history and "finish execution" in history
+
+
+def test_an_event_from_a_client_reaches_a_suspended_step(client: World) -> None:
+    triggered = client.trigger(AwaitApproval)
+    step_id = suspended_step(client, triggered.id)
+    assert client.event(triggered.id, step_id, {"approved": True}) is True
+    plan = triggered.wait(TIMEOUT)
+    assert (plan.state, plan.result) == ("stopped", "success")
+    assert plan.steps[step_id].output == {"approval": {"approved": True}}
+    # The step is done: the executor rejects more, and the client raises it here.
+    with pytest.raises(EventRejected, match=f"step {step_id} of execution plan"):
+        client.event(triggered.id, step_id, {"approved": False})
+    assert client.event(triggered.id, step_id, {"approved": False}, optional=True) is False
+    with pytest.raises(UnknownStep):
+        client.event(triggered.id, 99, {})
+
+
+def test_cancel_and_halt_from_a_client(client: World) -> None:
+    cancelled = client.trigger(AwaitApproval)
+    step_id = suspended_step(client, cancelled.id)
+    assert client.cancel(cancelled.id) == 1
+    plan = cancelled.wait(TIMEOUT)
+    assert plan.steps[step_id].output == {"cancelled": True}
+    halted = client.trigger(AwaitApproval)
+    suspended_step(client, halted.id)
+    client.halt(halted.id)
+    assert halted.wait(TIMEOUT).state == "stopped"
+
+
+def test_skip_and_resume_from_a_client(client: World) -> None:
+    plan = client.trigger(FailsThenNext).wait(TIMEOUT)
+    assert (plan.state, plan.result) == ("paused", "error")
+    failed = next(s for s in plan.steps.values() if s.state == "error")
+    client.skip(plan.id, failed.id)
+    resumed = client.resume(plan.id).wait(TIMEOUT)
+    assert (resumed.state, resumed.result) == ("stopped", "warning")
+    notes = [e for e in resumed.history if e.name in ("skip", "resume")]
+    assert [e.name for e in notes] == ["skip", "resume"]
+    for entry in notes:  # who asked, from where: the client's world and host
+        assert entry.details is not None and entry.details["world"] == client.name
+        assert entry.details["call"] in ("skip", "resume")
+
+
+def test_a_rejected_execute_is_raised_in_the_client(client: World) -> None:
+    plan = client.trigger(Quick).wait(TIMEOUT)
+    with pytest.raises(DynflowError, match="is stopped"):
+        client.execute(plan.id).wait(TIMEOUT)
+
+
+def test_an_executor_invalidates_a_dead_world(url: str) -> None:
+    World(url).stop()  # create the database
+    with Storage(url, create=False) as storage:
+        for world_id, executor in (("dead-client", False), ("dead-executor", True)):
+            storage.register_world(
+                world_id, name="gone", executor=executor, queues={}, pid=1, hostname="elsewhere"
+            )
+        long_ago = storage._dt(datetime.now(UTC) - timedelta(minutes=5))
+        storage.database.execute_sql(
+            f"UPDATE dynflow_worlds SET last_seen = {storage.database.param} "
+            "WHERE id = 'dead-client'",
+            (long_ago,),
+        )
+    with World(url, executor=False) as client:
+        seen = {info.id: info.alive for info in client.worlds()}
+        assert seen == {"dead-client": False, "dead-executor": True, client.id: True}
+        running = ExecutorProcess(url)
+        try:
+            # The executor lock says the other executor is dead, whatever its heartbeat
+            # says; the client's heartbeat is too old.
+            eventually(
+                lambda: {i.id for i in client.worlds()} == {client.id, running.world_id},
+                "the executor to invalidate both dead worlds",
+            )
+        finally:
+            assert running.stop() == 0
+        assert "invalidated a dead world" in running.stderr()
+
+
+def test_invalidate_on_request(url: str, executor: ExecutorProcess) -> None:
+    with World(url, executor=False) as client:
+        with pytest.raises(ValueError, match="cannot invalidate itself"):
+            client.invalidate(client.id)
+        assert client.invalidate("no-such-world") is False
+        # An executor whose record is removed stops: it can no longer claim to be alive.
+        assert client.invalidate(executor.world_id) is True
+        assert executor.process.wait(TIMEOUT) == 0
+        assert "this world was invalidated by another world" in executor.stderr()
+        assert [i.id for i in client.worlds()] == [client.id]
+
+
+def test_a_client_whose_record_was_removed_registers_again(
+    url: str, executor: ExecutorProcess
+) -> None:
+    with World(url, executor=False, heartbeat=0.1, validity_timeout=1.0) as client:
+        with Storage(url, create=False) as storage:
+            assert storage.remove_world(client.id)
+        eventually(lambda: client.id in {i.id for i in client.worlds()}, "re-registration")
+        assert client.trigger(Quick).wait(TIMEOUT).result == "success"
+
+
+def test_plans_wait_in_planned_while_no_executor_is_alive(url: str) -> None:
+    World(url).stop()  # create the database
+    with World(url, executor=False) as client:
+        plan = client.plan(Quick)
+        with pytest.raises(DynflowError, match="no executor world is alive"):
+            client.execute(plan.id)
+        running = ExecutorProcess(url)  # auto_execute: it runs what was left planned
+        try:
+            eventually(lambda: client.load(plan.id).state == "stopped", "auto-execution")
+        finally:
+            running.stop()
+        stopped: ExecutionPlan = client.load(plan.id)
+        assert stopped.result == "success"

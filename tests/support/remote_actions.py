@@ -1,0 +1,44 @@
+"""Actions an executor process runs and a client process triggers (`executor_service`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydynflow import Action, Cancellable
+
+
+class Quick(Action):
+    """One step that succeeds at once."""
+
+    def run(self) -> None:
+        self.output["done"] = True
+
+
+class _Waits(Action):
+    def run(self, event: Any = None) -> None:
+        if event is None:
+            self.suspend()
+        self.output["approval"] = event
+
+
+class AwaitApproval(Cancellable, _Waits):
+    """One step that waits for its approval event; cancelling it ends it at once."""
+
+    def cancel(self) -> None:
+        self.output["cancelled"] = True
+
+
+class FailsThenNext(Action):
+    """A step that fails, then one that succeeds: a paused plan to skip and resume."""
+
+    def plan(self) -> None:
+        with self.sequence():
+            self.plan_action(Broken)
+            self.plan_action(Quick)
+
+
+class Broken(Action):
+    """A step that always fails."""
+
+    def run(self) -> None:
+        raise RuntimeError("broken on purpose")
