@@ -19,12 +19,12 @@ from pydynflow.errors import (
 )
 from pydynflow.flows import Atom, Concurrence, Flow, Sequence
 from pydynflow.hooks import on_plan
+from pydynflow.middleware import Middleware
 from pydynflow.mixins import Cancellable, Polling, Singleton
 from pydynflow.plan import ActionRecord, ExecutionPlan, HistoryEntry, Step, StepError
 from pydynflow.references import OutputReference
 from pydynflow.rescue import Fail, Pause, RescuePolicy, Retry, Skip
 from pydynflow.states import Phase, PlanState, Result, StepState
-from pydynflow.storage.executor_lock import ExecutorLockHeld
 from pydynflow.triggered import Triggered
 from pydynflow.world import World
 from pydynflow.world_info import WorldInfo
@@ -40,11 +40,11 @@ __all__ = [
     "DynflowError",
     "EventRejected",
     "ExecutionPlan",
-    "ExecutorLockHeld",
     "Fail",
     "Flow",
     "HistoryEntry",
     "InvalidTransition",
+    "Middleware",
     "OutputReference",
     "Pause",
     "PersistenceError",

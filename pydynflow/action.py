@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from pydynflow.errors import DynflowError, PlanningError, SerializationError, UnknownAction
 from pydynflow.events import Timeout
+from pydynflow.middleware import check_action_class
 from pydynflow.references import OutputReference
 from pydynflow.registry import class_name, lookup, register
 from pydynflow.rescue import Pause, RescuePolicy
 from pydynflow.serialization import normalize
 
 if TYPE_CHECKING:
+    from pydynflow.middleware import Spec, Stack
     from pydynflow.plan import ActionRecord, StepError
     from pydynflow.planning import Planner
 
@@ -78,15 +80,16 @@ class Action:
     """Base class of every action; subclass it and define ``plan``, ``run``, ``finalize``.
 
     Class attributes configure the action: ``label``, ``subscribe`` (plan me whenever one of
-    these classes is planned), ``rescue`` (a `RescuePolicy`), ``queue``, ``middleware``,
-    ``run_progress_weight`` and ``finalize_progress_weight``.
+    these classes is planned), ``rescue`` (a `RescuePolicy`), ``queue``, ``middleware``
+    (middleware classes, `Use` and `DoNotUse` entries; a subclass's list extends its
+    bases'), ``run_progress_weight`` and ``finalize_progress_weight``.
     """
 
     label: ClassVar[str | None] = None
     subscribe: ClassVar[type[Action] | list[type[Action]] | None] = None
     rescue: ClassVar[RescuePolicy] = Pause
     queue: ClassVar[str] = "default"
-    middleware: ClassVar[list[type]] = []
+    middleware: ClassVar[Sequence[Spec]] = ()
     run_progress_weight: ClassVar[int] = 1
     finalize_progress_weight: ClassVar[int] = 1
 
@@ -101,6 +104,7 @@ class Action:
     caller_execution_plan_id: str | None = None
     caller_action_id: int | None = None
     _planner: Planner | None = None
+    _middleware: Stack | None = None  # set by the engine when middleware wraps run/finalize
     _from_subscription: bool = False
     _planned_events: list[tuple[Any, float | None]] | tuple[()] = ()  # plan_event() calls
     _chunks: list[tuple[Any, str | None, datetime]] | tuple[()] = ()  # output_chunk() calls
@@ -111,6 +115,7 @@ class Action:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get("_placeholder", False):
+            check_action_class(cls)
             register(cls)
 
     def __init__(
@@ -191,6 +196,8 @@ class Action:
         fresh.caller_action_id = self.caller_action_id
         fresh.world = self.world
         fresh.error = self.error
+        if self._middleware is not None:
+            fresh._middleware = self._middleware
         return fresh
 
     # -- data ----------------------------------------------------------------------------
@@ -207,7 +214,8 @@ class Action:
 
     @input.setter
     def input(self, value: dict[str, Any]) -> None:
-        self._require_phase(PLAN, "input can only be set")
+        if self._phase != PRESENT:  # a present hook may replace what a reader sees
+            self._require_phase(PLAN, "input can only be set")
         self._input = dict(value)
 
     @property

@@ -11,6 +11,7 @@ user code logs with ``structlog.get_logger()`` says which step wrote it.
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -24,27 +25,58 @@ from pydynflow.action import (
     is_async_run,
     run_accepts_event,
 )
+from pydynflow.errors import DynflowError
 from pydynflow.events import Timeout
+from pydynflow.middleware import Stack, WorldMiddleware, call, call_run, call_run_async
 from pydynflow.outcome import FinalizeDone, PhaseOutcome, failed_outcome
-from pydynflow.plan import ActionRecord, Step, StepError, utcnow
+from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, utcnow
 from pydynflow.registry import class_name
 from pydynflow.serialization import normalize
 from pydynflow.states import StepState
 
 
 def new_action(
-    record: ActionRecord, phase: str, input: dict[str, Any] | None = None, world: Any = None
+    record: ActionRecord,
+    phase: str,
+    input: dict[str, Any] | None = None,
+    world: Any = None,
+    middleware: WorldMiddleware | None = None,
 ) -> Action:
-    """Build the action object a phase runs on, from its stored record."""
-    action = record.action_class.from_record(record, phase=phase)
+    """Build the action object a phase runs on, from its stored record.
+
+    ``middleware``: the world's; the action carries its stack if one wraps its phases (to
+    a worker process too).
+    """
+    action_class = record.action_class
+    action = action_class.from_record(record, phase=phase)
     action.world = world
     if input is not None:
         action._input = type(action._input)(input)
+    if middleware is not None:
+        try:
+            stack = middleware.stack(action_class)
+        except DynflowError as exc:  # the world's and the class's rules form a cycle
+            stack = Stack.unresolved(str(exc))
+        if stack.run or stack.finalize:
+            action._middleware = stack
     return action
 
 
 def _run_args(action: Action, event: Any) -> tuple[Any, ...]:
     return (event,) if run_accepts_event(type(action)) else ()
+
+
+def _call_run(action: Action, event: Any) -> Any:
+    """The innermost layer of the run hooks: a `Timeout` goes to ``process_timeout``."""
+    if isinstance(event, Timeout):
+        return action.process_timeout()
+    return action.run(*_run_args(action, event))  # type: ignore[attr-defined]
+
+
+async def _await_run(action: Action, event: Any) -> Any:
+    if isinstance(event, Timeout):
+        return action.process_timeout()
+    return await action.run(*_run_args(action, event))  # type: ignore[attr-defined]
 
 
 def _bind(action: Action, step_id: int | None, phase: str, attempt: int | None) -> Any:
@@ -74,7 +106,10 @@ def execute_run(action: Action, event: Any = None, attempt: int | None = None) -
     tokens = _bind(action, action.run_step_id, RUN, attempt)
     begun, started = utcnow(), time.perf_counter()
     try:
-        if isinstance(event, Timeout):
+        stack = action._middleware
+        if stack is not None and stack.run:
+            call_run(stack, action, event, lambda event: _call_run(action, event))
+        elif isinstance(event, Timeout):
             action.process_timeout()
         else:
             action.run(*_run_args(action, event))  # type: ignore[attr-defined]
@@ -98,7 +133,10 @@ async def execute_run_async(
     _bind(action, action.run_step_id, RUN, attempt)
     begun, started = utcnow(), time.perf_counter()
     try:
-        if isinstance(event, Timeout):
+        stack = action._middleware
+        if stack is not None and stack.run:
+            await call_run_async(stack, action, event, lambda event: _await_run(action, event))
+        elif isinstance(event, Timeout):
             action.process_timeout()
         else:
             await action.run(*_run_args(action, event))  # type: ignore[attr-defined]
@@ -114,7 +152,11 @@ def execute_finalize(action: Action, *, attempt: int | None = None) -> PhaseOutc
     tokens = _bind(action, action.finalize_step_id, FINALIZE, attempt)
     begun, started = utcnow(), time.perf_counter()
     try:
-        action.finalize()  # type: ignore[attr-defined]
+        stack = action._middleware
+        if stack is not None and stack.finalize:
+            call(stack.finalize, "finalize", action, action.finalize)  # type: ignore[attr-defined]
+        else:
+            action.finalize()  # type: ignore[attr-defined]
     except Exception as exc:
         return _failed(action, exc, begun, started)
     finally:
@@ -123,15 +165,73 @@ def execute_finalize(action: Action, *, attempt: int | None = None) -> PhaseOutc
 
 
 def execute_finalize_flow(
-    steps: list[Step], records: dict[int, ActionRecord], actions: dict[int, Action]
+    steps: list[Step],
+    records: dict[int, ActionRecord],
+    actions: dict[int, Action],
+    hooks: tuple[type, ...] = (),
+    plan: ExecutionPlan | None = None,
 ) -> FinalizeDone:
     """Run a plan's finalize steps in order (on a worker); stop at the first failure.
 
     ``steps`` and ``records`` are copies (see `PlanExecution.finalize_work`), changed here;
-    ``actions`` the action objects to call, by action id.
+    ``actions`` the action objects to call, by action id. ``hooks`` and ``plan``: the
+    ``finalize_phase`` middleware around the whole phase and the plan they get (see
+    `finalize_phase`); one that raises fails the phase on its first step (if no step failed).
     """
-    failed = False
     chunks: list[tuple[Any, ...]] = []
+    if not hooks:
+        _finalize_steps(steps, records, actions, chunks)
+    else:
+        try:
+            call(
+                hooks,
+                "finalize_phase",
+                None,
+                lambda plan: _finalize_steps(steps, records, actions, chunks),
+                plan,
+            )
+        except Exception as exc:
+            if steps and not any(step.state == StepState.ERROR for step in steps):
+                steps[0].state = StepState.ERROR  # its place in the phase: the phase failed
+                steps[0].error = StepError.from_exception(exc)
+                steps[0].ended_at = utcnow()
+    return FinalizeDone(tuple(steps), tuple(records.values()), tuple(chunks))
+
+
+def finalize_phase(
+    middleware: WorldMiddleware | None,
+    plan: ExecutionPlan,
+    steps: list[Step],
+    records: dict[int, ActionRecord],
+    world: Any = None,
+) -> tuple[Any, ...]:
+    """Return what `execute_finalize_flow` takes after its ``actions`` for the
+    ``finalize_phase`` hooks of ``plan``: nothing when no middleware wraps the phase, else
+    the hooks and a copy of the plan holding ``steps`` and ``records`` (which the phase
+    changes as it runs), with ``world`` (None for a worker process)."""
+    if not steps or middleware is None:
+        return ()
+    try:
+        hooks = middleware.stack(records[steps[0].action_id].action_class).finalize_phase
+    except DynflowError:  # its step says why (see `new_action`)
+        return ()
+    if not hooks:
+        return ()
+    view = copy.copy(plan)
+    view.steps = {**plan.steps, **{step.id: step for step in steps}}
+    view.actions = {**plan.actions, **records}
+    view.history = list(plan.history)
+    view.world = world
+    return hooks, view
+
+
+def _finalize_steps(
+    steps: list[Step],
+    records: dict[int, ActionRecord],
+    actions: dict[int, Action],
+    chunks: list[tuple[Any, ...]],
+) -> None:
+    failed = False
     for step in steps:
         if failed:
             break
@@ -150,7 +250,6 @@ def execute_finalize_flow(
             step.real_time = (step.ended_at - step.started_at).total_seconds()
         record.output = outcome.output
         failed = outcome.state == StepState.ERROR
-    return FinalizeDone(tuple(steps), tuple(records.values()), tuple(chunks))
 
 
 def _finished(
@@ -203,6 +302,7 @@ __all__ = [
     "execute_run",
     "execute_run_async",
     "failed_outcome",
+    "finalize_phase",
     "is_async_run",
     "new_action",
     "run_accepts_event",

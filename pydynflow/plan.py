@@ -340,6 +340,14 @@ class ExecutionPlan:
         """Add a history entry ``name`` now (an event not delivered, a resume...)."""
         self.history.append(HistoryEntry(utcnow(), name, world_id, details))
 
+    def executing_world_id(self) -> str | None:
+        """Return the world that started the plan's current execution (its last "start
+        execution" history entry), if any."""
+        for entry in reversed(self.history):
+            if entry.name == "start execution":
+                return entry.world_id
+        return None
+
     def pause_reason(self) -> str | None:
         """Return why the plan last paused (``"error"``, ``"stop"``...), if it says so."""
         for entry in reversed(self.history):

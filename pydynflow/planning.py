@@ -18,6 +18,7 @@ from typing import Any
 from pydynflow.action import PLAN, Action
 from pydynflow.errors import PlanningError, SerializationError
 from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
+from pydynflow.middleware import Stack, call
 from pydynflow.mixins.singleton import already_active, is_singleton
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step, StepError, new_plan_id, utcnow
 from pydynflow.references import has_references, iter_references
@@ -108,6 +109,8 @@ class Planner:
     ``singleton_lock(action_class_name, plan_id)`` takes the lock of a `Singleton` action
     class for the plan and returns the plan holding it (see
     `pydynflow.storage.singleton_lock`); without it (no database), no lock is taken.
+    ``middleware(action_class)`` returns the `Stack` wrapping a class's ``plan`` and, for
+    the root's class, the whole phase (``plan_phase``); without it, none does.
     """
 
     def __init__(
@@ -117,11 +120,13 @@ class Planner:
         world_id: str | None = None,
         subscriptions: Callable[[type[Action]], list[type[Action]]] = subscribed_actions,
         singleton_lock: Callable[[str, str], str | None] | None = None,
+        middleware: Callable[[type[Action]], Stack] | None = None,
     ) -> None:
         self.plan = plan
         self.world_id = world_id
         self._subscriptions = subscriptions
         self._singleton_lock = singleton_lock
+        self._middleware = middleware
         self._graph = DependencyGraph()
         self._root_flow = Concurrence()
         self._stack: list[ComposedFlow] = [self._root_flow]
@@ -156,12 +161,14 @@ class Planner:
             action.caller_execution_plan_id, action.caller_action_id = caller
         plan.root_plan_step_id = step.id
         try:
-            self._execute_plan_step(step, action, args, kwargs or {}, trigger=None)
-            unresolved = self._graph.unresolved()
-            if unresolved:
-                raise PlanningError(f"some output references were not resolved: {unresolved}")
-        except Exception as exc:
-            if plan.result != Result.ERROR:  # failed outside any plan step
+            hooks = self._middleware(action_class).plan_phase if self._middleware else ()
+            if hooks:
+                inner = lambda _: self._plan_root_step(step, action, args, kwargs)  # noqa: E731
+                call(hooks, "plan_phase", None, inner, plan)
+            else:
+                self._plan_root_step(step, action, args, kwargs)
+        except Exception as exc:  # a plan_phase middleware failed
+            if plan.result != Result.ERROR:
                 step.state = StepState.ERROR
                 step.error = StepError.from_exception(exc)
         run_flow: Flow = self._root_flow
@@ -171,6 +178,19 @@ class Planner:
         failed = plan.result == Result.ERROR
         plan.transition(PlanState.STOPPED if failed else PlanState.PLANNED, self.world_id)
         return plan
+
+    def _plan_root_step(
+        self, step: Step, action: Action, args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    ) -> None:
+        try:
+            self._execute_plan_step(step, action, args, kwargs or {}, trigger=None)
+            unresolved = self._graph.unresolved()
+            if unresolved:
+                raise PlanningError(f"some output references were not resolved: {unresolved}")
+        except Exception as exc:
+            if self.plan.result != Result.ERROR:  # failed outside any plan step
+                step.state = StepState.ERROR
+                step.error = StepError.from_exception(exc)
 
     # -- called by Action ----------------------------------------------------------------
 
@@ -308,17 +328,24 @@ class Planner:
             if self._singleton_lock is not None and is_singleton(type(action)):
                 self._lock_singleton(self._singleton_lock, type(action))
             subscribers = self._subscriptions(type(action))
+            hooks = self._middleware(type(action)).plan if self._middleware else ()
             if not subscribers and type(action).plan is _DEFAULT_PLAN:
                 # Only `plan_self`: its steps go straight into the current flow. A fresh
                 # concurrence holding just them would be unwrapped there all the same (most
                 # actions of a plan are such leaves: this is planning's common case).
-                action.plan(*args, **kwargs)
+                if hooks:
+                    call(hooks, "plan", action, action.plan, *args, **kwargs)
+                else:
+                    action.plan(*args, **kwargs)
             else:
                 own_flow = Concurrence()
                 stack = self._stack
                 stack.append(own_flow)  # as _switch_flow, inline: this runs once per action
                 try:
-                    action.plan(*args, **kwargs)
+                    if hooks:
+                        call(hooks, "plan", action, action.plan, *args, **kwargs)
+                    else:
+                        action.plan(*args, **kwargs)
                 finally:
                     stack.pop()
                     self._add_flow(own_flow)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydynflow.plan import ExecutionPlan, StepError
 from pydynflow.promise import Promise
 
@@ -10,7 +12,8 @@ class Triggered:
     """A plan handed to the executor: its ``id``, whether it was ``planned``, its ``error``.
 
     `wait` blocks until the execution ends (the plan ``paused`` or ``stopped``) and returns
-    the plan as it ended.
+    the plan as it ended (through ``present``, the world's presentation of a plan to a
+    reader, if given).
     """
 
     def __init__(
@@ -20,11 +23,14 @@ class Triggered:
         *,
         planned: bool = True,
         error: StepError | None = None,
+        present: Callable[[ExecutionPlan], ExecutionPlan] | None = None,
     ) -> None:
         self.id = plan_id
         self.planned = planned
         self.error = error
         self.future = future
+        self._present = present
+        self._presented: tuple[ExecutionPlan, ExecutionPlan] | None = None
 
     def wait(self, timeout: float | None = None) -> ExecutionPlan:
         """Return the plan once its execution ended; raise `TimeoutError` after ``timeout``.
@@ -34,13 +40,19 @@ class Triggered:
             DynflowError: the plan could not be executed (already running, stopped...).
         """
         try:
-            return self.future.result(timeout)
+            plan = self.future.result(timeout)
         except TimeoutError:
             if self.future.done():
                 raise  # the execution itself failed with a TimeoutError
             raise TimeoutError(
                 f"execution plan {self.id} did not finish within {timeout} s"
             ) from None
+        if self._present is None:
+            return plan
+        presented = self._presented
+        if presented is None or presented[0] is not plan:  # once: every wait returns it
+            presented = self._presented = (plan, self._present(plan))
+        return presented[1]
 
     def done(self) -> bool:
         """Return whether the execution ended."""

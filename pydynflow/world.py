@@ -43,7 +43,13 @@ from pydynflow.actors.runtime import Runtime
 from pydynflow.adapters.clocks.real import RealClock
 from pydynflow.adapters.executors import ThreadWorkers
 from pydynflow.adapters.executors.processes import ProcessWorkers
-from pydynflow.dispatch import DispatchThread, RequestClient, RequestServer, WorldRegistry
+from pydynflow.dispatch import (
+    DispatchThread,
+    Invalidator,
+    RequestClient,
+    RequestServer,
+    WorldRegistry,
+)
 from pydynflow.errors import (
     DynflowError,
     EventRejected,
@@ -55,6 +61,7 @@ from pydynflow.errors import (
 from pydynflow.events import EngineEvent
 from pydynflow.execution import recover_plan
 from pydynflow.logging import configure_logging, get_logger
+from pydynflow.middleware import Spec, WorldMiddleware, present_plan
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.planning import Planner
 from pydynflow.plugins import load_plugins
@@ -65,9 +72,9 @@ from pydynflow.skipping import skip_plan_steps
 from pydynflow.states import Phase, PlanState, Result, StepState
 from pydynflow.storage import Storage
 from pydynflow.storage.database import redact_url
-from pydynflow.storage.executor_lock import ExecutorLock
-from pydynflow.storage.requests import reply_inbox
+from pydynflow.storage.requests import ANY_EXECUTOR, reply_inbox, world_inbox
 from pydynflow.storage.singleton_lock import take_singleton_lock
+from pydynflow.storage.world_lock import WorldLock
 from pydynflow.storage.writer import ThreadWriter
 from pydynflow.triggered import Triggered
 from pydynflow.world_info import WorldInfo
@@ -105,8 +112,9 @@ class World:
             reads.
         pool_size: worker threads of the ``default`` queue.
         queues: extra queues and their pool sizes, e.g. ``{"slow": 1}``.
-        middleware: world-wide middleware classes, outermost first (not built yet: a
-            non-empty sequence raises for now).
+        middleware: the world's middleware, around every action's own: classes, outermost
+            first, and `Use` / `DoNotUse` entries (see ``world.middleware``, a
+            `WorldMiddleware`, whose ``use`` adds more).
         auto_rescue: when a plan fails, apply its combined rescue strategy at once
             (``Skip``: skip the failed steps and go on; ``Fail``: stop; otherwise pause).
             ``Retry`` policies act whatever this says.
@@ -150,7 +158,7 @@ class World:
         executor: bool | str = True,
         pool_size: int = 5,
         queues: dict[str, int] | None = None,
-        middleware: Sequence[type] = (),
+        middleware: Sequence[Spec] = (),
         auto_rescue: bool = True,
         auto_execute: bool = True,
         delayed_executor: bool = _DELAYED_EXECUTOR,
@@ -195,8 +203,6 @@ class World:
                 f"stop_timeout must be None or a number of seconds >= 0, got {stop_timeout!r}"
             )
         # Accepted by the API, built by the issues that follow; refuse rather than ignore.
-        if middleware:
-            raise DynflowError("world middleware is not available yet")
         if delayed_executor is not _DELAYED_EXECUTOR:
             raise DynflowError(
                 f"World(delayed_executor={delayed_executor!r}) is not available yet: delayed "
@@ -210,7 +216,7 @@ class World:
         self.executor = executor
         self.pool_size = pool_size
         self.queues = {"default": pool_size, **(queues or {})}
-        self.middleware = list(middleware)
+        self.middleware = WorldMiddleware(middleware)
         self.auto_rescue = auto_rescue
         self.auto_execute = auto_execute
         self.delayed_executor = True  # the API's default, once delayed plans exist
@@ -229,7 +235,7 @@ class World:
         self._hooks = HookRunner(self.log)  # its thread starts with the first hook
         self._runtime: Runtime | None = None
         self._executor: Any = None
-        self._executor_lock: ExecutorLock | None = None
+        self._world_lock: WorldLock | None = None
         self._registry = WorldRegistry(
             self.storage,
             self.id,
@@ -241,6 +247,9 @@ class World:
         )
         self._client = RequestClient(
             self.storage, self.id, request_timeout=2 * self.validity_timeout, load=self.load
+        )
+        self._invalidator = (
+            Invalidator(self._registry, self._continue_orphan, self.log) if executor else None
         )
         self._dispatch: DispatchThread | None = None
         self._stopped = False
@@ -268,15 +277,13 @@ class World:
     def start(self) -> World:
         """Start the actor system: persistence, and with an executor, the executor (idempotent).
 
-        An executor world holds its database's executor lock while it runs (a second
-        executor world on the same database refuses to start, naming this one), then
-        recovers what a killed process left behind: steps that were running become
-        ``error`` ("Abnormal termination"), and their plans are rescued by their policies;
-        with ``auto_execute``, plans left ``planned`` are executed and plans a stop or a
-        crash interrupted are continued.
-
-        Raises:
-            ExecutorLockHeld: another executor world runs on this database.
+        Every world registers in the database (`worlds`). An executor world holds its
+        world lock while it runs (the proof it lives), invalidates the worlds it finds dead
+        (their process gone, or their heartbeat too old), then recovers the plans no live
+        world runs: steps that were running become ``error`` ("Abnormal termination"), and
+        their plans are rescued by their policies; with ``auto_execute``, plans left
+        ``planned`` are executed and plans a stop or a crash interrupted are continued.
+        Several executor worlds may share a database; each plan runs on one of them.
         """
         with self._lock:
             if self._runtime is not None:
@@ -285,18 +292,18 @@ class World:
                 raise DynflowError(f"{self!r} was stopped; create a new World")
             configure_logging()
             if self.executor:
-                self._executor_lock = ExecutorLock.acquire(self.storage, self._describe())
+                self._world_lock = WorldLock.acquire(self.storage, self.id)
             try:
                 self._start_runtime()
                 self._registry.register()
             except BaseException:
-                if self._executor_lock is not None:
-                    self._executor_lock.release()
+                if self._world_lock is not None:
+                    self._world_lock.release()
                 raise
         self.log.info("world started", executor=self.executor, db=self.db)
-        if self.executor:
-            self._invalidate_executors()
-            self._recover()
+        if self._invalidator is not None:
+            self._invalidator.sweep(recover=False)
+            self._recover(self._invalidator)
         self._start_dispatch()
         return self
 
@@ -309,35 +316,45 @@ class World:
             self._registry,
             self._client,
             server,
+            self._invalidator,
             heartbeat=self.heartbeat,
             on_invalidated=self._invalidated,
-            on_dead_world=self._dead_world_invalidated,
             log=self.log,
         )
         self._dispatch.start()
 
-    def _invalidate_executors(self) -> None:
-        """Invalidate the records of other executor worlds: holding the executor lock, this
-        world knows them dead, whatever their last heartbeat says."""
-        for info in self._registry.worlds():
-            if info.executor and info.id != self.id and self._registry.invalidate(info.id):
-                self._dead_world_invalidated(info)
+    def _continue_orphan(self, plan_id: str) -> None:
+        """Take over a running plan whose world died (`Invalidator`): recover it and, with
+        ``auto_execute``, continue it."""
+        plan = self._recover_orphan(plan_id)
+        if plan is not None and self.auto_execute and _interrupted(plan):
+            self.auto_executed.append(self._execute(plan.id, plan, "continue"))
+
+    def _recover_orphan(self, plan_id: str) -> ExecutionPlan | None:
+        """Mark the running steps of a plan whose world died "Abnormal termination" and
+        store it paused (its policies decide what continuing does); None if unreadable."""
+        try:
+            plan = self.load(plan_id)
+        except PersistenceError as exc:
+            self.log.error(
+                "cannot recover a plan whose world died", plan_id=plan_id, error=str(exc)
+            )
+            return None
+        if not plan.valid or plan.state != PlanState.RUNNING:
+            return None
+        steps = recover_plan(plan, self.id, self.max_recoveries)
+        self._save(plan, steps=steps)
+        self.log.warning(
+            "recovered a plan a dead world left running",
+            plan_id=plan.id,
+            abnormally_terminated=[step.id for step in steps],
+        )
+        return plan
 
     def _tell_plan_done(self, sender: str, notice: dict[str, Any]) -> None:
         dispatch = self._dispatch
         if dispatch is not None:
             dispatch.send_later(reply_inbox(sender), notice)
-
-    def _dead_world_invalidated(self, info: WorldInfo) -> None:
-        self.log.warning(
-            "invalidated a dead world",
-            dead_world_id=info.id,
-            dead_world=info.name,
-            executor=info.executor,
-            hostname=info.hostname,
-            pid=info.pid,
-            last_seen=info.last_seen.isoformat(),
-        )
 
     def _invalidated(self) -> None:
         """This world's record is gone: another world found it dead and invalidated it."""
@@ -395,6 +412,7 @@ class World:
             world=self,
             clock=self.clock if self.clock is not None else RealClock(),
             processes=processes,
+            middleware=self.middleware,
         )
         if self.executor:
             self._executor = ExecutorActor.start(
@@ -458,8 +476,8 @@ class World:
         if runtime is not None:
             with contextlib.suppress(PersistenceError):  # its heartbeat stops: it dies anyway
                 self._registry.deregister()
-        if self._executor_lock is not None:
-            self._executor_lock.release()
+        if self._world_lock is not None:
+            self._world_lock.release()
         self.storage.close()
         self.log.info("world stopped")
         return left
@@ -630,8 +648,8 @@ class World:
         if self.clock is None:
             runtime.clock.close()
         self._hooks.stop(0)
-        if self._executor_lock is not None:
-            self._executor_lock.release()
+        if self._world_lock is not None:
+            self._world_lock.release()
         self.log.info("world stopped", fatal=True)
 
     def _require_runtime(self, what: str) -> Runtime:
@@ -716,9 +734,10 @@ class World:
             singleton_lock=lambda name, plan_id: take_singleton_lock(
                 storage, name, plan_id, world_id
             ),
+            middleware=self.middleware.stack,
         )
+        plan.world = self  # for the plan_phase middleware
         planner.plan_root(action_class, tuple(args), dict(kwargs or {}), caller=caller)
-        plan.world = self
         return plan
 
     def subscribed_actions(self, action_class: type[Action]) -> list[type[Action]]:
@@ -746,14 +765,16 @@ class World:
         if plan.state != PlanState.PLANNED:
             self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
             future.set_result(plan)
-            return Triggered(plan.id, future, planned=False, error=plan.error)
+            return Triggered(
+                plan.id, future, planned=False, error=plan.error, present=self._present_shared
+            )
         # One transaction stores the plan and starts it; return once it is committed. The
         # executor takes the plan on this thread if it is idle (its turn starts the plan's
         # supervisor and sends that transaction), instead of a dispatcher thread being woken.
         stored: Promise[None] = Promise()
         tell_and_run(executor, ExecutePlan(plan.id, plan, future, stored))
         stored.result()
-        return Triggered(plan.id, future)
+        return Triggered(plan.id, future, present=self._present_shared)
 
     def _trigger_elsewhere(
         self, action_class: type[Action], args: Sequence[Any], kwargs: dict[str, Any]
@@ -765,7 +786,9 @@ class World:
         if plan.state != PlanState.PLANNED:
             future: Promise[ExecutionPlan] = Promise()
             future.set_result(plan)
-            return Triggered(plan.id, future, planned=False, error=plan.error)
+            return Triggered(
+                plan.id, future, planned=False, error=plan.error, present=self._present_shared
+            )
         return self._execute(plan.id, None, "resume", self._operator("trigger"), call="execute")
 
     def execute(self, plan_id: str) -> Triggered:
@@ -798,7 +821,7 @@ class World:
         executor = self._require_executor(call)
         future = Promise()
         executor.tell(ExecutePlan(plan_id, plan, future, mode=mode, note=note))
-        return Triggered(plan_id, future)
+        return Triggered(plan_id, future, present=self._present_shared)
 
     def _operator(self, call: str) -> dict[str, Any]:
         """Return who asked for an operator action, for the plan's history."""
@@ -818,7 +841,7 @@ class World:
         self._skip(plan_id, step_id, self._operator("skip"))
 
     def _skip(self, plan_id: str, step_id: int, note: dict[str, Any] | None) -> None:
-        plan = self.load(plan_id)
+        plan = self._stored(plan_id)
         if plan.state != PlanState.PAUSED:
             raise DynflowError(f"execution plan {plan_id} has to be paused to skip a step")
         step = plan.steps.get(step_id)
@@ -842,12 +865,24 @@ class World:
                 False instead).
             SerializationError: ``payload`` is not JSON-serialisable.
         """
-        payload = normalize_event(payload)
+        return self._event(plan_id, step_id, normalize_event(payload), optional, forward=True)
+
+    def _event(
+        self, plan_id: str, step_id: int, payload: Any, optional: bool, *, forward: bool
+    ) -> bool:
+        """`event`; ``forward``: to the world running the plan if it is another one (not
+        when applying another world's request: that would wait on this world's own
+        dispatch thread)."""
         if not self.executor:
             self._require_remote("event")
             self._check_step(plan_id, step_id)
             accepted = self._client.call(
-                "event", plan_id=plan_id, step_id=step_id, payload=payload, optional=optional
+                "event",
+                inbox=self._inbox_of(plan_id),
+                plan_id=plan_id,
+                step_id=step_id,
+                payload=payload,
+                optional=optional,
             )
             return bool(accepted)
         executor = self._require_executor("event")
@@ -857,6 +892,18 @@ class World:
             return reply.result()
         except NotRunningHere:  # only now ask the store why (not on every event)
             self._check_step(plan_id, step_id)
+            owner = self._other_owner(plan_id) if forward else None
+            if owner is not None:
+                return bool(
+                    self._client.call(
+                        "event",
+                        inbox=world_inbox(owner),
+                        plan_id=plan_id,
+                        step_id=step_id,
+                        payload=payload,
+                        optional=optional,
+                    )
+                )
             if optional:
                 return False
             state = self.storage.step_state(plan_id, step_id)
@@ -871,32 +918,65 @@ class World:
         Sends `Cancel` (``force``: `Abort`); returns how many steps were asked (0: nothing
         could be cancelled).
         """
+        return self._cancel(plan_id, force, forward=True)
+
+    def _cancel(self, plan_id: str, force: bool, *, forward: bool) -> int:
         self._check_step(plan_id, None)
         if not self.executor:
             self._require_remote("cancel")
-            return int(self._client.call("cancel", plan_id=plan_id, force=force))
+            inbox = self._inbox_of(plan_id)
+            return int(self._client.call("cancel", inbox=inbox, plan_id=plan_id, force=force))
         executor = self._require_executor("cancel")
         reply: Promise[int] = Promise()
         executor.tell(CancelPlan(plan_id, force, reply))
-        return reply.result()
+        asked = reply.result()
+        owner = self._other_owner(plan_id) if forward and not asked else None
+        if owner is not None:
+            inbox = world_inbox(owner)
+            return int(self._client.call("cancel", inbox=inbox, plan_id=plan_id, force=force))
+        return asked
 
     def halt(self, plan_id: str) -> None:
         """Stop a plan: running steps finish their current call, suspended steps stay
         suspended, nothing new starts, and the plan ends ``stopped``."""
+        self._halt(plan_id, forward=True)
+
+    def _halt(self, plan_id: str, *, forward: bool) -> None:
         self._check_step(plan_id, None)
         if not self.executor:
             self._require_remote("halt")
-            self._client.call("halt", plan_id=plan_id)
+            self._client.call("halt", inbox=self._inbox_of(plan_id), plan_id=plan_id)
             return
         executor = self._require_executor("halt")
         reply: Promise[bool] = Promise()
         executor.tell(HaltPlan(plan_id, reply))
         if reply.result():
             return  # its supervisor stops it
-        plan = self.load(plan_id)  # not running here: stop it where it stands
+        owner = self._other_owner(plan_id) if forward else None
+        if owner is not None:
+            self._client.call("halt", inbox=world_inbox(owner), plan_id=plan_id)
+            return
+        plan = self._stored(plan_id)  # not running here: stop it where it stands
         if plan.state != PlanState.STOPPED:
             plan.transition(PlanState.STOPPED, self.id)
             self._save(plan)
+
+    def _other_owner(self, plan_id: str) -> str | None:
+        """Return the other registered world running ``plan_id``, if any (and this world
+        can reach it: not in memory)."""
+        if self._dispatch is None:
+            return None
+        owner = self.storage.executing_world(plan_id)
+        if owner is None or owner == self.id:
+            return None
+        registered = {record["id"] for record in self.storage.world_records()}
+        return owner if owner in registered else None
+
+    def _inbox_of(self, plan_id: str) -> str:
+        """Return where a request about ``plan_id`` goes: the world running it, or any
+        executor."""
+        owner = self._other_owner(plan_id)
+        return world_inbox(owner) if owner is not None else ANY_EXECUTOR
 
     def _check_step(self, plan_id: str, step_id: int | None) -> None:
         state = self.storage.step_state(plan_id, step_id)
@@ -928,27 +1008,16 @@ class World:
             return
         persist_and_wait(runtime.persistence, message)
 
-    def _recover(self) -> None:
-        """Recover what a killed process left; continue what a stop or a crash interrupted.
+    def _recover(self, invalidator: Invalidator) -> None:
+        """Recover what dead worlds left; continue what a stop or a crash interrupted.
 
-        Runs once, when an executor world starts (holding the executor lock: a plan stored
-        ``running`` has no live world). Plans paused for a person are listed in one log line.
+        Runs once, when an executor world starts, after the dead worlds were invalidated:
+        the running plans of worlds without a record are recovered (one live world takes
+        each), then with ``auto_execute`` planned plans and interrupted paused ones are
+        executed (a claim decides which executor runs each). Plans paused for a person are
+        listed in one log line.
         """
-        recovered = 0
-        abandoned: list[str] = []
-        for plan in self.storage.find_plans(state="running", limit=None):
-            if not plan.valid:
-                continue
-            steps = recover_plan(plan, self.id, self.max_recoveries)
-            self._save(plan, steps=steps)
-            recovered += 1
-            abandoned.extend(f"{plan.id}/{step.id}" for step in steps)
-        if recovered:
-            self.log.warning(
-                "recovered plans a dead world left running",
-                plans=recovered,
-                abnormally_terminated=abandoned,
-            )
+        invalidator.recover_orphans(self._recover_orphan)
         waiting: list[str] = []
         for plan in self.storage.find_plans(state=["planned", "paused"], limit=None):
             if not plan.valid:
@@ -978,13 +1047,16 @@ class World:
     def invalidate(self, world_id: str) -> bool:
         """Do to a dead world what its death should have: remove its record and its inboxes.
 
-        Its plans are recovered by an executor world when it starts (one executor world
-        runs per database: a live one would hold the executor lock). Returns whether the
-        record existed.
+        Its unapplied requests go back to every executor. An executor world continues the
+        plans the dead world ran (their running steps "Abnormal termination", then their
+        policies); a client world leaves them to the executor worlds, which take them over
+        on their next heartbeat. Returns whether the record existed.
 
         Raises:
             ValueError: ``world_id`` is this world's own id.
         """
+        if self._invalidator is not None:
+            return self._invalidator.invalidate(world_id)
         removed = self._registry.invalidate(world_id)
         if removed:
             self.log.warning("invalidated a world on request", invalidated_world_id=world_id)
@@ -993,10 +1065,21 @@ class World:
     # -- reading -------------------------------------------------------------------------
 
     def load(self, plan_id: str) -> ExecutionPlan:
-        """Load an execution plan; raise `UnknownPlan` if there is none with that id."""
+        """Load an execution plan; raise `UnknownPlan` if there is none with that id.
+
+        What it shows has been through the ``present`` middleware of its actions.
+        """
+        return present_plan(self._stored(plan_id), self.middleware.stack)
+
+    def _stored(self, plan_id: str) -> ExecutionPlan:
+        """Load an execution plan as stored (not presented): to change it."""
         plan = self.storage.load_plan(plan_id)
         plan.world = self
         return plan
+
+    def _present_shared(self, plan: ExecutionPlan) -> ExecutionPlan:
+        """Return ``plan`` (the executor's) presented to a reader, as a copy if it changes."""
+        return present_plan(plan, self.middleware.stack, shared=True)
 
     def plans(
         self,
@@ -1008,7 +1091,7 @@ class World:
         order_by: str = "started_at",
         desc: bool = True,
     ) -> list[ExecutionPlan]:
-        """List execution plans, filtered, ordered and paged."""
+        """List execution plans, filtered, ordered and paged (presented, as `load` does)."""
         found = self.storage.find_plans(
             state=state,
             result=result,
@@ -1018,9 +1101,10 @@ class World:
             order_by=order_by,
             desc=desc,
         )
+        stack = self.middleware.stack
         for plan in found:
             plan.world = self
-        return found
+        return [present_plan(plan, stack) for plan in found]
 
     def __repr__(self) -> str:
         return f"<World {self.name} id={self.id[:8]} db={self.db}>"

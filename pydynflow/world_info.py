@@ -19,8 +19,8 @@ class WorldInfo:
         hostname: the host it runs on.
         started_at: when it registered (aware UTC, the database's clock).
         last_seen: its last heartbeat (aware UTC, the database's clock).
-        alive: whether that heartbeat is younger than the asking world's
-            ``validity_timeout``.
+        alive: whether that heartbeat is younger than the ``validity_timeout`` the world
+            registered with (each world says how long it may stay silent).
     """
 
     id: str

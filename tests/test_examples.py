@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -150,3 +151,55 @@ def test_flaky_deploy(tmp_path: Any, flags: tuple[str, ...]) -> None:
     assert (plan.state, plan.result) == (PlanState.STOPPED, Result.WARNING)
     stored = sorted(step.attempts for step in plan.steps_of_phase(Phase.RUN))
     assert stored == [1, 3, 3, 3, 3]
+
+
+def test_timed_runs(tmp_path: Any) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    url = f"sqlite:///{tmp_path / 'timed.db'}"
+
+    done = run_example("timed_runs.py", url, cwd=workdir)
+
+    report = f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    world = World(url, executor=False)
+    try:
+        (plan,) = world.plans(label="provision host", limit=None)
+    finally:
+        world.stop()
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
+    # one "run timed" line per run step, in the step's log context (stderr is not a tty: JSON)
+    timed = [json.loads(line) for line in done.stderr.splitlines() if '"run timed"' in line]
+    runs = {step.id: step.action_class.__name__ for step in plan.steps_of_phase(Phase.RUN)}
+    assert {line["step_id"]: line["action"] for line in timed} == runs, report
+    assert all(line["plan_id"] == plan.id for line in timed), report
+    seconds = {line["action"]: line["seconds"] for line in timed}
+    # the sleeps are timed: the async run's too (its hook awaited it)
+    assert seconds["CreateVM"] >= 0.05 and seconds["RegisterDNS"] >= 0.02, report
+    assert plan.id in done.stdout, report
+
+
+def test_mask_secrets(tmp_path: Any) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    url = f"sqlite:///{tmp_path / 'users.db'}"
+
+    done = run_example("mask_secrets.py", url, cwd=workdir)
+
+    report = f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    shown = [line.split(":", 1) for line in done.stdout.splitlines() if " shows:" in line]
+    assert [reader for reader, _ in shown] == [
+        "what wait() shows",
+        "what load() shows",
+        "what plans() shows",
+    ], report
+    assert all(what.strip() == "{'username': 'ada', 'password': '***'}" for _, what in shown)
+    world = World(url, executor=False)  # no middleware: what is stored
+    try:
+        (plan,) = world.plans(label="create user", limit=None)
+    finally:
+        world.stop()
+    assert plan.id in done.stdout, report
+    assert plan.actions[1].input == {"username": "ada", "password": "correct horse"}
+    assert plan.actions[1].output["password_sha256"] in done.stdout, report

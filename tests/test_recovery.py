@@ -1,7 +1,7 @@
-"""Worlds that share a database, stop and start: the executor lock, skips from client worlds,
+"""Worlds that share a database, stop and start: several executors, skips from client worlds,
 and what a restart does with the plans a stop or a crash interrupted.
 
-On a SQLite file and on PostgreSQL (the executor lock and partial writes differ by backend).
+On a SQLite file and on PostgreSQL (world locks and partial writes differ by backend).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from pydynflow import Action, ExecutorLockHeld, PlanState, Result, Retry, Skip, StepState, World
+from pydynflow import Action, DynflowError, PlanState, Result, Retry, Skip, StepState, World
 from pydynflow.storage.writer import FAULT_FILE
 from tests.support.clocks import SignallingClock
 
@@ -47,24 +47,21 @@ class BreaksThenGoesOn(Action):
             self.plan_action(After)
 
 
-# -- the executor lock -------------------------------------------------------------------
+# -- several executor worlds on one database ---------------------------------------------
 
 
-def test_a_second_executor_world_refuses_to_start_and_names_the_live_one(url: str) -> None:
-    with World(url, name="daemon-1") as live:
-        second = World(url, name="script")
-        with pytest.raises(ExecutorLockHeld) as refused:
-            second.start()
-        message = str(refused.value)
-        assert "executor world daemon-1" in message and live.id in message
-        assert "World(db, executor=False)" in message
-        second.storage.close()
-        # A client world starts beside it, and recovers nothing.
+def test_two_executor_worlds_share_a_database(url: str) -> None:
+    with World(url, name="daemon-1") as first, World(url, name="daemon-2") as second:
+        names = {info.name: info for info in first.worlds()}
+        assert {"daemon-1", "daemon-2"} <= set(names)
+        assert all(names[n].executor and names[n].alive for n in ("daemon-1", "daemon-2"))
+        done = [first.trigger(After), second.trigger(After)]
+        assert [t.wait(TIMEOUT).result for t in done] == [Result.SUCCESS] * 2
+        # A client world starts beside them, and recovers nothing.
         with World(url, executor=False) as client:
-            assert client.plans() == []
-    # Once the live one stopped, the lock is free again.
-    with World(url) as next_one:
-        assert next_one.started
+            assert {plan.result for plan in client.plans()} == {Result.SUCCESS}
+    with World(url) as next_one:  # their records are gone with them
+        assert [info.id for info in next_one.worlds()] == [next_one.id]
 
 
 class Blocks(Action):
@@ -84,8 +81,10 @@ def test_a_second_world_does_not_steal_a_live_worlds_running_plan(url: str) -> N
     with World(url) as live:
         triggered = live.trigger(Blocks)
         assert Blocks.started.wait(TIMEOUT)
-        with pytest.raises(ExecutorLockHeld):
-            World(url, auto_execute=False).start()
+        with World(url, auto_execute=False) as second:  # it knows the plan's world lives
+            assert second.load(triggered.id).steps[2].state == StepState.RUNNING
+            with pytest.raises(DynflowError, match=f"is running on world {live.id}"):
+                second.execute(triggered.id).wait(TIMEOUT)
         client = World(url, executor=False).start()
         client.stop()
         assert live.load(triggered.id).steps[2].state == StepState.RUNNING  # untouched

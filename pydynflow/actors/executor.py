@@ -2,8 +2,8 @@
 
 It keeps one `PlanSupervisor` per running plan (a dict, not pykka's registry) and the
 futures of the callers waiting for each plan. A plan stored ``running`` that no supervisor
-of this world runs was left by a world that died or a commit that failed (a database has
-one executor world at a time): it is recovered (`pydynflow.execution.recover_plan`) and run
+of this world runs was left by a world that died or a commit that failed: unless another
+registered world runs it, it is recovered (`pydynflow.execution.recover_plan`) and run
 again. On `Terminate` it takes no new work, tells every supervisor to wind down (start
 nothing new, pause once running steps return) and answers when the last one is gone.
 """
@@ -87,6 +87,13 @@ class ExecutorActor(PooledActor):
             return
         mode = message.mode
         orphaned = plan.state == PlanState.RUNNING  # no supervisor here runs it
+        if orphaned and mode != "continue":
+            owner = self._live_owner(plan)
+            if owner is not None:
+                future.set_exception(
+                    DynflowError(f"execution plan {plan_id} is running on world {owner}")
+                )
+                return
         if orphaned and not self._recover(plan) and mode != "resume":
             future.set_result(plan)  # paused for a person (max_recoveries)
             return
@@ -113,6 +120,18 @@ class ExecutorActor(PooledActor):
             _dispatcher=self.runtime.dispatcher,
             _first_turn_here=stored is not None,
         )
+
+    def _live_owner(self, plan: ExecutionPlan) -> str | None:
+        """Return the other world running ``plan`` if it is registered (alive, as far as
+        anyone knows), else None: the plan is this world's to recover."""
+        owner = plan.executing_world_id()
+        if owner is None or owner == self.runtime.world_id:
+            return None
+        try:
+            registered = {record["id"] for record in self.runtime.storage.world_records()}
+        except PersistenceError:
+            return owner  # cannot tell: do not take it
+        return owner if owner in registered else None
 
     def _recover(self, plan: ExecutionPlan) -> bool:
         """Record that ``plan``, stored running, lost its world; return whether its

@@ -63,7 +63,7 @@ from pydynflow.logging import enabled, get_logger
 from pydynflow.mixins import is_cancellable
 from pydynflow.mixins.singleton import singleton_classes
 from pydynflow.outcome import FinalizeDone, failed_outcome
-from pydynflow.phases import RUN, execute_finalize_flow, new_action
+from pydynflow.phases import RUN, execute_finalize_flow, finalize_phase, new_action
 from pydynflow.plan import ExecutionPlan, StepError
 from pydynflow.states import PlanState, StepState
 from pydynflow.storage.singleton_lock import check_singleton_lock
@@ -420,7 +420,7 @@ class PlanSupervisor(PooledActor):
             record = plan.actions[step.action_id]
             in_process = not runtime.processes or is_async_run(record.action_class)
             world = runtime.world if in_process else None  # a world does not pickle
-            action = new_action(record, RUN, world=world)
+            action = new_action(record, RUN, world=world, middleware=runtime.middleware)
             action.error = step.error  # e.g. what a step being skipped failed with
             event = SkipEvent() if step.state == StepState.SKIPPING else None
             kept = self.stored_events.pop(step_id, ()) if self.stored_events else ()
@@ -555,11 +555,15 @@ class PlanSupervisor(PooledActor):
 
         # The action objects are built here: a worker process imports their classes from
         # the pickles, while a stored class name would not resolve there.
-        world = self.runtime.world_for_workers
-        finalizers = {aid: new_action(r, "finalize", world=world) for aid, r in records.items()}
+        world, middleware = self.runtime.world_for_workers, self.runtime.middleware
+        finalizers = {
+            aid: new_action(r, "finalize", world=world, middleware=middleware)
+            for aid, r in records.items()
+        }
+        phase = finalize_phase(middleware, self.plan, steps, records, world)
         self.finalizing = True
         self.runtime.pool("default").submit(
-            execute_finalize_flow, (steps, records, finalizers), on_done
+            execute_finalize_flow, (steps, records, finalizers, *phase), on_done
         )
 
     def _finalize_done(self, message: FinalizeDone) -> None:

@@ -29,6 +29,7 @@ class Runtime:
     world: Any = None
     clock: Any = None  # pydynflow.clock.Clock: timers for plan_event, timeouts, polling
     processes: bool = False  # user code runs in worker processes
+    middleware: Any = None  # the world's WorldMiddleware (None: none)
     slots: dict[str, WorkerSlots] = field(default_factory=dict)  # a queue's workers, as slots
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _loop_thread: threading.Thread | None = field(default=None, repr=False)

@@ -7,8 +7,9 @@ alive (`registry.WorldRegistry`), applies the requests addressed to an executor 
 """
 
 from pydynflow.dispatch.client import RequestClient
+from pydynflow.dispatch.invalidation import Invalidator
 from pydynflow.dispatch.registry import WorldRegistry
 from pydynflow.dispatch.server import RequestServer
 from pydynflow.dispatch.thread import DispatchThread
 
-__all__ = ["DispatchThread", "RequestClient", "RequestServer", "WorldRegistry"]
+__all__ = ["DispatchThread", "Invalidator", "RequestClient", "RequestServer", "WorldRegistry"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -45,12 +46,13 @@ class RequestClient:
         self.request_timeout = request_timeout
         self.load = load
         self._lock = threading.Lock()
-        self._replies: dict[int, Promise[dict[str, Any]]] = {}
+        self._replies: dict[str, Promise[dict[str, Any]]] = {}  # by request token
         self._plans: dict[str, list[Promise[ExecutionPlan]]] = {}
         self._since: dict[str, float] = {}  # when the oldest wait of each plan began
 
-    def call(self, kind: str, **fields: Any) -> Any:
-        """Send a request to an executor world and return its reply's value.
+    def call(self, kind: str, *, inbox: str = ANY_EXECUTOR, **fields: Any) -> Any:
+        """Send a request to an executor world (``inbox``: one world's, or any executor's)
+        and return its reply's value.
 
         Raises:
             DynflowError: the executor's error, as the class it raised when it is one of
@@ -59,15 +61,22 @@ class RequestClient:
                 and is applied when an executor reads it).
         """
         reply: Promise[dict[str, Any]] = Promise()
-        request = {"kind": kind, "sender": self.world_id, **fields}
-        with self._lock:  # its reply cannot be taken before its promise is registered
-            request_id = self.storage.post_request(ANY_EXECUTOR, request)
-            self._replies[request_id] = reply
+        # Replies name their request by a token: envelope ids are reused on SQLite.
+        token = uuid.uuid4().hex
+        request = {"kind": kind, "sender": self.world_id, "token": token, **fields}
+        with self._lock:
+            self._replies[token] = reply
+        try:
+            self.storage.post_request(inbox, request)
+        except BaseException:
+            with self._lock:
+                self._replies.pop(token, None)
+            raise
         try:
             answer = reply.result(self.request_timeout)
         except TimeoutError:
             with self._lock:
-                self._replies.pop(request_id, None)
+                self._replies.pop(token, None)
             raise TimeoutError(
                 f"no executor world answered the {kind} request within "
                 f"{self.request_timeout:g} s (it stays stored for the next executor)"
@@ -105,9 +114,8 @@ class RequestClient:
             else:
                 self._plan_ended(str(data["plan_done"]))
             return
-        request_id = int(data["reply_to"])
         with self._lock:
-            promise = self._replies.pop(request_id, None)
+            promise = self._replies.pop(str(data.get("token")), None)
         if promise is not None:  # None: a call that gave up waiting
             promise.set_result(data)
 

@@ -7,9 +7,12 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-from pydynflow.storage.requests import reply_inbox, world_inbox
+from pydynflow.storage.requests import ANY_EXECUTOR, reply_inbox, world_inbox
 from pydynflow.storage.store import Storage
 from pydynflow.world_info import WorldInfo
+
+RECOVERY = "pydynflow.Recovery"
+"""The coordinator records of plans being recovered, held by the world recovering each."""
 
 
 class WorldRegistry:
@@ -53,6 +56,7 @@ class WorldRegistry:
             queues=self.queues,
             pid=os.getpid(),
             hostname=socket.gethostname(),
+            validity_timeout=self.validity_timeout,
         )
 
     def touch(self) -> bool:
@@ -60,18 +64,20 @@ class WorldRegistry:
         return self.storage.touch_world(self.world_id)
 
     def deregister(self) -> None:
-        """Delete this world's record and whatever its inboxes still hold."""
+        """Delete this world's record, hand the requests it did not apply back to every
+        executor, and drop its replies and its recovery records."""
+        self._forget(self.world_id)
         self.storage.remove_world(self.world_id)
-        self.storage.clear_inboxes([world_inbox(self.world_id), reply_inbox(self.world_id)])
 
     def worlds(self) -> list[WorldInfo]:
-        """Return every registered world, oldest first, with ``alive`` as of now."""
+        """Return every registered world, oldest first, with ``alive`` as of now: its last
+        heartbeat is younger than the ``validity_timeout`` it registered with."""
         now = self.storage.database_now()
-        limit = timedelta(seconds=self.validity_timeout)
-        return [
-            WorldInfo(**record, alive=now - record["last_seen"] <= limit)
-            for record in self.storage.world_records()
-        ]
+        found = []
+        for record in self.storage.world_records():
+            silence = timedelta(seconds=record.pop("validity_timeout"))
+            found.append(WorldInfo(**record, alive=now - record["last_seen"] <= silence))
+        return found
 
     def live_executors(self) -> list[WorldInfo]:
         """Return the executor worlds alive now."""
@@ -80,15 +86,37 @@ class WorldRegistry:
     def invalidate(self, world_id: str, *, if_dead: bool = False) -> bool:
         """Remove a world's record and its inboxes; return whether this call removed it.
 
-        ``if_dead``: only if its heartbeat is older than ``validity_timeout`` (of two worlds
-        that find it dead at once, one invalidates it).
+        ``if_dead``: only if its heartbeat is older than the ``validity_timeout`` it
+        registered with (a world that just sent one stays).
         """
         if world_id == self.world_id:
             raise ValueError(f"world {world_id} cannot invalidate itself")
         before = None
         if if_dead:
-            before = self.storage.database_now() - timedelta(seconds=self.validity_timeout)
+            records = {r["id"]: r for r in self.storage.world_records()}
+            if world_id not in records:
+                return False
+            silence = timedelta(seconds=records[world_id]["validity_timeout"])
+            before = self.storage.database_now() - silence
         if not self.storage.remove_world(world_id, seen_before=before):
             return False
-        self.storage.clear_inboxes([world_inbox(world_id), reply_inbox(world_id)])
+        self._forget(world_id)
         return True
+
+    def _forget(self, world_id: str) -> None:
+        storage = self.storage
+        storage.move_inbox(world_inbox(world_id), ANY_EXECUTOR)
+        storage.clear_inboxes([reply_inbox(world_id)])
+        storage.delete_records_of(RECOVERY, world_id)
+
+    def take_orphan(self, plan_id: str) -> bool:
+        """Take the recovery of a plan whose world is gone; False if another live world
+        took it (two executors finding one orphan: one recovers it)."""
+        registered = {record["id"] for record in self.storage.world_records()}
+        holder = self.storage.take_record(
+            RECOVERY,
+            plan_id,
+            self.world_id,
+            stale=lambda owner, _: owner not in registered,
+        )
+        return holder == self.world_id

@@ -28,13 +28,16 @@ class RequestServer:
         self.on_plan_done = on_plan_done
 
     def apply(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Apply ``request`` and return its reply (errors become replies, never raise)."""
+        """Apply ``request`` and return its reply (errors become replies, never raise);
+        the reply carries the request's token, by which its sender knows it."""
+        token = request.get("token")
         try:
-            return {"ok": self._apply(request)}
+            return {"ok": self._apply(request), "token": token}
         except DynflowError as exc:
-            return {"error": error_reply(exc)}
+            return {"error": error_reply(exc), "token": token}
         except (KeyError, TypeError, ValueError) as exc:
-            return {"error": {"class": "DynflowError", "message": f"bad request: {exc!r}"}}
+            message = f"bad request: {exc!r}"
+            return {"error": {"class": "DynflowError", "message": message}, "token": token}
 
     def _apply(self, request: dict[str, Any]) -> Any:
         kind, world = request["kind"], self.world
@@ -45,20 +48,21 @@ class RequestServer:
             triggered = world._execute(plan_id, None, "resume", request.get("note"), call=kind)
             self._watch(triggered, request.get("sender"))
             return None
-        if kind == "event":
-            return world.event(
+        if kind == "event":  # not passed on again: the sender chose this world
+            return world._event(
                 plan_id,
                 int(request["step_id"]),
                 request["payload"],
-                optional=bool(request.get("optional")),
+                bool(request.get("optional")),
+                forward=False,
             )
         if kind == "skip":
             world._skip(plan_id, int(request["step_id"]), request.get("note"))
             return None
         if kind == "cancel":
-            return world.cancel(plan_id, force=bool(request.get("force")))
+            return world._cancel(plan_id, bool(request.get("force")), forward=False)
         if kind == "halt":
-            world.halt(plan_id)
+            world._halt(plan_id, forward=False)
             return None
         raise DynflowError(f"unknown request kind {kind!r} (expected one of {', '.join(KINDS)})")
 

@@ -13,6 +13,7 @@ from pydynflow.storage.requests import ANY_EXECUTOR, reply_inbox, world_inbox
 
 if TYPE_CHECKING:
     from pydynflow.dispatch.client import RequestClient
+    from pydynflow.dispatch.invalidation import Invalidator
     from pydynflow.dispatch.registry import WorldRegistry
     from pydynflow.dispatch.server import RequestServer
 
@@ -35,21 +36,22 @@ class DispatchThread:
         registry: WorldRegistry,
         client: RequestClient,
         server: RequestServer | None,
+        invalidator: Invalidator | None,
         *,
         heartbeat: float,
         on_invalidated: Any,
-        on_dead_world: Any,
         log: Any,
     ) -> None:
         self.registry = registry
         self.client = client
         self.server = server
+        self.invalidator = invalidator
         self.heartbeat = heartbeat
         self.on_invalidated = on_invalidated
-        self.on_dead_world = on_dead_world
         self.log = log
         world_id = registry.world_id
-        self.requests = [world_inbox(world_id)] + ([ANY_EXECUTOR] if server else [])
+        self.inbox = world_inbox(world_id)
+        self.requests = [self.inbox] + ([ANY_EXECUTOR] if server else [])
         self.replies = reply_inbox(world_id)
         self.connector = connector_for(registry.storage, [*self.requests, self.replies])
         self._outbox: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
@@ -101,9 +103,16 @@ class DispatchThread:
             inbox, data = self._outbox.get()
             storage.post_request(inbox, data)
         if self.server is not None:
-            for envelope_id, _, request in storage.inbox(self.requests):
+            for envelope_id, inbox, request in storage.inbox(self.requests):
                 if self._stopping.is_set():
                     return  # the rest stays stored for the next executor
+                if inbox != self.inbox:
+                    # What was read may be stale: another executor may have answered it and
+                    # the id been reused (SQLite). Apply what this world took.
+                    taken = storage.take_request(envelope_id, inbox, self.inbox)
+                    if taken is None:
+                        continue  # another executor took it
+                    request = taken
                 reply = self.server.apply(request)
                 storage.answer_request(envelope_id, request.get("sender"), reply)
         for envelope_id, _, data in storage.inbox([self.replies]):
@@ -114,10 +123,5 @@ class DispatchThread:
         if not self.registry.touch():
             self.on_invalidated()
             return
-        if self.server is None:
-            return
-        for info in self.registry.worlds():
-            if info.alive or info.id == self.registry.world_id:
-                continue
-            if self.registry.invalidate(info.id, if_dead=True):
-                self.on_dead_world(info)
+        if self.invalidator is not None:
+            self.invalidator.sweep()

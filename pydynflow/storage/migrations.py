@@ -178,14 +178,16 @@ def _migration_4(database: peewee.Database) -> None:
 
 def _migration_5(database: peewee.Database) -> None:
     """Add ``dynflow_worlds``: the worlds sharing the database and their heartbeats."""
-    boolean, timestamp = (
-        ("BOOLEAN", "TIMESTAMP") if is_postgres(database) else ("INTEGER", "DATETIME")
-    )
+    postgres = is_postgres(database)
+    boolean = "BOOLEAN" if postgres else "INTEGER"
+    timestamp = "TIMESTAMP" if postgres else "DATETIME"
+    real = "DOUBLE PRECISION" if postgres else "REAL"
     database.execute_sql(
         'CREATE TABLE "dynflow_worlds" ("id" VARCHAR(36) NOT NULL PRIMARY KEY, '
         f'"name" TEXT NOT NULL, "executor" {boolean} NOT NULL, "queues" TEXT NOT NULL, '
         '"pid" INTEGER NOT NULL, "hostname" TEXT NOT NULL, '
-        f'"started_at" {timestamp} NOT NULL, "last_seen" {timestamp} NOT NULL)'
+        f'"started_at" {timestamp} NOT NULL, "last_seen" {timestamp} NOT NULL, '
+        f'"validity_timeout" {real} NOT NULL)'
     )
 
 

@@ -237,6 +237,7 @@ class WorldModel(_Base):
     hostname = peewee.TextField()
     started_at = UTCDateTimeField()
     last_seen = UTCDateTimeField()
+    validity_timeout = peewee.DoubleField()  # seconds of silence after which it is dead
 
     class Meta:
         table_name = "dynflow_worlds"

@@ -163,3 +163,15 @@ class Records(StoreBase):
             cursor = self._db.cursor()
             cursor.execute(sql, values)
             return int(cursor.rowcount)
+
+    @wrap_errors("delete_records_of")
+    def delete_records_of(self, record_class: str, owner_id: str) -> int:
+        """Delete every record of ``record_class`` that ``owner_id`` holds; return how many."""
+        param = self._db.param
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(
+                f'DELETE FROM "{COORDINATOR}" WHERE "class" = {param} AND "owner_id" = {param}',
+                (record_class, owner_id),
+            )
+            return int(cursor.rowcount)

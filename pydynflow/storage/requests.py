@@ -82,7 +82,10 @@ class Requests(StoreBase):
     def answer_request(self, request_id: int, reply_to: str | None, reply: dict[str, Any]) -> bool:
         """Delete a request and, if it still existed, store ``reply`` for its sender
         (``reply_to``: the sender's world id, None for no reply); one transaction. Return
-        whether the request existed (False: another reader answered it already)."""
+        whether the request existed (False: another reader answered it already).
+
+        Envelope ids are reused on SQLite: a reply names its request by the token the
+        request carried (`pydynflow.dispatch.client.RequestClient`), not by id."""
         param = self._db.param
         with self._write_atomic():
             cursor = self._db.cursor()
@@ -90,8 +93,42 @@ class Requests(StoreBase):
             if cursor.rowcount != 1:
                 return False
             if reply_to is not None:
-                self._insert(reply_inbox(reply_to), {**reply, "reply_to": request_id})
+                self._insert(reply_inbox(reply_to), reply)
             return True
+
+    @wrap_errors("take_request")
+    def take_request(self, request_id: int, from_inbox: str, to_inbox: str) -> Any:
+        """Move a request from ``from_inbox`` to ``to_inbox`` if it is still there; return
+        its data as this call moved it, or None (of several executors reading one inbox,
+        one takes it). The data is read again: the id may now be another request's."""
+        param = self._db.param
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(
+                f'UPDATE "{ENVELOPES}" SET "receiver_id" = {param} '
+                f'WHERE "id" = {param} AND "receiver_id" = {param}',
+                (to_inbox, request_id, from_inbox),
+            )
+            if cursor.rowcount != 1:
+                return None
+            cursor.execute(f'SELECT "data" FROM "{ENVELOPES}" WHERE "id" = {param}', (request_id,))
+            return decode_at(cursor.fetchone()[0], f"request {request_id} ({to_inbox})")
+
+    @wrap_errors("move_inbox")
+    def move_inbox(self, from_inbox: str, to_inbox: str) -> int:
+        """Move every envelope of ``from_inbox`` to ``to_inbox`` (a dead world's requests
+        back to every executor) and wake ``to_inbox``'s readers; return how many moved."""
+        param = self._db.param
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(
+                f'UPDATE "{ENVELOPES}" SET "receiver_id" = {param} WHERE "receiver_id" = {param}',
+                (to_inbox, from_inbox),
+            )
+            moved = int(cursor.rowcount)
+            if moved and self._postgres:
+                cursor.execute("SELECT pg_notify(%s, '')", (channel(to_inbox),))
+            return moved
 
     @wrap_errors("clear_inboxes")
     def clear_inboxes(self, inboxes: Iterable[str]) -> int:

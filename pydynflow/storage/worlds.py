@@ -11,13 +11,25 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from pydynflow.errors import CorruptData
+from pydynflow.storage.codec import decode_at
 from pydynflow.storage.models import from_db_datetime
-from pydynflow.storage.sql import StoreBase, wrap_errors
+from pydynflow.storage.sql import PLANS, StoreBase, wrap_errors
 
 __all__ = ["WORLDS", "Worlds"]
 
 WORLDS = "dynflow_worlds"
-_COLUMNS = ("id", "name", "executor", "queues", "pid", "hostname", "started_at", "last_seen")
+_COLUMNS = (
+    "id",
+    "name",
+    "executor",
+    "queues",
+    "pid",
+    "hostname",
+    "validity_timeout",
+    "started_at",
+    "last_seen",
+)
 _NAMES = ", ".join(f'"{column}"' for column in _COLUMNS)
 _PG_NOW = "(now() AT TIME ZONE 'UTC')"
 
@@ -49,16 +61,20 @@ class Worlds(StoreBase):
         queues: dict[str, int],
         pid: int,
         hostname: str,
+        validity_timeout: float,
     ) -> None:
-        """Record a world as started now and seen now (replacing a record of the same id)."""
+        """Record a world as started now and seen now (replacing a record of the same id).
+
+        ``validity_timeout``: how long it may stay silent before others count it dead.
+        """
         param = self._db.param
         now, now_args = self._now_sql()
         sql = (
             f'INSERT INTO "{WORLDS}" ({_NAMES}) '
-            f"VALUES ({param}, {param}, {param}, {param}, {param}, {param}, {now}, {now}) "
+            f"VALUES ({param}, {param}, {param}, {param}, {param}, {param}, {param}, {now}, {now}) "
             'ON CONFLICT ("id") DO UPDATE SET "last_seen" = excluded."last_seen"'
         )
-        values = (world_id, name, executor, json.dumps(queues), pid, hostname)
+        values = (world_id, name, executor, json.dumps(queues), pid, hostname, validity_timeout)
         with self._write_atomic():
             self._db.cursor().execute(sql, values + now_args + now_args)
 
@@ -105,3 +121,48 @@ class Worlds(StoreBase):
             record["last_seen"] = from_db_datetime(record["last_seen"])
             records.append(record)
         return records
+
+    @wrap_errors("running_plan_owners")
+    def running_plan_owners(self) -> dict[str, str | None]:
+        """Return the plans stored ``running`` and the world that runs each: the world of
+        its last "start execution" history entry (None if it has none or it is unreadable).
+
+        Only the history blobs are read: cheap enough for an invalidation, too dear for a
+        heartbeat when many plans run.
+        """
+        cursor = self._db.cursor()
+        cursor.execute(
+            f'SELECT "uuid", "execution_history" FROM "{PLANS}" WHERE "state" = {self._db.param}',
+            ("running",),
+        )
+        owners: dict[str, str | None] = {}
+        for plan_id, blob in cursor.fetchall():
+            owners[plan_id] = _last_starter(plan_id, blob)
+        return owners
+
+    @wrap_errors("executing_world")
+    def executing_world(self, plan_id: str) -> str | None:
+        """Return the world running ``plan_id`` (None if it is not ``running``)."""
+        cursor = self._db.cursor()
+        cursor.execute(
+            f'SELECT "state", "execution_history" FROM "{PLANS}" WHERE "uuid" = {self._db.param}',
+            (plan_id,),
+        )
+        row = cursor.fetchone()
+        if row is None or row[0] != "running":
+            return None
+        return _last_starter(plan_id, row[1])
+
+
+def _last_starter(plan_id: str, blob: Any) -> str | None:
+    if blob is None:
+        return None
+    try:
+        history = decode_at(blob, f"execution plan {plan_id}: execution_history")
+    except CorruptData:
+        return None
+    for entry in reversed(history if isinstance(history, list) else []):
+        if isinstance(entry, dict) and entry.get("name") == "start execution":
+            world_id = entry.get("world_id")
+            return str(world_id) if world_id is not None else None
+    return None

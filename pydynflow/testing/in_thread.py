@@ -28,6 +28,7 @@ from pydynflow.events import Abort, Cancel, Skip
 from pydynflow.execution import Advance, NotRunnable, PlanExecution
 from pydynflow.hooks import HookCalls, run_hook_calls
 from pydynflow.logging import get_logger
+from pydynflow.middleware import WorldMiddleware
 from pydynflow.mixins import is_cancellable
 from pydynflow.mixins.singleton import singleton_classes
 from pydynflow.outcome import failed_outcome
@@ -37,6 +38,7 @@ from pydynflow.phases import (
     execute_finalize_flow,
     execute_run,
     execute_run_async,
+    finalize_phase,
     new_action,
 )
 from pydynflow.plan import ExecutionPlan, StepError
@@ -102,9 +104,10 @@ class InThreadTriggered(Triggered):
         planned: bool = True,
         error: StepError | None = None,
         execution: _Execution | None = None,
+        present: Any = None,
     ) -> None:
         """Wrap ``future``, resolved when the execution ends."""
-        super().__init__(plan_id, future, planned=planned, error=error)
+        super().__init__(plan_id, future, planned=planned, error=error, present=present)
         self._execution = execution
 
     def wait(self, timeout: float | None = None) -> ExecutionPlan:
@@ -182,6 +185,11 @@ class InThreadWorld:
         """The `Storage` plans are kept in."""
         return self.client.storage
 
+    @property
+    def middleware(self) -> WorldMiddleware:
+        """The world's middleware (``middleware=`` given to it; ``use`` adds more)."""
+        return self.client.middleware
+
     def stop(self) -> None:
         """Cancel the timers of unfinished executions and close the storage (idempotent).
 
@@ -216,7 +224,13 @@ class InThreadWorld:
         if plan.state != PlanState.PLANNED:
             future: Promise[ExecutionPlan] = Promise()
             future.set_result(plan)
-            return InThreadTriggered(plan.id, future, planned=False, error=plan.error)
+            return InThreadTriggered(
+                plan.id,
+                future,
+                planned=False,
+                error=plan.error,
+                present=self.client._present_shared,
+            )
         return self._start(plan)
 
     def execute(self, plan_id: str) -> Triggered:
@@ -230,7 +244,7 @@ class InThreadWorld:
             future.set_exception(DynflowError(f"execution plan {plan_id} is already running"))
             return InThreadTriggered(plan_id, future)
         try:
-            plan = self.client.load(plan_id)
+            plan = self.client._stored(plan_id)
         except UnknownPlan as exc:
             future.set_exception(exc)
             return InThreadTriggered(plan_id, future)
@@ -348,7 +362,9 @@ class InThreadWorld:
         self.log.info("plan started", plan_id=plan.id, label=plan.label)
         self._apply(execution, advance)
         self._pump()
-        return InThreadTriggered(plan.id, execution.future, execution=execution)
+        return InThreadTriggered(
+            plan.id, execution.future, execution=execution, present=self.client._present_shared
+        )
 
     def _apply(self, execution: _Execution, advance: Advance) -> None:
         """Carry out a decision: every wanted step gets its worker at once; commit; act."""
@@ -466,7 +482,7 @@ class InThreadWorld:
         plan = execution.plan
         step = plan.steps[step_id]
         record = plan.actions[step.action_id]
-        action = new_action(record, RUN, world=self)
+        action = new_action(record, RUN, world=self, middleware=self.client.middleware)
         action.error = step.error
         if refusal is not None:  # a Singleton whose plan lost its lock: its code does not run
             outcome = failed_outcome(refusal)
@@ -508,8 +524,13 @@ class InThreadWorld:
 
     def _run_finalize(self, execution: _Execution) -> None:
         steps, records = execution.core.finalize_work()
-        finalizers = {aid: new_action(r, FINALIZE, world=self) for aid, r in records.items()}
-        done = execute_finalize_flow(steps, records, finalizers)
+        middleware = self.client.middleware
+        finalizers = {
+            aid: new_action(r, FINALIZE, world=self, middleware=middleware)
+            for aid, r in records.items()
+        }
+        phase = finalize_phase(middleware, execution.plan, steps, records, self)
+        done = execute_finalize_flow(steps, records, finalizers, *phase)
         self._apply(execution, execution.core.finalize_done(done.steps, done.actions, done.chunks))
 
     def _finished(self, execution: _Execution) -> None:

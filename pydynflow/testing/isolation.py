@@ -2,7 +2,8 @@
 
 `create_and_plan_action` plans an action alone: the actions it plans are recorded in
 ``action.planned_actions`` with their arguments, not planned. `run_action` and
-`finalize_action` then call its phases directly in the calling thread.
+`finalize_action` then call its phases directly in the calling thread, through the
+middleware the action class lists (a world's middleware does not apply: there is none).
 
 A run that suspends is handled as the engine would, on virtual time: the events it planned
 with a delay are armed on ``action.test_clock`` (a `ManagedClock`), the immediate ones are
@@ -20,6 +21,7 @@ from typing import Any
 from pydynflow.action import FINALIZE, PLAN, RUN, Action
 from pydynflow.clock import Timer
 from pydynflow.errors import DynflowError, UnknownStep
+from pydynflow.middleware import class_stack
 from pydynflow.phases import (
     PhaseOutcome,
     execute_finalize,
@@ -133,7 +135,7 @@ def create_and_plan_action(action_class: type[Action], *args: Any, **kwargs: Any
             JSON cannot hold.
     """
     plan = ExecutionPlan(id="testing-plan", label=action_class.label)
-    planner = _IsolatedPlanner(plan, subscriptions=lambda _: [])
+    planner = _IsolatedPlanner(plan, subscriptions=lambda _: [], middleware=class_stack)
     step, action = planner._add_plan_step(action_class, parent=None)
     plan.root_plan_step_id = step.id
     plan.state = plan.state.PLANNING
@@ -287,6 +289,9 @@ def _require_world(action: Action, helper: str) -> DummyWorld:
 
 def _rephase(action: Action, phase: str, world: DummyWorld) -> Action:
     fresh = action.renewed(phase)
+    stack = class_stack(type(action))  # the class's own middleware (there is no world's)
+    if stack.run or stack.finalize:
+        fresh._middleware = stack
     for name in ("planned_actions", "_plan"):  # what planning in isolation recorded
         if hasattr(action, name):
             setattr(fresh, name, getattr(action, name))

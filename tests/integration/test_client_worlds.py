@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -39,38 +40,40 @@ class ExecutorProcess:
     """`tests.support.executor_service` running on ``url``."""
 
     def __init__(self, url: str) -> None:
+        # Its log goes to a file: a pipe nobody reads would fill up and block the process.
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.support.executor_service", url],
             cwd=ROOT,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
             text=True,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()  # blocks until the world is started
         if not line.startswith("ready "):
             self.process.kill()
+            self.process.wait(TIMEOUT)
             raise AssertionError(f"the executor did not start: {line!r} {self.stderr()}")
         self.world_id = line.split()[1]
 
-        self.logged: str | None = None
-
     def stderr(self) -> str:
-        """Return what the process logged (it must have exited)."""
-        if self.logged is None:
-            assert self.process.stderr is not None
-            self.logged = self.process.stderr.read()
-        return self.logged
+        """Return what the process logged so far."""
+        self.log.seek(0)
+        return self.log.read()
 
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(TIMEOUT)
-        self.stderr()
-        for pipe in (self.process.stdout, self.process.stderr):
-            if pipe is not None:
-                pipe.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return code
+
+    def close(self) -> None:
+        """Stop it and drop its log."""
+        self.stop()
+        self.log.close()
 
 
 @pytest.fixture
@@ -79,7 +82,7 @@ def executor(url: str) -> Iterator[ExecutorProcess]:
     try:
         yield running
     finally:
-        running.stop()
+        running.close()
 
 
 @pytest.fixture
@@ -187,7 +190,13 @@ def test_an_executor_invalidates_a_dead_world(url: str) -> None:
     with Storage(url, create=False) as storage:
         for world_id, executor in (("dead-client", False), ("dead-executor", True)):
             storage.register_world(
-                world_id, name="gone", executor=executor, queues={}, pid=1, hostname="elsewhere"
+                world_id,
+                name="gone",
+                executor=executor,
+                queues={},
+                pid=1,
+                hostname="elsewhere",
+                validity_timeout=30.0,
             )
         long_ago = storage._dt(datetime.now(UTC) - timedelta(minutes=5))
         storage.database.execute_sql(
@@ -246,3 +255,71 @@ def test_plans_wait_in_planned_while_no_executor_is_alive(url: str) -> None:
             running.stop()
         stopped: ExecutionPlan = client.load(plan.id)
         assert stopped.result == "success"
+
+
+# -- several executor processes ------------------------------------------------------------
+
+
+def _executing_worlds(plan: ExecutionPlan) -> list[str | None]:
+    return [entry.world_id for entry in plan.history if entry.name == "start execution"]
+
+
+def test_two_executor_processes_share_the_work_and_the_events(url: str) -> None:
+    World(url).stop()  # create the database
+    first, second = ExecutorProcess(url), ExecutorProcess(url)
+    try:
+        with World(url, executor=False) as client:
+            executors = {i.id for i in client.worlds() if i.executor and i.alive}
+            assert executors == {first.world_id, second.world_id}
+            waiting = [client.trigger(AwaitApproval) for _ in range(20)]
+            steps = [suspended_step(client, t.id) for t in waiting]
+            owners = [_executing_worlds(client.load(t.id)) for t in waiting]
+            assert all(len(o) == 1 and o[0] in executors for o in owners), owners
+            # Each event goes to the process that runs its plan, whichever it is.
+            for triggered, step_id in zip(waiting, steps, strict=True):
+                assert client.event(triggered.id, step_id, {"approved": triggered.id})
+            for triggered, step_id in zip(waiting, steps, strict=True):
+                plan = triggered.wait(TIMEOUT)
+                assert plan.result == "success"
+                assert plan.steps[step_id].output == {"approval": {"approved": triggered.id}}
+                assert len(_executing_worlds(plan)) == 1  # ran once, on one world
+    finally:
+        assert first.stop() == 0 and second.stop() == 0
+
+
+def test_a_killed_executor_s_plans_are_continued_by_the_other(url: str) -> None:
+    World(url).stop()
+    first, second = ExecutorProcess(url), ExecutorProcess(url)
+    try:
+        with World(url, executor=False) as client:
+            waiting = [client.trigger(AwaitApproval) for _ in range(10)]
+            for t in waiting:
+                suspended_step(client, t.id)
+            on_first = [
+                t for t in waiting if _executing_worlds(client.load(t.id)) == [first.world_id]
+            ]
+            first.process.kill()  # SIGKILL: no goodbye; its world lock goes with it
+            first.process.wait(TIMEOUT)
+            eventually(
+                lambda: first.world_id not in {i.id for i in client.worlds()},
+                "the other executor to invalidate the killed one",
+            )
+            assert on_first, "the first executor ran none of the plans"
+            for triggered in on_first:  # continued on the other: started again, waiting again
+                eventually(
+                    lambda t=triggered: _executing_worlds(client.load(t.id))[-1] == second.world_id,
+                    "the other executor to continue the plan",
+                )
+            for triggered in waiting:
+                step_id = suspended_step(client, triggered.id)
+                client.event(triggered.id, step_id, {"approved": True})
+            for triggered in waiting:
+                plan = triggered.wait(TIMEOUT)
+                assert (plan.state, plan.result) == ("stopped", "success")
+            moved = [client.load(t.id) for t in on_first]
+            for plan in moved:
+                assert _executing_worlds(plan)[-1] == second.world_id
+                assert any(e.name == "pause execution" for e in plan.history)
+    finally:
+        second.stop()
+        first.stop()
