@@ -791,15 +791,18 @@ class World:
             )
         return self._execute(plan.id, None, "resume", self._operator("trigger"), call="execute")
 
-    def execute(self, plan_id: str) -> Triggered:
+    def execute(self, plan_id: str, *, by: str | None = None) -> Triggered:
         """Execute a ``planned`` or ``paused`` plan (a paused one: as `resume` does);
-        ``.wait()`` raises if it cannot run."""
-        return self._execute(plan_id, None, "resume", self._operator("execute"))
+        ``.wait()`` raises if it cannot run. ``by``: who asked, for the plan's history
+        (default: this process's operating-system user)."""
+        return self._execute(plan_id, None, "resume", self._operator("execute", by))
 
-    def resume(self, plan_id: str) -> Triggered:
+    def resume(self, plan_id: str, *, by: str | None = None) -> Triggered:
         """Run a paused plan again: its failed steps (with a fresh set of `Retry`
-        attempts), then its finalize phase from its start."""
-        return self._execute(plan_id, None, "resume", self._operator("resume"), call="resume")
+        attempts), then its finalize phase from its start. ``by``: who asked, for the
+        plan's history (default: this process's operating-system user)."""
+        note = self._operator("resume", by)
+        return self._execute(plan_id, None, "resume", note, call="resume")
 
     def _execute(
         self,
@@ -823,22 +826,25 @@ class World:
         executor.tell(ExecutePlan(plan_id, plan, future, mode=mode, note=note))
         return Triggered(plan_id, future, present=self._present_shared)
 
-    def _operator(self, call: str) -> dict[str, Any]:
+    def _operator(self, call: str, by: str | None = None) -> dict[str, Any]:
         """Return who asked for an operator action, for the plan's history."""
-        return {"call": call, "world": self.name, "host": socket.gethostname(), "user": _user()}
+        user = by if by is not None else _user()
+        return {"call": call, "world": self.name, "host": socket.gethostname(), "user": user}
 
-    def skip(self, plan_id: str, step_id: int) -> None:
+    def skip(self, plan_id: str, step_id: int, *, by: str | None = None) -> None:
         """Mark a failed run step of a paused plan skipped; `resume` the plan to go on.
 
         The step, every step whose input references it (transitively) and their actions'
         finalize steps are marked skipped; the plan stays ``paused`` until `resume` runs it
-        again, without them, and its result will be ``warning``.
+        again, without them, and its result will be ``warning``. ``by``: who asked, for the
+        plan's history (default: this process's operating-system user).
         """
+        note = self._operator("skip", by)
         if not self.executor and self._dispatch is not None:  # through the executor world
             self._require_remote("skip")
-            self._client.call("skip", plan_id=plan_id, step_id=step_id, note=self._operator("skip"))
+            self._client.call("skip", plan_id=plan_id, step_id=step_id, note=note)
             return
-        self._skip(plan_id, step_id, self._operator("skip"))
+        self._skip(plan_id, step_id, note)
 
     def _skip(self, plan_id: str, step_id: int, note: dict[str, Any] | None) -> None:
         plan = self._stored(plan_id)

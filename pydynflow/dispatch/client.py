@@ -106,7 +106,7 @@ class RequestClient:
                 self._since.pop(plan_id, None)
         promise.set_exception(error)
 
-    def resolve(self, envelope_id: int, data: dict[str, Any]) -> None:
+    def resolve(self, data: dict[str, Any]) -> None:
         """Take a reply or a "plan done" notice read from this world's reply inbox."""
         if "plan_done" in data:
             if "error" in data:  # the executor could not run it
@@ -126,8 +126,12 @@ class RequestClient:
         before = time.monotonic() - older_than
         with self._lock:
             waited = [plan_id for plan_id, since in self._since.items() if since < before]
+        if not waited:
+            return
+        states = self.storage.plan_states(waited)  # one query; only ended plans are loaded
         for plan_id in waited:
-            self._plan_ended(plan_id)
+            if states.get(plan_id) in (None, *_ENDED):
+                self._plan_ended(plan_id)
 
     def _plan_ended(self, plan_id: str) -> None:
         with self._lock:

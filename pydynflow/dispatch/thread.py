@@ -99,25 +99,38 @@ class DispatchThread:
             self.connector.close()
 
     def _turn(self, storage: Any) -> None:
-        while not self._outbox.empty():
-            inbox, data = self._outbox.get()
-            storage.post_request(inbox, data)
+        if not self._outbox.empty():
+            outgoing = []
+            while not self._outbox.empty():
+                outgoing.append(self._outbox.get())
+            storage.post_requests(outgoing)
         if self.server is not None:
-            for envelope_id, inbox, request in storage.inbox(self.requests):
+            self._serve(storage, self.server)
+        replies = storage.inbox([self.replies])
+        if replies:
+            for _, _, data in replies:
+                self.client.resolve(data)
+            storage.delete_envelopes([envelope_id for envelope_id, _, _ in replies])
+
+    def _serve(self, storage: Any, server: RequestServer) -> None:
+        found = storage.inbox(self.requests)
+        if not found:
+            return
+        mine = [(envelope_id, data) for envelope_id, inbox, data in found if inbox == self.inbox]
+        for inbox in {inbox for _, inbox, _ in found if inbox != self.inbox}:
+            # What was read may be stale (another executor answered it, and on SQLite its
+            # id may be another request's now): apply what this world took.
+            ids = [envelope_id for envelope_id, where, _ in found if where == inbox]
+            mine.extend(storage.take_requests(ids, inbox, self.inbox))
+        answers = []
+        try:
+            for envelope_id, request in sorted(mine, key=lambda taken: taken[0]):
                 if self._stopping.is_set():
-                    return  # the rest stays stored for the next executor
-                if inbox != self.inbox:
-                    # What was read may be stale: another executor may have answered it and
-                    # the id been reused (SQLite). Apply what this world took.
-                    taken = storage.take_request(envelope_id, inbox, self.inbox)
-                    if taken is None:
-                        continue  # another executor took it
-                    request = taken
-                reply = self.server.apply(request)
-                storage.answer_request(envelope_id, request.get("sender"), reply)
-        for envelope_id, _, data in storage.inbox([self.replies]):
-            storage.answer_request(envelope_id, None, {})
-            self.client.resolve(envelope_id, data)
+                    break  # the rest stays stored, handed back when this world deregisters
+                answers.append((envelope_id, request.get("sender"), server.apply(request)))
+        finally:
+            if answers:
+                storage.answer_requests(answers)
 
     def _beat(self) -> None:
         if not self.registry.touch():

@@ -10,6 +10,7 @@ reply, after it was applied: a receiver that dies in between finds it again.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,6 +47,13 @@ class Requests(StoreBase):
         with self._write_atomic():
             return self._insert(inbox, data)
 
+    @wrap_errors("post_requests")
+    def post_requests(self, envelopes: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Store ``(inbox, data)`` envelopes in one transaction and wake their readers."""
+        with self._write_atomic():
+            for inbox, data in envelopes:
+                self._insert(inbox, data)
+
     def _insert(self, inbox: str, data: dict[str, Any]) -> int:
         param = self._db.param
         sql = f'INSERT INTO "{ENVELOPES}" ("receiver_id", "data") VALUES ({param}, {param})'
@@ -78,6 +86,13 @@ class Requests(StoreBase):
             for envelope_id, inbox, blob in cursor.fetchall()
         ]
 
+    @wrap_errors("answer_requests")
+    def answer_requests(self, answers: Iterable[tuple[int, str | None, dict[str, Any]]]) -> None:
+        """`answer_request` for each ``(request id, reply_to, reply)``, in one transaction."""
+        with self._write_atomic():
+            for request_id, reply_to, reply in answers:
+                self.answer_request(request_id, reply_to, reply)
+
     @wrap_errors("answer_request")
     def answer_request(self, request_id: int, reply_to: str | None, reply: dict[str, Any]) -> bool:
         """Delete a request and, if it still existed, store ``reply`` for its sender
@@ -96,23 +111,43 @@ class Requests(StoreBase):
                 self._insert(reply_inbox(reply_to), reply)
             return True
 
-    @wrap_errors("take_request")
-    def take_request(self, request_id: int, from_inbox: str, to_inbox: str) -> Any:
-        """Move a request from ``from_inbox`` to ``to_inbox`` if it is still there; return
-        its data as this call moved it, or None (of several executors reading one inbox,
-        one takes it). The data is read again: the id may now be another request's."""
+    @wrap_errors("take_requests")
+    def take_requests(
+        self, request_ids: list[int], from_inbox: str, to_inbox: str
+    ) -> list[tuple[int, Any]]:
+        """Move the requests still in ``from_inbox`` to ``to_inbox``; return ``(id, data)``
+        of those this call moved, in id order (of several executors reading one inbox, one
+        takes each). The data is read again: an id may now be another request's (SQLite
+        reuses the highest id once it is deleted)."""
+        if not request_ids:
+            return []
         param = self._db.param
+        marks = ", ".join([param] * len(request_ids))
         with self._write_atomic():
             cursor = self._db.cursor()
+            # Mark what this call moves with a receiver of its own, then name it ``to_inbox``.
+            claim = f"{to_inbox}#{uuid.uuid4().hex}"
             cursor.execute(
                 f'UPDATE "{ENVELOPES}" SET "receiver_id" = {param} '
-                f'WHERE "id" = {param} AND "receiver_id" = {param}',
-                (to_inbox, request_id, from_inbox),
+                f'WHERE "id" IN ({marks}) AND "receiver_id" = {param}',
+                (claim, *request_ids, from_inbox),
             )
-            if cursor.rowcount != 1:
-                return None
-            cursor.execute(f'SELECT "data" FROM "{ENVELOPES}" WHERE "id" = {param}', (request_id,))
-            return decode_at(cursor.fetchone()[0], f"request {request_id} ({to_inbox})")
+            if cursor.rowcount == 0:
+                return []
+            cursor.execute(
+                f'SELECT "id", "data" FROM "{ENVELOPES}" WHERE "receiver_id" = {param} '
+                'ORDER BY "id"',
+                (claim,),
+            )
+            taken = cursor.fetchall()
+            cursor.execute(
+                f'UPDATE "{ENVELOPES}" SET "receiver_id" = {param} WHERE "receiver_id" = {param}',
+                (to_inbox, claim),
+            )
+        return [
+            (int(envelope_id), decode_at(blob, f"request {envelope_id} ({to_inbox})"))
+            for envelope_id, blob in taken
+        ]
 
     @wrap_errors("move_inbox")
     def move_inbox(self, from_inbox: str, to_inbox: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 from pydynflow.errors import CorruptData
 from pydynflow.storage.codec import decode_at
 from pydynflow.storage.models import from_db_datetime
-from pydynflow.storage.sql import PLANS, StoreBase, wrap_errors
+from pydynflow.storage.sql import IN_CHUNK, PLANS, StoreBase, wrap_errors
 
 __all__ = ["WORLDS", "Worlds"]
 
@@ -152,6 +152,22 @@ class Worlds(StoreBase):
         if row is None or row[0] != "running":
             return None
         return _last_starter(plan_id, row[1])
+
+    @wrap_errors("plan_states")
+    def plan_states(self, plan_ids: list[str]) -> dict[str, str]:
+        """Return the state of each stored plan of ``plan_ids`` (missing ones left out)."""
+        states: dict[str, str] = {}
+        param = self._db.param
+        cursor = self._db.cursor()
+        for start in range(0, len(plan_ids), IN_CHUNK):
+            chunk = plan_ids[start : start + IN_CHUNK]
+            cursor.execute(
+                f'SELECT "uuid", "state" FROM "{PLANS}" '
+                f'WHERE "uuid" IN ({", ".join([param] * len(chunk))})',
+                chunk,
+            )
+            states.update(cursor.fetchall())
+        return states
 
 
 def _last_starter(plan_id: str, blob: Any) -> str | None:

@@ -155,11 +155,8 @@ def test_by_names_who_asked_in_the_history(
     done = cli("plans", "skip", plans.failed.id, "2", "--by", "alice", "--db", url)
     _ok(done)
     (note,) = [e for e in executor.load(plans.failed.id).history if e.name == "skip"]
-    if "by" in inspect.signature(World.skip).parameters:
-        assert note.details is not None and note.details["user"] == "alice"
-        assert "warning" not in done.stderr
-    else:  # until the World API takes who asked: said, not silently dropped
-        assert "warning: --by is not recorded: World.skip takes no 'by' yet" in done.stderr
+    assert note.details is not None and note.details["user"] == "alice"
+    assert note.details["call"] == "skip" and "warning" not in done.stderr
 
 
 @SQLITE_ONLY
