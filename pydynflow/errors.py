@@ -84,5 +84,9 @@ class UnknownError(DynflowError):
         return f"{self.class_name}: {self.message}"
 
 
+class AlreadyRunning(DynflowError):
+    """Raise when a plan asked to execute runs already (here, or on another world)."""
+
+
 class AbnormalTermination(DynflowError):
     """Recorded on a step that was running when its process died."""

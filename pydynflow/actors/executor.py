@@ -26,7 +26,7 @@ from pydynflow.actors.persistence import changes, store_plan
 from pydynflow.actors.plan_supervisor import PlanSupervisor
 from pydynflow.actors.pooled import PooledActor, stop_if_alive, tell_if_alive
 from pydynflow.actors.runtime import Runtime
-from pydynflow.errors import DynflowError, PersistenceError, UnknownPlan
+from pydynflow.errors import AlreadyRunning, DynflowError, PersistenceError, UnknownPlan
 from pydynflow.execution import recover_plan
 from pydynflow.logging import get_logger
 from pydynflow.plan import ExecutionPlan
@@ -73,7 +73,7 @@ class ExecutorActor(PooledActor):
             future.set_exception(ExecutorTerminated("the executor is terminated: no new work"))
             return
         if plan_id in self.supervisors:
-            future.set_exception(DynflowError(f"execution plan {plan_id} is already running"))
+            future.set_exception(AlreadyRunning(f"execution plan {plan_id} is already running"))
             return
         plan = message.plan
         if plan is None:
@@ -91,7 +91,7 @@ class ExecutorActor(PooledActor):
             owner = self._live_owner(plan)
             if owner is not None:
                 future.set_exception(
-                    DynflowError(f"execution plan {plan_id} is running on world {owner}")
+                    AlreadyRunning(f"execution plan {plan_id} is running on world {owner}")
                 )
                 return
         if orphaned and not self._recover(plan) and mode != "resume":

@@ -51,6 +51,7 @@ from pydynflow.actors.slots import SlotClaim
 from pydynflow.actors.step import StepActor
 from pydynflow.clock import ClockClosedError
 from pydynflow.errors import (
+    AlreadyRunning,
     DynflowError,
     EventRejected,
     FatalPersistenceError,
@@ -198,7 +199,7 @@ class PlanSupervisor(PooledActor):
     def _claimed(self, advance: Advance, error: BaseException | None) -> None:
         if error is not None:
             self._release_all()
-            self._give_up(DynflowError(f"execution plan {self.plan.id} is already running"))
+            self._give_up(AlreadyRunning(f"execution plan {self.plan.id} is already running"))
             return
         if enabled(logging.INFO):
             self.log.info("plan started", mode=self.mode)

@@ -17,6 +17,9 @@ from pydynflow.storage.requests import ANY_EXECUTOR
 from pydynflow.storage.store import Storage
 
 _ENDED = (PlanState.STOPPED, PlanState.PAUSED)
+_GOES_ON = ("stop", "crash")
+"""Why a plan paused when an executor world continues it on its own (its world stopped or
+died): a client's wait goes on, as the plan does."""
 
 
 class RequestClient:
@@ -86,7 +89,9 @@ class RequestClient:
         return answer.get("ok")
 
     def wait_plan(self, plan_id: str) -> Promise[ExecutionPlan]:
-        """Return a promise resolved with the plan once it is ``stopped`` or ``paused``."""
+        """Return a promise resolved with the plan once it is ``stopped``, or ``paused``
+        for a person: a plan paused because its executor world stopped or died goes on
+        elsewhere, and so does the wait."""
         promise: Promise[ExecutionPlan] = Promise()
         with self._lock:
             self._plans.setdefault(plan_id, []).append(promise)
@@ -109,7 +114,9 @@ class RequestClient:
     def resolve(self, data: dict[str, Any]) -> None:
         """Take a reply or a "plan done" notice read from this world's reply inbox."""
         if "plan_done" in data:
-            if "error" in data:  # the executor could not run it
+            if data.get("error", {}).get("class") == "AlreadyRunning":
+                pass  # an executor runs it already (auto-executed at its start): wait on
+            elif "error" in data:  # the executor could not run it
                 self._settle(str(data["plan_done"]), None, _error(data["error"]))
             else:
                 self._plan_ended(str(data["plan_done"]))
@@ -142,7 +149,9 @@ class RequestClient:
         except UnknownPlan as exc:
             self._settle(plan_id, None, exc)
             return
-        if plan.state in _ENDED:
+        if plan.state == PlanState.STOPPED or (
+            plan.state == PlanState.PAUSED and plan.pause_reason() not in _GOES_ON
+        ):
             self._settle(plan_id, plan, None)
 
     def _settle(
