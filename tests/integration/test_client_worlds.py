@@ -23,7 +23,7 @@ from pydynflow import EventRejected, UnknownStep, World
 from pydynflow.errors import DynflowError
 from pydynflow.plan import ExecutionPlan
 from pydynflow.storage import Storage
-from tests.support.remote_actions import AwaitApproval, FailsThenNext, Quick
+from tests.support.remote_actions import AwaitApproval, BlocksOnce, FailsThenNext, Quick
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30
@@ -323,3 +323,26 @@ def test_a_killed_executor_s_plans_are_continued_by_the_other(url: str) -> None:
     finally:
         second.stop()
         first.stop()
+
+
+def test_a_client_s_wait_goes_on_while_its_plan_moves_to_another_executor(
+    url: str, tmp_path: Path
+) -> None:
+    World(url).stop()
+    first, second = ExecutorProcess(url), ExecutorProcess(url)
+    marker = tmp_path / "pid"
+    try:
+        with World(url, executor=False) as client:
+            triggered = client.trigger(BlocksOnce, {"marker": str(marker)})
+            eventually(marker.exists, "the step to start")
+            victim = first if int(marker.read_text()) == first.process.pid else second
+            survivor = second if victim is first else first
+            victim.process.kill()
+            # The plan pauses ("crash") on its way to the survivor: not an end to wait for.
+            plan = triggered.wait(TIMEOUT)
+            assert (plan.state, plan.result) == ("stopped", "success")
+            assert plan.steps[2].output == {"pid": survivor.process.pid}
+            assert _executing_worlds(plan)[-1] == survivor.world_id
+    finally:
+        first.close()
+        second.close()

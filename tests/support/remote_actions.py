@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from pathlib import Path
 from typing import Any
 
-from pydynflow import Action, Cancellable
+from pydynflow import Action, Cancellable, Retry
 
 
 class Quick(Action):
@@ -42,3 +45,17 @@ class Broken(Action):
 
     def run(self) -> None:
         raise RuntimeError("broken on purpose")
+
+
+class BlocksOnce(Action):
+    """A step that, the first time, writes its process id to ``input["marker"]`` and blocks
+    until its process is killed; run again (`Retry`), it succeeds."""
+
+    rescue = Retry(2, backoff=0.05)
+
+    def run(self) -> None:
+        marker = Path(self.input["marker"])
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            threading.Event().wait()  # until the test kills this process
+        self.output["pid"] = os.getpid()
