@@ -668,15 +668,16 @@ class World:
         self._require_runtime(what)
         return self._executor
 
-    def _require_remote(self, what: str) -> None:
-        """Check that this client world can reach an executor world through the database."""
+    def _require_remote(self, what: str, *, live_executor: bool = True) -> None:
+        """Check that this client world can reach an executor world through the database
+        (``live_executor``: one is alive now)."""
         self._require_runtime(what)
         if self._dispatch is None:
             raise DynflowError(
                 f"{what} from a client world needs a database other processes share; "
                 f"{self!r} is in memory: use an executor world"
             )
-        if not self._registry.live_executors():
+        if live_executor and not self._registry.live_executors():
             raise DynflowError(
                 f"{what}: no executor world is alive on {redact_url(self.db)}; start one "
                 "(World(db) or `pydynflow worker`) and try again"
@@ -779,8 +780,9 @@ class World:
     def _trigger_elsewhere(
         self, action_class: type[Action], args: Sequence[Any], kwargs: dict[str, Any]
     ) -> Triggered:
-        """Plan here, store the plan, and have an executor world execute it."""
-        self._require_remote("trigger")
+        """Plan here, store the plan, and have an executor world execute it; with none
+        alive, the plan waits ``planned`` (the request stays stored for the next one)."""
+        self._require_remote("trigger", live_executor=False)
         plan = self._plan(action_class, args, kwargs)
         self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
         if plan.state != PlanState.PLANNED:
@@ -789,7 +791,15 @@ class World:
             return Triggered(
                 plan.id, future, planned=False, error=plan.error, present=self._present_shared
             )
-        return self._execute(plan.id, None, "resume", self._operator("trigger"), call="execute")
+        note = self._operator("trigger")
+        # Quiet: an executor that starts now may run the plan first (auto_execute); that
+        # the request then finds it running or done is no error for this caller.
+        if self._registry.live_executors():
+            return self._execute(plan.id, None, "resume", note, call="execute", quiet=True)
+        self.log.warning("no executor world is alive: the plan waits planned", plan_id=plan.id)
+        future = self._client.wait_plan(plan.id)
+        self._client.post("execute", plan_id=plan.id, note=note, quiet=True)
+        return Triggered(plan.id, future)
 
     def execute(self, plan_id: str, *, by: str | None = None) -> Triggered:
         """Execute a ``planned`` or ``paused`` plan (a paused one: as `resume` does);
@@ -811,12 +821,13 @@ class World:
         mode: str,
         note: dict[str, Any] | None = None,
         call: str = "execute",
+        quiet: bool = False,
     ) -> Triggered:
         if not self.executor:
             self._require_remote(call)
             future = self._client.wait_plan(plan_id)
             try:
-                self._client.call(call, plan_id=plan_id, note=note)
+                self._client.call(call, plan_id=plan_id, note=note, quiet=quiet)
             except BaseException as exc:
                 self._client.fail_wait(plan_id, future, exc)
                 raise

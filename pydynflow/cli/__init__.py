@@ -19,6 +19,8 @@ __all__ = ["COMMANDS", "cli", "main"]
 COMMANDS: dict[str, str] = {
     "db": "pydynflow.cli.db:db",
     "plans": "pydynflow.cli.plans:plans",
+    "worker": "pydynflow.cli.worker:worker",
+    "worlds": "pydynflow.cli.worlds:worlds",
 }
 """The top-level commands: name -> ``"module:attribute"`` of their click command."""
 
@@ -55,10 +57,11 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pydynflow", prog_name="pydynflow")
 def cli() -> None:
-    """Operate pydynflow: its database schema and its execution plans.
+    """Operate pydynflow: its database schema, its execution plans, its worlds and daemon.
 
-    Every command takes --db URL (or PYDYNFLOW_DB) and --json. Exit status: 0 on success,
-    1 when the operation failed (unknown plan, rejected event...), 2 on a usage error.
+    Every command takes --db URL (or PYDYNFLOW_DB), and all but worker take --json. Exit
+    status: 0 on success, 1 when the operation failed (unknown plan, rejected event...),
+    2 on a usage error.
     """
 
 

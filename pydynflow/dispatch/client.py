@@ -88,6 +88,11 @@ class RequestClient:
             raise _error(answer["error"])
         return answer.get("ok")
 
+    def post(self, kind: str, *, inbox: str = ANY_EXECUTOR, **fields: Any) -> None:
+        """Store a request for an executor world without waiting for its reply (there may
+        be no executor yet: the next one to read its inbox applies it)."""
+        self.storage.post_request(inbox, {"kind": kind, "sender": self.world_id, **fields})
+
     def wait_plan(self, plan_id: str) -> Promise[ExecutionPlan]:
         """Return a promise resolved with the plan once it is ``stopped``, or ``paused``
         for a person: a plan paused because its executor world stopped or died goes on
@@ -114,9 +119,7 @@ class RequestClient:
     def resolve(self, data: dict[str, Any]) -> None:
         """Take a reply or a "plan done" notice read from this world's reply inbox."""
         if "plan_done" in data:
-            if data.get("error", {}).get("class") == "AlreadyRunning":
-                pass  # an executor runs it already (auto-executed at its start): wait on
-            elif "error" in data:  # the executor could not run it
+            if "error" in data:  # the executor could not run it
                 self._settle(str(data["plan_done"]), None, _error(data["error"]))
             else:
                 self._plan_ended(str(data["plan_done"]))

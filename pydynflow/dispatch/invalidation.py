@@ -35,13 +35,20 @@ class Invalidator:
         self.registry = registry
         self.continue_plan = continue_plan
         self.log = log
+        self._known: set[str] = set()  # the world ids the last sweep found
 
     def sweep(self, *, recover: bool = True) -> list[WorldInfo]:
         """Invalidate every dead world found now; return them. With ``recover``, continue
         the orphaned plans too (`recover_orphans`)."""
         registry, storage = self.registry, self.registry.storage
         invalidated = []
-        for info in registry.worlds():
+        found = registry.worlds()
+        known, self._known = self._known, {info.id for info in found}
+        # A world that left since (another world invalidated it, or it stopped with steps
+        # still running) may have left running plans: look for orphans then, not always
+        # (it reads the history of every running plan).
+        gone = bool(known - self._known)
+        for info in found:
             if info.id == registry.world_id:
                 continue
             if not info.alive:
@@ -53,7 +60,7 @@ class Invalidator:
             if gone:
                 self._log(info)
                 invalidated.append(info)
-        if invalidated and recover:
+        if (invalidated or gone) and recover:
             self.recover_orphans()
         return invalidated
 

@@ -46,7 +46,7 @@ class RequestServer:
         plan_id = str(request["plan_id"])
         if kind in ("execute", "resume"):
             triggered = world._execute(plan_id, None, "resume", request.get("note"), call=kind)
-            self._watch(triggered, request.get("sender"))
+            self._watch(triggered, request.get("sender"), bool(request.get("quiet")))
             return None
         if kind == "event":  # not passed on again: the sender chose this world
             return world._event(
@@ -66,7 +66,9 @@ class RequestServer:
             return None
         raise DynflowError(f"unknown request kind {kind!r} (expected one of {', '.join(KINDS)})")
 
-    def _watch(self, triggered: Triggered, sender: str | None) -> None:
+    def _watch(self, triggered: Triggered, sender: str | None, quiet: bool) -> None:
+        """Tell ``sender`` when the execution ends, and why it could not run unless
+        ``quiet`` (then the sender looks at the plan itself)."""
         if sender is None:
             return
         plan_id = triggered.id
@@ -74,7 +76,7 @@ class RequestServer:
         def done(future: Any) -> None:
             notice: dict[str, Any] = {"plan_done": plan_id}
             error = future.exception(0)
-            if error is not None:  # it could not run: the sender's wait raises it
+            if error is not None and not quiet:  # it could not run: the sender's wait raises it
                 notice["error"] = error_reply(error)
             self.on_plan_done(sender, notice)
 

@@ -248,11 +248,14 @@ def test_plans_wait_in_planned_while_no_executor_is_alive(url: str) -> None:
         plan = client.plan(Quick)
         with pytest.raises(DynflowError, match="no executor world is alive"):
             client.execute(plan.id)
+        triggered = client.trigger(Quick)  # stored, waiting for an executor
+        assert client.load(triggered.id).state == "planned" and not triggered.done()
         running = ExecutorProcess(url)  # auto_execute: it runs what was left planned
         try:
+            assert triggered.wait(TIMEOUT).result == "success"
             eventually(lambda: client.load(plan.id).state == "stopped", "auto-execution")
         finally:
-            running.stop()
+            running.close()
         stopped: ExecutionPlan = client.load(plan.id)
         assert stopped.result == "success"
 
