@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,50 @@ def test_mask_secrets(tmp_path: Any) -> None:
     assert plan.id in done.stdout, report
     assert plan.actions[1].input == {"username": "ada", "password": "correct horse"}
     assert plan.actions[1].output["password_sha256"] in done.stdout, report
+
+
+def test_release_service_and_its_webhook_in_separate_processes(tmp_path: Path) -> None:
+    """The daemon (``pydynflow worker --app release_actions``) and the integration that
+    triggers a release and signs it off from another process, on one SQLite file."""
+    url = f"sqlite:///{tmp_path / 'releases.db'}"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pydynflow.cli",
+            "worker",
+            "--db",
+            url,
+            "--app",
+            "release_actions",
+            "--processes",
+            "2",
+        ],
+        cwd=ROOT / "examples",  # --app modules are imported from the current directory
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        for line in worker.stdout:  # the service is up once a world says it started
+            if '"world started"' in line:
+                break
+        done = run_example("release_webhook.py", url, "2.0", cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith("release 2.0 started: plan ")
+        assert re.fullmatch(r"signed off step \d+ as ada", lines[1])
+        assert lines[2] == (
+            "release 2.0: stopped / success, published {'published': 'app-2.0.tar.gz'}"
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=TIMEOUT)
+    assert worker.returncode == 0, output
+    with World(url, executor=False) as reader:
+        (plan,) = reader.plans()
+        run_steps = [s for s in plan.steps.values() if s.phase == Phase.RUN]
+        signed = [s for s in run_steps if s.output.get("signed_off_by")]
+        assert [s.output["signed_off_by"] for s in signed] == ["ada"]
+        assert reader.worlds() == [info for info in reader.worlds() if info.id == reader.id]
