@@ -587,11 +587,12 @@ class World:
         stopper = threading.Thread(target=stop, name="pydynflow-stop")
         stopper.start()
         while not returned or not self._halted:  # or another thread's stop is running
-            wakeup.wait()
+            # Look before waiting: two signals that came together woke this world once.
             if len(signals) > seen:
                 seen = len(signals)
                 self.log.warning("second signal: stopping now, running steps left running")
                 self._stop_now()
+            wakeup.wait()
         stopper.join()
         if failed:
             raise failed[0]
@@ -929,52 +930,65 @@ class World:
                 "running in this world: not waiting for events"
             ) from None
 
-    def cancel(self, plan_id: str, force: bool = False) -> int:
+    def cancel(self, plan_id: str, force: bool = False, *, by: str | None = None) -> int:
         """Ask every running or suspended `Cancellable` step of a plan to cancel.
 
         Sends `Cancel` (``force``: `Abort`); returns how many steps were asked (0: nothing
-        could be cancelled).
+        could be cancelled). A plan that runs notes who asked in its history (``by``,
+        default: this process's operating-system user).
         """
-        return self._cancel(plan_id, force, forward=True)
+        note = {**self._operator("cancel", by), "force": force}
+        return self._cancel(plan_id, force, note, forward=True)
 
-    def _cancel(self, plan_id: str, force: bool, *, forward: bool) -> int:
+    def _cancel(
+        self, plan_id: str, force: bool, note: dict[str, Any] | None, *, forward: bool
+    ) -> int:
         self._check_step(plan_id, None)
         if not self.executor:
             self._require_remote("cancel")
             inbox = self._inbox_of(plan_id)
-            return int(self._client.call("cancel", inbox=inbox, plan_id=plan_id, force=force))
+            asked = self._client.call(
+                "cancel", inbox=inbox, plan_id=plan_id, force=force, note=note
+            )
+            return int(asked)
         executor = self._require_executor("cancel")
         reply: Promise[int] = Promise()
-        executor.tell(CancelPlan(plan_id, force, reply))
+        executor.tell(CancelPlan(plan_id, force, reply, note))
         asked = reply.result()
         owner = self._other_owner(plan_id) if forward and not asked else None
         if owner is not None:
             inbox = world_inbox(owner)
-            return int(self._client.call("cancel", inbox=inbox, plan_id=plan_id, force=force))
-        return asked
+            asked = self._client.call(
+                "cancel", inbox=inbox, plan_id=plan_id, force=force, note=note
+            )
+        return int(asked)
 
-    def halt(self, plan_id: str) -> None:
+    def halt(self, plan_id: str, *, by: str | None = None) -> None:
         """Stop a plan: running steps finish their current call, suspended steps stay
-        suspended, nothing new starts, and the plan ends ``stopped``."""
-        self._halt(plan_id, forward=True)
+        suspended, nothing new starts, and the plan ends ``stopped``. Its history notes
+        who asked (``by``, default: this process's operating-system user)."""
+        self._halt(plan_id, self._operator("halt", by), forward=True)
 
-    def _halt(self, plan_id: str, *, forward: bool) -> None:
+    def _halt(self, plan_id: str, note: dict[str, Any] | None, *, forward: bool) -> None:
         self._check_step(plan_id, None)
         if not self.executor:
             self._require_remote("halt")
-            self._client.call("halt", inbox=self._inbox_of(plan_id), plan_id=plan_id)
+            inbox = self._inbox_of(plan_id)
+            self._client.call("halt", inbox=inbox, plan_id=plan_id, note=note)
             return
         executor = self._require_executor("halt")
         reply: Promise[bool] = Promise()
-        executor.tell(HaltPlan(plan_id, reply))
+        executor.tell(HaltPlan(plan_id, reply, note))
         if reply.result():
             return  # its supervisor stops it
         owner = self._other_owner(plan_id) if forward else None
         if owner is not None:
-            self._client.call("halt", inbox=world_inbox(owner), plan_id=plan_id)
+            self._client.call("halt", inbox=world_inbox(owner), plan_id=plan_id, note=note)
             return
         plan = self._stored(plan_id)  # not running here: stop it where it stands
         if plan.state != PlanState.STOPPED:
+            if note is not None:
+                plan.note("halt", self.id, note)
             plan.transition(PlanState.STOPPED, self.id)
             self._save(plan)
 

@@ -183,6 +183,7 @@ class CancelPlan:
     plan_id: str
     force: bool
     reply: Any
+    note: dict[str, Any] | None = None  # who asked, for the plan's history
 
     def dead_letter(self) -> None:
         """Answer that no step could be asked: the plan is not running here."""
@@ -195,6 +196,7 @@ class HaltPlan:
 
     plan_id: str
     reply: Any
+    note: dict[str, Any] | None = None  # who asked, for the plan's history
 
     def dead_letter(self) -> None:
         """Answer that the plan is not running here (the caller stops it where it stands)."""

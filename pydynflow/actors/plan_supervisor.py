@@ -191,6 +191,8 @@ class PlanSupervisor(PooledActor):
             self._cancel(message)
         elif isinstance(message, HaltPlan):
             message.reply.set_result(True)
+            if message.note is not None:  # written with the plan's row when it stops
+                self.plan.note("halt", self.runtime.world_id, message.note)
             self._apply(self.core.wind_down(halt=True))
         elif isinstance(message, Wind):
             self._apply(self.core.wind_down())
@@ -517,6 +519,8 @@ class PlanSupervisor(PooledActor):
         self.stored_events.setdefault(step_id, []).append(event)
 
     def _cancel(self, message: CancelPlan) -> None:
+        if message.note is not None:  # written with the plan's row when it next changes
+            self.plan.note("cancel", self.runtime.world_id, message.note)
         event = Abort() if message.force else Cancel()
         asked = 0
         for step_id in list(self.children):

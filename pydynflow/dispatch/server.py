@@ -60,9 +60,10 @@ class RequestServer:
             world._skip(plan_id, int(request["step_id"]), request.get("note"))
             return None
         if kind == "cancel":
-            return world._cancel(plan_id, bool(request.get("force")), forward=False)
+            force = bool(request.get("force"))
+            return world._cancel(plan_id, force, request.get("note"), forward=False)
         if kind == "halt":
-            world._halt(plan_id, forward=False)
+            world._halt(plan_id, request.get("note"), forward=False)
             return None
         raise DynflowError(f"unknown request kind {kind!r} (expected one of {', '.join(KINDS)})")
 

@@ -99,9 +99,12 @@ class WorldLock:
 
 
 def world_is_dead(storage: Storage, world_id: str) -> bool:
-    """Return True if no live process holds ``world_id``'s lock (False: alive, or unknown).
+    """Return True if no live process holds executor world ``world_id``'s lock (False:
+    alive, or unknown).
 
-    A world that never took one (a client world) is not known dead this way.
+    Ask only about executor worlds: they take their lock before they register and let it
+    go after they deregister, so a registered executor world without one is dead. (Client
+    worlds take none.)
     """
     if storage.in_memory:
         return False
@@ -120,7 +123,7 @@ def _file_free(path: str) -> bool:
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
-        return False  # it never took one
+        return True  # let go of, while the world's record stayed: it died after that
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

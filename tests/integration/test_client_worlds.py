@@ -161,8 +161,14 @@ def test_cancel_and_halt_from_a_client(client: World) -> None:
     assert plan.steps[step_id].output == {"cancelled": True}
     halted = client.trigger(AwaitApproval)
     suspended_step(client, halted.id)
-    client.halt(halted.id)
+    client.halt(halted.id, by="ops-oncall")
     assert halted.wait(TIMEOUT).state == "stopped"
+    # Who asked, from where: each plan's history says it.
+    (cancel,) = [e for e in client.load(cancelled.id).history if e.name == "cancel"]
+    (halt,) = [e for e in client.load(halted.id).history if e.name == "halt"]
+    assert cancel.details is not None and halt.details is not None
+    assert (cancel.details["world"], cancel.details["force"]) == (client.name, False)
+    assert (halt.details["user"], halt.details["call"]) == ("ops-oncall", "halt")
 
 
 def test_skip_and_resume_from_a_client(client: World) -> None:
@@ -298,19 +304,23 @@ def test_a_killed_executor_s_plans_are_continued_by_the_other(url: str) -> None:
             waiting = [client.trigger(AwaitApproval) for _ in range(10)]
             for t in waiting:
                 suspended_step(client, t.id)
-            on_first = [
-                t for t in waiting if _executing_worlds(client.load(t.id)) == [first.world_id]
+            # Kill the world that runs the first plan (which one takes a plan is open).
+            owner = _executing_worlds(client.load(waiting[0].id))[0]
+            victim, survivor = (first, second) if owner == first.world_id else (second, first)
+            on_victim = [
+                t for t in waiting if _executing_worlds(client.load(t.id)) == [victim.world_id]
             ]
-            first.process.kill()  # SIGKILL: no goodbye; its world lock goes with it
-            first.process.wait(TIMEOUT)
+            victim.process.kill()  # SIGKILL: no goodbye; its world lock goes with it
+            victim.process.wait(TIMEOUT)
             eventually(
-                lambda: first.world_id not in {i.id for i in client.worlds()},
+                lambda: victim.world_id not in {i.id for i in client.worlds()},
                 "the other executor to invalidate the killed one",
             )
-            assert on_first, "the first executor ran none of the plans"
-            for triggered in on_first:  # continued on the other: started again, waiting again
+            for triggered in on_victim:  # continued on the other: started again, waiting again
                 eventually(
-                    lambda t=triggered: _executing_worlds(client.load(t.id))[-1] == second.world_id,
+                    lambda t=triggered: (
+                        _executing_worlds(client.load(t.id))[-1] == survivor.world_id
+                    ),
                     "the other executor to continue the plan",
                 )
             for triggered in waiting:
@@ -319,13 +329,12 @@ def test_a_killed_executor_s_plans_are_continued_by_the_other(url: str) -> None:
             for triggered in waiting:
                 plan = triggered.wait(TIMEOUT)
                 assert (plan.state, plan.result) == ("stopped", "success")
-            moved = [client.load(t.id) for t in on_first]
-            for plan in moved:
-                assert _executing_worlds(plan)[-1] == second.world_id
+            for plan in [client.load(t.id) for t in on_victim]:
+                assert _executing_worlds(plan)[-1] == survivor.world_id
                 assert any(e.name == "pause execution" for e in plan.history)
     finally:
-        second.stop()
-        first.stop()
+        first.close()
+        second.close()
 
 
 def test_a_client_s_wait_goes_on_while_its_plan_moves_to_another_executor(
