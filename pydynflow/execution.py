@@ -95,7 +95,7 @@ class Advance:
         self.actions: list[ActionRecord] = []
         self.plan_row = False
         self.chunks: list[tuple[Any, ...]] | tuple[()] = ()
-        self.envelope_add: list[tuple[str, int, Any, str]] | tuple[()] = ()
+        self.envelope_add: list[tuple[Any, ...]] | tuple[()] = ()
         self.envelope_pop: list[tuple[str, int]] | tuple[()] = ()
         self.envelope_clear: list[tuple[str, int]] | tuple[()] = ()
         self.want: list[int] = []
@@ -132,6 +132,7 @@ class PlanExecution:
     # Slots, not a __dict__: waiting plans, which may be many, each keep one. What is
     # rarely set starts as a shared empty value, replaced (never changed in place) when set.
     __slots__ = (
+        "chosen_ids",
         "active",
         "auto_rescue",
         "continuing",
@@ -167,6 +168,7 @@ class PlanExecution:
         self.waking: dict[int, bool] | None = None  # parked steps with an event, to wake
         self.rearm: frozenset[int] = _NONE  # continuing: failed steps a stop kept from a retry
         self.events: dict[int, list[str]] | None = None  # accepted, not consumed, per step
+        self.chosen_ids: set[tuple[int, str]] = set()  # (step, id) of ids senders chose
         # Steps ready and waiting for a worker, and steps granted for their first run (their
         # start time is due from their outcome).
         self.wanting: set[int] | frozenset[int] = _NONE
@@ -434,8 +436,13 @@ class PlanExecution:
 
     # -- events --------------------------------------------------------------------------
 
-    def accept_event(self, step_id: int, event_id: str, payload: Any) -> Advance:
+    def accept_event(
+        self, step_id: int, event_id: str, payload: Any, chosen: bool = False
+    ) -> Advance | None:
         """Take an event for a step: store it, then hand it to the step.
+
+        ``chosen``: its sender chose ``event_id``; an event with an id the step got
+        already is not taken again, and None is returned (the sender is told it was).
 
         Raises:
             UnknownStep: the plan has no such step.
@@ -444,6 +451,8 @@ class PlanExecution:
         step = self.plan.steps.get(step_id)
         if step is None:
             raise UnknownStep(f"execution plan {self.plan.id} has no step {step_id}")
+        if chosen and (step_id, event_id) in self.chosen_ids:
+            return None
         if not self.takes_events(step):
             raise EventRejected(
                 f"step {step_id} of execution plan {self.plan.id} is {step.state}, "
@@ -451,7 +460,11 @@ class PlanExecution:
             )
         self._keep_event(step_id, event_id)
         advance = Advance()
-        _append(advance, "envelope_add", (self.plan.id, step_id, encode_event(payload), event_id))
+        envelope: tuple[Any, ...] = (self.plan.id, step_id, encode_event(payload), event_id)
+        if chosen:
+            self.chosen_ids.add((step_id, event_id))
+            envelope += (True,)
+        _append(advance, "envelope_add", envelope)
         return advance
 
     def takes_events(self, step: Step) -> bool:

@@ -871,10 +871,20 @@ class World:
         plan.note("skip", self.id, {**(note or {}), "step_id": step_id})
         self._save(plan, steps=changed)
 
-    def event(self, plan_id: str, step_id: int, payload: Any, optional: bool = False) -> bool:
+    def event(
+        self,
+        plan_id: str,
+        step_id: int,
+        payload: Any,
+        optional: bool = False,
+        event_id: str | None = None,
+    ) -> bool:
         """Send ``payload`` to a step waiting for events (suspended, or running: queued).
 
         Returns once the event is stored (a crash cannot lose it): True if accepted.
+        ``event_id``: an id the sender chooses (a web hook's delivery id, say); the same id
+        again for the same step returns True and is not applied again, even once the step
+        has ended.
 
         Raises:
             UnknownPlan: no plan has this id.
@@ -883,10 +893,20 @@ class World:
                 False instead).
             SerializationError: ``payload`` is not JSON-serialisable.
         """
-        return self._event(plan_id, step_id, normalize_event(payload), optional, forward=True)
+        if event_id is not None and not isinstance(event_id, str):
+            raise TypeError(f"event_id must be a str, got {type(event_id).__name__}")
+        payload = normalize_event(payload)
+        return self._event(plan_id, step_id, payload, optional, event_id, forward=True)
 
     def _event(
-        self, plan_id: str, step_id: int, payload: Any, optional: bool, *, forward: bool
+        self,
+        plan_id: str,
+        step_id: int,
+        payload: Any,
+        optional: bool,
+        event_id: str | None = None,
+        *,
+        forward: bool,
     ) -> bool:
         """`event`; ``forward``: to the world running the plan if it is another one (not
         when applying another world's request: that would wait on this world's own
@@ -901,11 +921,12 @@ class World:
                 step_id=step_id,
                 payload=payload,
                 optional=optional,
+                event_id=event_id,
             )
             return bool(accepted)
         executor = self._require_executor("event")
         reply: Promise[bool] = Promise()
-        executor.tell(DeliverEvent(plan_id, step_id, payload, optional, reply))
+        executor.tell(DeliverEvent(plan_id, step_id, payload, optional, reply, event_id))
         try:
             return reply.result()
         except NotRunningHere:  # only now ask the store why (not on every event)
@@ -920,8 +941,13 @@ class World:
                         step_id=step_id,
                         payload=payload,
                         optional=optional,
+                        event_id=event_id,
                     )
                 )
+            if event_id is not None and (step_id, event_id) in self.storage.chosen_event_ids(
+                plan_id
+            ):
+                return True  # applied before
             if optional:
                 return False
             state = self.storage.step_state(plan_id, step_id)

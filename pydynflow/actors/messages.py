@@ -168,6 +168,7 @@ class DeliverEvent:
     payload: Any
     optional: bool
     reply: Any
+    event_id: str | None = None  # chosen by the sender: the same id again is not applied
 
     def dead_letter(self) -> None:
         """Answer that the plan is not running here (the caller looks at the store why)."""

@@ -131,9 +131,9 @@ class PlanSupervisor(PooledActor):
             self.singletons = singletons
         stored_events: list[tuple[int, str]] = []
         if self.stored is None:  # not a fresh plan: events may be stored for it
-            for _, step_id, payload, event_id in self.runtime.storage.envelopes(
-                plan.id, with_event_ids=True
-            ):
+            storage = self.runtime.storage
+            core.chosen_ids = storage.chosen_event_ids(plan.id)
+            for _, step_id, payload, event_id in storage.envelopes(plan.id, with_event_ids=True):
                 self._keep(step_id, Event(decode_event(payload), persisted=True))
                 stored_events.append((step_id, event_id))
         try:
@@ -186,7 +186,9 @@ class PlanSupervisor(PooledActor):
         elif isinstance(message, Resume):
             self._apply(self.core.wake(message.step_id, message.persisted))
         elif isinstance(message, DeliverEvent):
-            self._deliver(message.step_id, message.payload, message.optional, message.reply)
+            self._deliver(
+                message.step_id, message.payload, message.optional, message.reply, message.event_id
+            )
         elif isinstance(message, CancelPlan):
             self._cancel(message)
         elif isinstance(message, HaltPlan):
@@ -476,13 +478,18 @@ class PlanSupervisor(PooledActor):
 
     # -- events --------------------------------------------------------------------------
 
-    def _deliver(self, step_id: int, payload: Any, optional: bool, reply: Any) -> None:
+    def _deliver(
+        self, step_id: int, payload: Any, optional: bool, reply: Any, chosen: str | None
+    ) -> None:
         """Store an event for a step, then hand it to its actor (or keep it for its start)."""
-        event_id = getattr(reply, "event_id", None) or _new_event_id()
+        event_id = chosen or _new_event_id()
         try:
             if self.broken is not None:
                 raise EventRejected(f"execution plan {self.plan.id} is not running here")
-            advance = self.core.accept_event(step_id, event_id, payload)
+            advance = self.core.accept_event(step_id, event_id, payload, chosen is not None)
+            if advance is None:  # its sender sent it before: applied once
+                reply.set_result(True)
+                return
         except EventRejected as exc:
             if optional:
                 reply.set_result(False)
@@ -528,7 +535,7 @@ class PlanSupervisor(PooledActor):
             if step.state in (StepState.RUNNING, StepState.SUSPENDED) and is_cancellable(
                 step.action_class
             ):
-                self._deliver(step_id, event, True, _Ignore())
+                self._deliver(step_id, event, True, _Ignore(), None)
                 asked += 1
         message.reply.set_result(asked)
 

@@ -54,6 +54,7 @@ class RequestServer:
                 int(request["step_id"]),
                 request["payload"],
                 bool(request.get("optional")),
+                request.get("event_id"),
                 forward=False,
             )
         if kind == "skip":

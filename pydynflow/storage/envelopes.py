@@ -12,9 +12,16 @@ from typing import Any
 
 from pydynflow.errors import DataConsistencyError
 from pydynflow.storage.codec import decode_at, encode
-from pydynflow.storage.sql import ENVELOPES, IN_CHUNK, StoreBase, wrap_errors
+from pydynflow.storage.sql import COORDINATOR, ENVELOPES, IN_CHUNK, StoreBase, wrap_errors
 
-__all__ = ["Envelopes", "delete_envelope_ids", "envelope_rows"]
+__all__ = ["CHOSEN_EVENT_IDS", "Envelopes", "delete_envelope_ids", "envelope_rows"]
+
+CHOSEN_EVENT_IDS = "pydynflow.EventId"
+"""The coordinator records of event ids their senders chose: ``<plan>:<step>:<event id>``."""
+
+
+def _chosen_key(plan_id: str, step_id: int, event_id: str) -> str:
+    return f"{plan_id}:{step_id}:{event_id}"
 
 
 class Envelopes(StoreBase):
@@ -22,12 +29,19 @@ class Envelopes(StoreBase):
 
     @wrap_errors("add_envelope")
     def add_envelope(
-        self, plan_id: str, step_id: int, payload: Any, event_id: str | None = None
+        self,
+        plan_id: str,
+        step_id: int,
+        payload: Any,
+        event_id: str | None = None,
+        chosen: bool = False,
     ) -> int:
         """Store an event for step ``step_id`` of plan ``plan_id`` and return its id.
 
         ``event_id`` names the event for its sender and in the plan's history (e.g. when
-        it was not delivered); `envelopes` returns it with ``with_event_ids``.
+        it was not delivered); `envelopes` returns it with ``with_event_ids``. ``chosen``:
+        the sender chose the id, so that the same id again is not applied again: it is
+        also kept in a coordinator record (`chosen_event_ids`) once the event is gone.
 
         The plan row need not exist (the table has no foreign key). Ids grow with insertion
         order among the stored envelopes. On SQLite the id of the envelope with the highest id
@@ -48,11 +62,34 @@ class Envelopes(StoreBase):
         params = (f"{plan_id}:{step_id}", data)
         with self._write_atomic():
             cursor = self._db.cursor()
+            if chosen and event_id is not None:
+                cursor.execute(
+                    f'INSERT INTO "{COORDINATOR}" ("id", "class", "owner_id", "data") '
+                    f"VALUES ({param}, {param}, {param}, NULL) "
+                    'ON CONFLICT ("id", "class") DO NOTHING',
+                    (_chosen_key(plan_id, step_id, str(event_id)), CHOSEN_EVENT_IDS, plan_id),
+                )
             if self._sqlite:
                 cursor.execute(sql, params)
                 return int(cursor.lastrowid)
             cursor.execute(sql + ' RETURNING "id"', params)
             return int(cursor.fetchone()[0])
+
+    @wrap_errors("chosen_event_ids")
+    def chosen_event_ids(self, plan_id: str) -> set[tuple[int, str]]:
+        """Return ``(step id, event id)`` of every event of a plan whose sender chose its
+        id (`add_envelope`), consumed or not."""
+        cursor = self._db.cursor()
+        cursor.execute(
+            f'SELECT "id" FROM "{COORDINATOR}" WHERE "class" = {self._db.param} '
+            f'AND "owner_id" = {self._db.param}',
+            (CHOSEN_EVENT_IDS, str(plan_id)),
+        )
+        found = set()
+        for (key,) in cursor.fetchall():
+            _, step_id, event_id = key.split(":", 2)
+            found.add((int(step_id), event_id))
+        return found
 
     @wrap_errors("envelopes")
     def envelopes(

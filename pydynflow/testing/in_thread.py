@@ -259,10 +259,19 @@ class InThreadWorld:
         self._check_open("skip")
         self.client.skip(plan_id, step_id)
 
-    def event(self, plan_id: str, step_id: int, payload: Any, optional: bool = False) -> bool:
+    def event(
+        self,
+        plan_id: str,
+        step_id: int,
+        payload: Any,
+        optional: bool = False,
+        event_id: str | None = None,
+    ) -> bool:
         """Send ``payload`` to a step; a suspended one runs now.
 
         Returns True once the event is processed (or queued, when called from a step).
+        ``event_id``: chosen by the sender; the same id again for the same step returns
+        True and is not applied again.
 
         Raises:
             UnknownPlan: no plan has this id.
@@ -276,6 +285,10 @@ class InThreadWorld:
         execution = self._executions.get(plan_id)
         if execution is None:
             self._check_step(plan_id, step_id)
+            if event_id is not None and (step_id, event_id) in self.storage.chosen_event_ids(
+                plan_id
+            ):
+                return True  # applied before
             if optional:
                 return False
             state = self.storage.step_state(plan_id, step_id)
@@ -284,11 +297,15 @@ class InThreadWorld:
                 "running in this world: not waiting for events"
             )
         try:
-            advance = execution.core.accept_event(step_id, uuid.uuid4().hex, payload)
+            advance = execution.core.accept_event(
+                step_id, event_id or uuid.uuid4().hex, payload, event_id is not None
+            )
         except EventRejected:
             if optional:
                 return False
             raise
+        if advance is None:  # its sender sent it before: applied once
+            return True
         self._commit(execution, advance)
         self._work.append(("event", execution, step_id, payload))
         self._pump()
@@ -310,6 +327,7 @@ class InThreadWorld:
             step = execution.plan.steps[step_id]
             if is_cancellable(step.action_class) and execution.core.takes_events(step):
                 advance = execution.core.accept_event(step_id, uuid.uuid4().hex, event)
+                assert advance is not None  # a fresh id is never a repeat
                 self._commit(execution, advance)
                 self._work.append(("event", execution, step_id, event))
                 asked += 1
@@ -346,6 +364,7 @@ class InThreadWorld:
     def _start(self, plan: ExecutionPlan, *, resume: bool = False) -> InThreadTriggered:
         plan.world = self.client
         core = PlanExecution(plan, self.client.id, auto_rescue=self.client.auto_rescue)
+        core.chosen_ids = self.storage.chosen_event_ids(plan.id)
         stored = self.storage.envelopes(plan.id, with_event_ids=True)
         try:
             advance = core.begin(
