@@ -249,7 +249,9 @@ class World:
             self.storage, self.id, request_timeout=2 * self.validity_timeout, load=self.load
         )
         self._invalidator = (
-            Invalidator(self._registry, self._continue_orphan, self.log) if executor else None
+            Invalidator(self._registry, self._continue_orphan, self.log, self._continue_interrupted)
+            if executor
+            else None
         )
         self._dispatch: DispatchThread | None = None
         self._stopped = False
@@ -328,7 +330,16 @@ class World:
         ``auto_execute``, continue it."""
         plan = self._recover_orphan(plan_id)
         if plan is not None and self.auto_execute and _interrupted(plan):
-            self.auto_executed.append(self._execute(plan.id, plan, "continue"))
+            self._execute(plan.id, plan, "continue")  # not kept: a daemon does this for ever
+
+    def _continue_interrupted(self) -> None:
+        """A world left: continue the plans a stop or a crash paused (a world that stopped
+        gracefully paused those it ran); a claim decides which executor runs each."""
+        if not self.auto_execute:
+            return
+        for plan in self.storage.find_plans(state="paused", limit=None):
+            if plan.valid and _interrupted(plan):
+                self._execute(plan.id, plan, "continue")
 
     def _recover_orphan(self, plan_id: str) -> ExecutionPlan | None:
         """Mark the running steps of a plan whose world died "Abnormal termination" and

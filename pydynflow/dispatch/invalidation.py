@@ -27,14 +27,21 @@ class Invalidator:
         registry: this world's registry.
         continue_plan: how this executor world takes an orphaned plan over (by id).
         log: the world's logger.
+        continue_interrupted: how it continues the plans a stop or a crash paused, once a
+            world left (a world that stops gracefully pauses the plans it ran).
     """
 
     def __init__(
-        self, registry: WorldRegistry, continue_plan: Callable[[str], Any], log: Any
+        self,
+        registry: WorldRegistry,
+        continue_plan: Callable[[str], Any],
+        log: Any,
+        continue_interrupted: Callable[[], Any] = lambda: None,
     ) -> None:
         self.registry = registry
         self.continue_plan = continue_plan
         self.log = log
+        self.continue_interrupted = continue_interrupted
         self._known: set[str] = set()  # the world ids the last sweep found
 
     def sweep(self, *, recover: bool = True) -> list[WorldInfo]:
@@ -62,6 +69,7 @@ class Invalidator:
                 invalidated.append(info)
         if (invalidated or gone) and recover:
             self.recover_orphans()
+            self.continue_interrupted()  # what a world that left paused when it stopped
         return invalidated
 
     def invalidate(self, world_id: str) -> bool:

@@ -358,3 +358,38 @@ def test_a_client_s_wait_goes_on_while_its_plan_moves_to_another_executor(
     finally:
         first.close()
         second.close()
+
+
+def test_a_gracefully_stopped_executor_s_plans_go_on_on_the_other(url: str) -> None:
+    """DISP-06: an executor stops (SIGTERM) while its plan waits; the plan goes on on the
+    other executor, its suspended step run again, and ends there."""
+    World(url).stop()
+    first, second = ExecutorProcess(url), ExecutorProcess(url)
+    try:
+        with World(url, executor=False) as client:
+            triggered = client.trigger(AwaitApproval)
+            suspended_step(client, triggered.id)
+            owner = _executing_worlds(client.load(triggered.id))[0]
+            leaving, staying = (first, second) if owner == first.world_id else (second, first)
+            assert leaving.stop() == 0  # graceful: the plan paused ("stop"), world gone
+            eventually(
+                lambda: _executing_worlds(client.load(triggered.id))[-1] == staying.world_id,
+                "the staying executor to continue the plan",
+            )
+            step_id = suspended_step(client, triggered.id)
+            client.event(triggered.id, step_id, "finish")
+            plan = triggered.wait(TIMEOUT)
+            assert (plan.state, plan.result) == ("stopped", "success")
+            names = [entry.name for entry in plan.history]
+            assert names == [
+                "start execution",
+                "pause execution",
+                "start execution",
+                "finish execution",
+            ]
+            assert plan.history[0].world_id == leaving.world_id
+            assert plan.history[-1].world_id == staying.world_id
+            assert plan.history[1].details == {"reason": "stop"}
+    finally:
+        first.close()
+        second.close()
