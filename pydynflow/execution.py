@@ -475,6 +475,11 @@ class PlanExecution:
             return step.id in self.retrying
         return True
 
+    def keep_stored_event(self, step_id: int, event_id: str) -> None:
+        """Count an event another world stored for a step as accepted (for its history
+        should the step end without consuming it)."""
+        self._keep_event(step_id, event_id)
+
     def _keep_event(self, step_id: int, event_id: str) -> None:
         if self.events is None:
             self.events = {}

@@ -58,7 +58,7 @@ from pydynflow.errors import (
     UnknownPlan,
     UnknownStep,
 )
-from pydynflow.events import EngineEvent
+from pydynflow.events import EngineEvent, encode_event
 from pydynflow.execution import recover_plan
 from pydynflow.logging import configure_logging, get_logger
 from pydynflow.middleware import Spec, WorldMiddleware, present_plan
@@ -486,12 +486,31 @@ class World:
         self._hooks.stop(0 if self._hurry else timeout)
         if runtime is not None:
             with contextlib.suppress(PersistenceError):  # its heartbeat stops: it dies anyway
+                if self.executor and not self.storage.in_memory:
+                    self._hand_over_paused()
                 self._registry.deregister()
         if self._world_lock is not None:
             self._world_lock.release()
         self.storage.close()
         self.log.info("world stopped")
         return left
+
+    def _hand_over_paused(self) -> None:
+        """Ask any executor world to continue the plans this stop paused (requests that
+        stay stored until one reads them; a plan run meanwhile makes them no-ops)."""
+        handed = [
+            plan.id
+            for plan in self.storage.find_plans(state="paused", limit=None)
+            if plan.history
+            and plan.history[-1].world_id == self.id
+            and plan.pause_reason() == "stop"
+        ]
+        if handed:
+            request = {"kind": "execute", "mode": "continue", "quiet": True}
+            self.storage.post_requests(
+                (ANY_EXECUTOR, {**request, "plan_id": plan_id}) for plan_id in handed
+            )
+            self.log.info("handed the plans this stop paused to other executors", plans=handed)
 
     def _stop_dispatch(self) -> None:
         dispatch, self._dispatch = self._dispatch, None
@@ -959,6 +978,8 @@ class World:
                 plan_id
             ):
                 return True  # applied before
+            if self._keep_for_later(plan_id, step_id, payload, event_id):
+                return True
             if optional:
                 return False
             state = self.storage.step_state(plan_id, step_id)
@@ -1028,6 +1049,23 @@ class World:
                 plan.note("halt", self.id, note)
             plan.transition(PlanState.STOPPED, self.id)
             self._save(plan)
+
+    def _keep_for_later(
+        self, plan_id: str, step_id: int, payload: Any, event_id: str | None
+    ) -> bool:
+        """Store an event for a run step of a plan that runs nowhere (``planned``, or
+        ``paused``) and can still take it; its next execution delivers it. Return whether
+        it was stored."""
+        try:
+            plan = self._stored(plan_id)
+        except UnknownPlan:
+            return False
+        step = plan.steps.get(step_id)
+        if step is None or step.phase != Phase.RUN or step.state not in _KEEPS_EVENTS:
+            return False
+        chosen = event_id is not None
+        stored_id = event_id if event_id is not None else uuid.uuid4().hex
+        return self.storage.keep_event(plan_id, step_id, encode_event(payload), stored_id, chosen)
 
     def _other_owner(self, plan_id: str) -> str | None:
         """Return the other registered world running ``plan_id``, if any (and this world
@@ -1199,6 +1237,11 @@ class _Wakeup:
     def close(self) -> None:
         os.close(self._read)
         os.close(self.write_fd)
+
+
+_KEEPS_EVENTS = (StepState.PENDING, StepState.SUSPENDED, StepState.ERROR, StepState.RUNNING)
+"""The states in which a step of a plan that runs nowhere can still take an event (a
+failed one runs again on resume; a running one was left by a world that died)."""
 
 
 def _interrupted(plan: ExecutionPlan) -> bool:

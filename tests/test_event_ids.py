@@ -1,4 +1,5 @@
-"""Events whose sender chose their id (``event_id``): the same id again is applied once.
+"""Events whose sender chose their id (``event_id``) are applied once; events for a plan
+that runs nowhere yet are kept for it.
 
 A web hook delivered twice, or a message consumer that redelivers after a crash, sends the
 same event twice; with the delivery id as ``event_id`` the step gets it once. Held against
@@ -83,3 +84,17 @@ def test_the_in_thread_world_applies_an_event_id_once() -> None:
         plan = triggered.wait()
         assert plan.steps[2].output["events"] == ["first", "second"]
         assert world.event(triggered.id, 2, "late", event_id="d-2") is True
+
+
+def test_an_event_for_a_plan_that_runs_nowhere_is_kept_for_its_execution(url: str) -> None:
+    """An event for a step of a planned (or paused) plan is stored, not rejected, and the
+    step gets it when the plan runs; a finished step still rejects."""
+    with World(url, auto_execute=False) as world:
+        plan = world.plan(CountsEvents)
+        assert world.event(plan.id, 2, "early", event_id="delivery-1") is True
+        assert world.event(plan.id, 2, "early again", event_id="delivery-1") is True
+        assert world.event(plan.id, 2, "second") is True
+        done = world.execute(plan.id).wait(TIMEOUT)
+        assert done.steps[2].output["events"] == ["early", "second"]
+        with pytest.raises(EventRejected):
+            world.event(plan.id, 2, "late")

@@ -83,6 +83,9 @@ class PlanSupervisor(PooledActor):
 
     # Rarely set: defaults on the class, so that many waiting plans stay small.
     stored_events: dict[int, list[Event]] | None = None  # for steps without an actor yet
+    # The stored events read at start (not a fresh plan): those stored by another world
+    # between that read and the claim are looked for once the claim is committed.
+    seen_envelopes: frozenset[int] | None = None
     claims: dict[int, SlotClaim] | None = None  # slot requests waiting, by step id
     broken: BaseException | None = None  # a commit failed: stop driving the plan
     finalizing = False  # the finalize phase runs on a worker
@@ -133,9 +136,14 @@ class PlanSupervisor(PooledActor):
         if self.stored is None:  # not a fresh plan: events may be stored for it
             storage = self.runtime.storage
             core.chosen_ids = storage.chosen_event_ids(plan.id)
-            for _, step_id, payload, event_id in storage.envelopes(plan.id, with_event_ids=True):
+            seen = set()
+            for envelope_id, step_id, payload, event_id in storage.envelopes(
+                plan.id, with_event_ids=True
+            ):
+                seen.add(envelope_id)
                 self._keep(step_id, Event(decode_event(payload), persisted=True))
                 stored_events.append((step_id, event_id))
+            self.seen_envelopes = frozenset(seen)
         try:
             advance = core.begin(
                 resume=self.mode == "resume",
@@ -208,6 +216,22 @@ class PlanSupervisor(PooledActor):
         if enabled(logging.INFO):
             self.log.info("plan started", mode=self.mode)
         self._committed(advance, None)
+        if self.seen_envelopes is not None:
+            self._late_events(self.seen_envelopes)
+            self.seen_envelopes = None
+
+    def _late_events(self, seen: frozenset[int]) -> None:
+        """Take the events another world stored for this plan (not running then) after
+        this supervisor read them at its start and before its claim was committed."""
+        try:
+            stored = self.runtime.storage.envelopes(self.plan.id, with_event_ids=True)
+        except PersistenceError as exc:  # they stay stored: the next start takes them
+            self.log.error("cannot read the plan's stored events", error=str(exc))
+            return
+        for envelope_id, step_id, payload, event_id in stored:
+            if envelope_id not in seen:
+                self.core.keep_stored_event(step_id, event_id)
+                self._event_stored(step_id, Event(decode_event(payload), persisted=True))
 
     def _give_up(self, error: BaseException) -> None:
         self.executor.tell(PlanDone(self.plan.id, None, error))

@@ -68,8 +68,12 @@ class Invalidator:
                 self._log(info)
                 invalidated.append(info)
         if (invalidated or gone) and recover:
-            self.recover_orphans()
-            self.continue_interrupted()  # what a world that left paused when it stopped
+            try:
+                self.recover_orphans()
+                self.continue_interrupted()  # what a world that left paused when it stopped
+            except BaseException:
+                self._known = known  # the next sweep sees them gone again, and retries
+                raise
         return invalidated
 
     def invalidate(self, world_id: str) -> bool:

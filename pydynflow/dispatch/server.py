@@ -45,7 +45,12 @@ class RequestServer:
             return world.id
         plan_id = str(request["plan_id"])
         if kind in ("execute", "resume"):
-            triggered = world._execute(plan_id, None, "resume", request.get("note"), call=kind)
+            # "continue": a plan a stopping executor handed over (`World._hand_over_paused`),
+            # taken as its start would: only with auto_execute
+            mode = "continue" if request.get("mode") == "continue" else "resume"
+            if mode == "continue" and not world.auto_execute:
+                return None
+            triggered = world._execute(plan_id, None, mode, request.get("note"), call=kind)
             self._watch(triggered, request.get("sender"), bool(request.get("quiet")))
             return None
         if kind == "event":  # not passed on again: the sender chose this world

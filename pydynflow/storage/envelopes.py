@@ -12,7 +12,14 @@ from typing import Any
 
 from pydynflow.errors import DataConsistencyError
 from pydynflow.storage.codec import decode_at, encode
-from pydynflow.storage.sql import COORDINATOR, ENVELOPES, IN_CHUNK, StoreBase, wrap_errors
+from pydynflow.storage.sql import (
+    COORDINATOR,
+    ENVELOPES,
+    IN_CHUNK,
+    PLANS,
+    StoreBase,
+    wrap_errors,
+)
 
 __all__ = ["CHOSEN_EVENT_IDS", "Envelopes", "delete_envelope_ids", "envelope_rows"]
 
@@ -74,6 +81,37 @@ class Envelopes(StoreBase):
                 return int(cursor.lastrowid)
             cursor.execute(sql + ' RETURNING "id"', params)
             return int(cursor.fetchone()[0])
+
+    @wrap_errors("keep_event")
+    def keep_event(
+        self,
+        plan_id: str,
+        step_id: int,
+        payload: Any,
+        event_id: str,
+        chosen: bool = False,
+        *,
+        while_in: tuple[str, ...] = ("planned", "paused"),
+    ) -> bool:
+        """Store an event for a step of a plan that runs nowhere, if the plan is still in
+        one of ``while_in``; return whether it was stored.
+
+        The plan's row is locked while the event is stored (PostgreSQL: ``FOR UPDATE``;
+        SQLite: the write transaction), so an executor's claim of the plan comes before
+        (the event is not stored) or after (its supervisor finds the event).
+        """
+        lock = " FOR UPDATE" if self._postgres else ""
+        with self._write_atomic():
+            cursor = self._db.cursor()
+            cursor.execute(
+                f'SELECT "state" FROM "{PLANS}" WHERE "uuid" = {self._db.param}{lock}',
+                (str(plan_id),),
+            )
+            row = cursor.fetchone()
+            if row is None or row[0] not in while_in:
+                return False
+            self.add_envelope(plan_id, step_id, payload, event_id, chosen)
+            return True
 
     @wrap_errors("chosen_event_ids")
     def chosen_event_ids(self, plan_id: str) -> set[tuple[int, str]]:

@@ -372,10 +372,18 @@ def test_a_gracefully_stopped_executor_s_plans_go_on_on_the_other(url: str) -> N
             owner = _executing_worlds(client.load(triggered.id))[0]
             leaving, staying = (first, second) if owner == first.world_id else (second, first)
             assert leaving.stop() == 0  # graceful: the plan paused ("stop"), world gone
-            eventually(
-                lambda: _executing_worlds(client.load(triggered.id))[-1] == staying.world_id,
-                "the staying executor to continue the plan",
-            )
+            try:
+                eventually(
+                    lambda: _executing_worlds(client.load(triggered.id))[-1] == staying.world_id,
+                    "the staying executor to continue the plan",
+                )
+            except AssertionError:
+                plan = client.load(triggered.id)
+                raise AssertionError(
+                    f"{plan.state} {[(e.name, e.world_id, e.details) for e in plan.history]}"
+                    f"\nleaving {leaving.world_id}: {leaving.stderr()[-3000:]}"
+                    f"\nstaying {staying.world_id}: {staying.stderr()[-3000:]}"
+                ) from None
             step_id = suspended_step(client, triggered.id)
             client.event(triggered.id, step_id, "finish")
             plan = triggered.wait(TIMEOUT)
@@ -393,3 +401,11 @@ def test_a_gracefully_stopped_executor_s_plans_go_on_on_the_other(url: str) -> N
     finally:
         first.close()
         second.close()
+
+
+def test_an_event_sent_before_the_plan_runs_is_kept_for_it(client: World) -> None:
+    plan = client.plan(AwaitApproval)  # planned: it runs nowhere yet
+    assert client.event(plan.id, 2, {"approved": "early"}) is True
+    done = client.execute(plan.id).wait(TIMEOUT)
+    assert (done.state, done.result) == ("stopped", "success")
+    assert done.steps[2].output == {"approval": {"approved": "early"}}
