@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench bench-planning bench-peers docs clean
+.PHONY: demo test lint bench bench-planning bench-peers bench-peers-pg docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench-peers: $(VENV)/.installed
 	  bench/.venv-peers/bin/python -m pip install -q -r bench/peers/requirements.txt && \
 	  touch bench/.venv-peers/.installed; }
 	$(PY) bench/bench_peers.py $(BENCH_PEERS_ARGS)
+
+# The same on PostgreSQL (a fresh database per run on PYDYNFLOW_BENCH_POSTGRES's server, by
+# default postgresql://postgres@127.0.0.1:5432/postgres; taskflow is not run there).
+bench-peers-pg:
+	$(MAKE) bench-peers BENCH_PEERS_ARGS="--db postgres $(BENCH_PEERS_ARGS)"
 
 docs: $(VENV)/.installed-dev
 	$(PY) -m mkdocs build --strict

@@ -176,7 +176,8 @@ def store_counts(world: World) -> dict[str, int]:
         "SELECT 'plan', state || '/' || coalesce(result, ''), count(*)"
         " FROM dynflow_execution_plans GROUP BY 2"
         " UNION ALL"
-        " SELECT 'step', state, count(*) FROM dynflow_steps WHERE id = ? GROUP BY 2",
+        f" SELECT 'step', state, count(*) FROM dynflow_steps WHERE id = {world.storage.database.param}"
+        " GROUP BY 2",
         (RUN_STEP,),
     ).fetchall()
     return {f"{kind}:{key}": int(count) for kind, key, count in rows}
@@ -211,12 +212,13 @@ class StyleResult:
     error: str | None = None
 
 
-def run_style(style: str, n: int, workdir: Path) -> StyleResult:
+def run_style(style: str, n: int, workdir: Path, url: str | None = None) -> StyleResult:
+    """Measure one style; ``url``: an empty database to use instead of a fresh SQLite file."""
     global GATE
     action = ACTIONS[style]
     directory = Path(tempfile.mkdtemp(prefix=f"w4-{style}-", dir=workdir))
     floor_ms = floor_commit_ms(directory / "floor.db")
-    world = World(f"sqlite:///{directory / 'bench.db'}", auto_execute=False)
+    world = World(url or f"sqlite:///{directory / 'bench.db'}", auto_execute=False)
     world.start()
     error: str | None = None
     try:

@@ -307,13 +307,15 @@ def run_world(
     *,
     parallel: bool,
     pool_size: int = 5,
+    url: str | None = None,
 ) -> Run:
     """Start a world on a fresh file, trigger every plan, wait for all, check them, stop.
 
     ``triggers`` are callables ``world -> Triggered``; with ``parallel`` they are submitted
     from a ``ThreadPoolExecutor(SUBMIT_THREADS)``, else one by one from this thread.
+    ``url``: an empty database to use instead of a fresh SQLite file (PostgreSQL).
     """
-    url = f"sqlite:///{fresh_db(workdir, name)}"
+    url = url or f"sqlite:///{fresh_db(workdir, name)}"
     world = World(url, pool_size=pool_size, auto_execute=False)
     world.start()
     callers = started_callers() if parallel else None
@@ -348,13 +350,22 @@ def run_world(
 W1_WIDE_POOL = 32
 
 
-def w1(workdir: Path, size: dict[str, int], *, parallel: bool, pool_size: int = 5) -> Run:
+def w1(
+    workdir: Path,
+    size: dict[str, int],
+    *,
+    parallel: bool,
+    pool_size: int = 5,
+    url: str | None = None,
+) -> Run:
     steps = size["w1_steps"]
     triggers = [lambda world: world.trigger(Chain, steps) for _ in range(size["w1_plans"])]
     name = "W1" if parallel else "W1-serial"
     if pool_size != 5:
         name += f"-pool{pool_size}"
-    return run_world(workdir, name, triggers, steps, parallel=parallel, pool_size=pool_size)
+    return run_world(
+        workdir, name, triggers, steps, parallel=parallel, pool_size=pool_size, url=url
+    )
 
 
 def pinnable() -> bool:
@@ -381,16 +392,16 @@ def w1_pinned(workdir: Path, size: dict[str, int]) -> Run:
     return run
 
 
-def w2(workdir: Path, size: dict[str, int]) -> Run:
+def w2(workdir: Path, size: dict[str, int], url: str | None = None) -> Run:
     steps = size["w2_steps"]
     triggers = [lambda world: world.trigger(FanOutJoin, steps)]
-    return run_world(workdir, "W2", triggers, steps + 1, parallel=False)
+    return run_world(workdir, "W2", triggers, steps + 1, parallel=False, url=url)
 
 
-def w3(workdir: Path, size: dict[str, int]) -> Run:
+def w3(workdir: Path, size: dict[str, int], url: str | None = None) -> Run:
     fanout, plans, pool = size["w3_fanout"], size["w3_plans"], size["w3_pool"]
     triggers = [lambda world: world.trigger(IoFanOut, fanout) for _ in range(plans)]
-    run = run_world(workdir, "W3", triggers, fanout + 2, parallel=True, pool_size=pool)
+    run = run_world(workdir, "W3", triggers, fanout + 2, parallel=True, pool_size=pool, url=url)
     # Lower bounds: a plan's 5 sleeps overlap at best (10 ms); the pool runs P at a time.
     run.extra["ideal_wall_s"] = max(SLEEP_S, plans * fanout * SLEEP_S / pool)
     run.extra["serial_sleep_s"] = plans * fanout * SLEEP_S

@@ -4,6 +4,7 @@ Everything public is importable from here: ``from pydynflow import Action, World
 """
 
 from pydynflow.action import Action
+from pydynflow.delayed import ArgsSerializer, DelayedPlan
 from pydynflow.errors import (
     CorruptData,
     DataConsistencyError,
@@ -20,7 +21,7 @@ from pydynflow.errors import (
 from pydynflow.flows import Atom, Concurrence, Flow, Sequence
 from pydynflow.hooks import on_plan
 from pydynflow.middleware import Middleware
-from pydynflow.mixins import Cancellable, Polling, Singleton
+from pydynflow.mixins import Cancellable, Polling, Singleton, WithSubPlans
 from pydynflow.plan import ActionRecord, ExecutionPlan, HistoryEntry, Step, StepError
 from pydynflow.references import OutputReference
 from pydynflow.rescue import Fail, Pause, RescuePolicy, Retry, Skip
@@ -32,11 +33,13 @@ from pydynflow.world_info import WorldInfo
 __all__ = [
     "Action",
     "ActionRecord",
+    "ArgsSerializer",
     "Atom",
     "Cancellable",
     "Concurrence",
     "CorruptData",
     "DataConsistencyError",
+    "DelayedPlan",
     "DynflowError",
     "EventRejected",
     "ExecutionPlan",
@@ -67,6 +70,7 @@ __all__ = [
     "UnknownPlan",
     "UnknownStep",
     "World",
+    "WithSubPlans",
     "WorldInfo",
     "on_plan",
 ]

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
+from pydynflow.delayed import ArgsSerializer
 from pydynflow.errors import DynflowError, PlanningError, SerializationError, UnknownAction
 from pydynflow.events import Timeout
 from pydynflow.middleware import check_action_class
@@ -288,6 +289,16 @@ class Action:
         planner = self._require_planner("concurrence")
         with planner.concurrence():
             yield
+
+    def delay(self, options: dict[str, Any], *args: Any, **kwargs: Any) -> ArgsSerializer:
+        """Return how the arguments of a delayed plan of this action are stored until it is
+        planned (`World.delay`): by default as they are, as JSON.
+
+        Override it to return an `ArgsSerializer` subclass for arguments JSON cannot hold.
+        It runs inside the ``delay`` middleware, in the process that delays the plan;
+        ``options`` are the delay's (``start_at``, ``start_before``, ``frozen``).
+        """
+        return ArgsSerializer(args, kwargs)
 
     def rescue_for_planned(self, action: Action) -> RescuePolicy | None:
         """Return a policy overriding that of ``action``, planned by this one (or None)."""

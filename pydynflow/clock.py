@@ -17,9 +17,17 @@ import math
 import numbers
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "ClockClosedError", "Timer", "check_callback", "normalize_delay"]
+__all__ = [
+    "Clock",
+    "ClockClosedError",
+    "Timer",
+    "check_callback",
+    "normalize_delay",
+    "wall_time",
+]
 
 _PENDING = 0
 _FIRED = 1
@@ -178,3 +186,14 @@ class Clock(Protocol):
         """Stop the clock. Pending timers are cancelled, and later `schedule` calls raise
         `ClockClosedError`. Idempotent."""
         ...
+
+
+def wall_time(clock: object) -> datetime:
+    """Return the date and time (aware UTC) on ``clock``: what its ``utcnow()`` says if it
+    has one (`pydynflow.testing.ManagedClock` moves it with its virtual seconds), else the
+    system's. Delayed plans fall due by it."""
+    utcnow = getattr(clock, "utcnow", None)
+    if callable(utcnow):
+        now: datetime = utcnow()
+        return now
+    return datetime.now(UTC)

@@ -46,7 +46,12 @@ class Poll(EngineEvent):
     """Wake a `Polling` step to poll its external task again."""
 
 
-_ENGINE_EVENTS = {cls.__name__: cls for cls in (Skip, Cancel, Abort, Timeout, Poll)}
+class Ping(EngineEvent):
+    """Wake a `WithSubPlans` parent to count its sub-plans again (sent when one of them
+    stops or pauses, and by the parent to itself to create the next batch)."""
+
+
+_ENGINE_EVENTS = {cls.__name__: cls for cls in (Skip, Cancel, Abort, Timeout, Poll, Ping)}
 _MARKER = "__engine_event__"
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydynflow.action import run_accepts_event
 from pydynflow.errors import DynflowError, EventRejected, UnknownStep
-from pydynflow.events import encode_event
+from pydynflow.events import Ping, Poll, encode_event
 from pydynflow.flow_graph import FlowGraph
 from pydynflow.logging import enabled, get_logger
 from pydynflow.outcome import PhaseOutcome
@@ -46,6 +46,9 @@ _RUNNABLE = (StepState.PENDING, StepState.ERROR, StepState.SKIPPING, StepState.S
 _DONE = (StepState.SUCCESS, StepState.SKIPPED)
 # A step takes events while it runs, waits for a worker, waits out a retry or is suspended;
 # an event for one not started yet is kept until it runs.
+QUIET = "~"
+"""Marks the kept id of an engine wake-up (`Ping`, `Poll`): not noted if never consumed."""
+_WAKE_UPS = (Ping, Poll)
 _TAKES_EVENTS = (StepState.PENDING, StepState.RUNNING, StepState.SUSPENDED, StepState.ERROR)
 
 ABNORMAL_TERMINATION = "pydynflow.errors.AbnormalTermination"
@@ -458,7 +461,9 @@ class PlanExecution:
                 f"step {step_id} of execution plan {self.plan.id} is {step.state}, "
                 "not waiting for events"
             )
-        self._keep_event(step_id, event_id)
+        # A wake-up the engine sent itself (`Ping`, `Poll`) that the step ends without is
+        # no news: it is dropped with the others but not noted in the history.
+        self._keep_event(step_id, QUIET + event_id if isinstance(payload, _WAKE_UPS) else event_id)
         advance = Advance()
         envelope: tuple[Any, ...] = (self.plan.id, step_id, encode_event(payload), event_id)
         if chosen:
@@ -490,12 +495,15 @@ class PlanExecution:
         pending = self.events.pop(step_id, None) if self.events is not None else None
         if not pending:
             return
+        _append(advance, "envelope_clear", (self.plan.id, step_id))
+        pending = [event_id for event_id in pending if not event_id.startswith(QUIET)]
+        if not pending:
+            return
         for event_id in pending:
             self.plan.note(
                 "event not delivered", self.world_id, {"step_id": step_id, "event_id": event_id}
             )
         advance.plan_row = True
-        _append(advance, "envelope_clear", (self.plan.id, step_id))
         self._log.warning(
             "events not delivered: the step ended without consuming them",
             step_id=step_id,

@@ -7,7 +7,9 @@ with a snapshot of the plan, and the world runs them off the plan's critical pat
 (`pydynflow.actors.hook_runner`). An exception in a hook is logged and changes nothing.
 
 A plan records the states it enters only once some class of the process declares a hook,
-and stops as soon as a commit finds that none of its own actions does.
+and stops as soon as a commit finds that none of its own actions does. A sub-plan always
+records them: the commit that stores its stop (or its pause) also wakes its caller, the
+`WithSubPlans` parent (`HookCalls.caller`).
 """
 
 from __future__ import annotations
@@ -131,12 +133,14 @@ class HookCalls:
     """The hooks one commit of a plan calls: for each kind in turn, those of each action.
 
     ``plan`` is a snapshot of the plan as that commit stored it; ``actions`` snapshots of
-    the records of its actions that declare a hook, in id order.
+    the records of its actions that declare a hook, in id order. ``caller``: for a sub-plan
+    that stopped or paused in that commit, ``(plan id, action id)`` of its caller, to wake.
     """
 
     plan: ExecutionPlan
     kinds: tuple[str, ...]
     actions: tuple[ActionRecord, ...]
+    caller: tuple[str, int] | None = None
 
     def plan_for(self, kind: str) -> ExecutionPlan:
         """Return the plan as a hook of ``kind`` sees it: in that state."""
@@ -157,19 +161,33 @@ def take_hook_calls(plan: ExecutionPlan) -> HookCalls | None:
     if not states:
         return None
     hooked = [record for _, record in sorted(plan.actions.items()) if hooks_of(record.action_class)]
+    caller = plan.caller
+    if caller is not None and not _ENDS.isdisjoint(states):
+        return HookCalls(
+            _snapshot(plan), _kinds(plan, states), tuple(map(_copy_record, hooked)), caller
+        )
     if not hooked:
-        plan.has_hooks = False
+        plan.has_hooks = caller is not None
         return None
     plan.has_hooks = True
+    kinds = _kinds(plan, states)
+    wanted = {kind for record in hooked for kind in hooks_of(record.action_class)}
+    if wanted.isdisjoint(kinds):
+        return None
+    return HookCalls(_snapshot(plan), kinds, tuple(map(_copy_record, hooked)))
+
+
+_ENDS = frozenset({PlanState.STOPPED, PlanState.PAUSED})
+"""The states of a sub-plan that wake its caller."""
+
+
+def _kinds(plan: ExecutionPlan, states: list[PlanState]) -> tuple[str, ...]:
     kinds: list[str] = []
     for state in states:
         kinds.append(state.value)
         if state == PlanState.STOPPED:
             kinds.append("failure" if plan.result in _FAILURES else "success")
-    wanted = {kind for record in hooked for kind in hooks_of(record.action_class)}
-    if wanted.isdisjoint(kinds):
-        return None
-    return HookCalls(_snapshot(plan), tuple(kinds), tuple(map(_copy_record, hooked)))
+    return tuple(kinds)
 
 
 def run_hook_calls(calls: HookCalls, log: Any) -> None:

@@ -34,6 +34,7 @@ from pydynflow.states import (
 
 if TYPE_CHECKING:
     from pydynflow.action import Action
+    from pydynflow.delayed import DelayedPlan
 
 
 utcnow = functools.partial(datetime.now, UTC)
@@ -293,6 +294,25 @@ class ExecutionPlan:
         return None if root is None else root.action_id
 
     @property
+    def queue(self) -> str:
+        """Return the queue of the root action's class: only executor worlds that serve it
+        execute the plan (``"default"``, which every executor serves, if unknown)."""
+        action_id = self.root_action_id
+        root = None if action_id is None else self.actions.get(action_id)
+        queue = getattr(root.action_class, "queue", None) if root is not None else None
+        return queue if isinstance(queue, str) else "default"
+
+    @property
+    def caller(self) -> tuple[str, int] | None:
+        """Return ``(plan id, action id)`` of the action that triggered this plan as its
+        sub-plan (`WithSubPlans`), or None."""
+        action_id = self.root_action_id
+        root = None if action_id is None else self.actions.get(action_id)
+        if root is None or root.caller_execution_plan_id is None:
+            return None
+        return root.caller_execution_plan_id, int(root.caller_action_id or 0)
+
+    @property
     def result(self) -> Result:
         """Return the result over all steps (the stored one for an invalid plan)."""
         if not self.valid:
@@ -313,17 +333,23 @@ class ExecutionPlan:
         return self.exception
 
     def transition(
-        self, new: PlanState, world_id: str | None = None, details: dict[str, Any] | None = None
+        self,
+        new: PlanState,
+        world_id: str | None = None,
+        details: dict[str, Any] | None = None,
+        notice: str | None = None,
     ) -> None:
         """Move to ``new`` with Dynflow's side effects on times and history.
 
-        ``details`` go with the history entry the move adds (e.g. why the plan paused).
+        ``details`` go with the history entry the move adds (e.g. why the plan paused);
+        ``notice`` names that entry instead of the state's own name (a delayed plan that
+        timed out stops with "timeout", not "finish execution").
         """
         old = self.state
         check_plan_transition(old, new)
         now = utcnow()
         self.state = PlanState(new)
-        if _hooks.declared and self.has_hooks is not False:
+        if self.has_hooks or (_hooks.declared and self.has_hooks is not False):
             _hooks.record_transition(self, old, self.state)
         if new == PlanState.PLANNING:
             self.started_at = now
@@ -332,7 +358,8 @@ class ExecutionPlan:
             if self.started_at is not None:
                 self.real_time = (now - self.started_at).total_seconds()
             self.execution_time = sum([step.execution_time for step in self.steps.values()])
-        notice = _HISTORY_NOTICES.get(PlanState(new))
+        if notice is None:
+            notice = _HISTORY_NOTICES.get(PlanState(new))
         if notice is not None:
             self.history.append(HistoryEntry(now, notice, world_id, details))
 
@@ -368,6 +395,14 @@ class ExecutionPlan:
         if not flow_steps or total == 0:
             return 1.0
         return sum(step.progress() * step.progress_weight for step in flow_steps) / total
+
+    def delayed_plan(self) -> DelayedPlan | None:
+        """Return when this plan, delayed (`World.delay`, `World.chain`), may start, and the
+        plans it waits for; None once it was planned (or if it never was delayed)."""
+        if self.world is None:
+            return None
+        found: DelayedPlan | None = self.world.storage.delayed_plan(self.id)
+        return found
 
     def sub_plans(self) -> list[ExecutionPlan]:
         """Return the plans whose caller is an action of this plan."""

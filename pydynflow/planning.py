@@ -149,16 +149,22 @@ class Planner:
         kwargs: dict[str, Any] | None = None,
         *,
         caller: tuple[str, int] | None = None,
+        input: dict[str, Any] | None = None,
     ) -> ExecutionPlan:
         """Plan ``action_class(*args, **kwargs)`` as the root action; return the plan.
 
         The plan ends ``planned``, or ``stopped`` with result ``error`` if planning failed.
+        ``input``: what the root action's input holds before its ``plan()`` runs (a delayed
+        plan's, as its ``delay`` middleware left it).
         """
         plan = self.plan
         plan.transition(PlanState.PLANNING, self.world_id)
         step, action = self._add_plan_step(action_class, parent=None)
+        if input:
+            action._input.update(input)
         if caller is not None:
             action.caller_execution_plan_id, action.caller_action_id = caller
+            plan.has_hooks = True  # its stop wakes its caller (`pydynflow.hooks`)
         plan.root_plan_step_id = step.id
         try:
             hooks = self._middleware(action_class).plan_phase if self._middleware else ()

@@ -19,18 +19,28 @@ class Triggered:
     def __init__(
         self,
         plan_id: str,
-        future: Promise[ExecutionPlan],
+        future: Promise[ExecutionPlan] | Callable[[], Promise[ExecutionPlan]],
         *,
         planned: bool = True,
         error: StepError | None = None,
         present: Callable[[ExecutionPlan], ExecutionPlan] | None = None,
     ) -> None:
+        """``future``: the promise of the ended plan, or a function that makes it, called
+        the first time someone asks (a wait that costs something only if it is used)."""
         self.id = plan_id
         self.planned = planned
         self.error = error
-        self.future = future
+        self._future = future
         self._present = present
         self._presented: tuple[ExecutionPlan, ExecutionPlan] | None = None
+
+    @property
+    def future(self) -> Promise[ExecutionPlan]:
+        """The promise resolved with the plan once its execution ended."""
+        future = self._future
+        if not isinstance(future, Promise):
+            future = self._future = future()
+        return future
 
     def wait(self, timeout: float | None = None) -> ExecutionPlan:
         """Return the plan once its execution ended; raise `TimeoutError` after ``timeout``.

@@ -9,14 +9,13 @@ so this module is long.
 from __future__ import annotations
 
 import contextlib
-import getpass
+import functools
 import os
-import select
-import signal
 import socket
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from pydynflow.action import Action
@@ -24,11 +23,7 @@ from pydynflow.actors.executor import ExecutorActor
 from pydynflow.actors.hook_runner import HookRunner
 from pydynflow.actors.messages import (
     Abandon,
-    CancelPlan,
-    DeliverEvent,
     ExecutePlan,
-    HaltPlan,
-    NotRunningHere,
     Terminate,
 )
 from pydynflow.actors.persistence import (
@@ -47,59 +42,38 @@ from pydynflow.dispatch import (
     DispatchThread,
     Invalidator,
     RequestClient,
-    RequestServer,
     WorldRegistry,
 )
 from pydynflow.errors import (
     DynflowError,
-    EventRejected,
     PersistenceError,
     PlanningError,
-    UnknownPlan,
-    UnknownStep,
 )
-from pydynflow.events import EngineEvent, encode_event
-from pydynflow.execution import recover_plan
 from pydynflow.logging import configure_logging, get_logger
 from pydynflow.middleware import Spec, WorldMiddleware, present_plan
+from pydynflow.mixins.sub_plans import wake_caller
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.planning import Planner
 from pydynflow.plugins import load_plugins
 from pydynflow.promise import Promise
 from pydynflow.registry import subscribed_actions
-from pydynflow.serialization import normalize
-from pydynflow.skipping import skip_plan_steps
-from pydynflow.states import Phase, PlanState, Result, StepState
+from pydynflow.retention import CLEANER_INTERVAL, RetentionMixin, retention_settings
+from pydynflow.scheduling import POLL_INTERVAL, SchedulingMixin
+from pydynflow.states import PlanState
 from pydynflow.storage import Storage
-from pydynflow.storage.database import redact_url
-from pydynflow.storage.requests import ANY_EXECUTOR, reply_inbox, world_inbox
 from pydynflow.storage.singleton_lock import take_singleton_lock
 from pydynflow.storage.world_lock import WorldLock
 from pydynflow.storage.writer import ThreadWriter
 from pydynflow.triggered import Triggered
-from pydynflow.world_info import WorldInfo
+from pydynflow.world_operations import OperationsMixin
+from pydynflow.world_service import ServiceMixin, Wakeup
+from pydynflow.world_sharing import SharingMixin
 
 DEFAULT_DB = "sqlite:///pydynflow.db"
 DISPATCHER_THREADS = 2  # actor code is short and CPU-bound: more threads only fight the GIL
 
 
-class _Default:
-    """A keyword's default, told apart from the same value passed on purpose (``is``)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:  # signatures and help() show the value
-        return repr(self.value)
-
-
-# Until delayed plans exist, only leaving ``delayed_executor`` out is accepted.
-_DELAYED_EXECUTOR: Any = _Default(True)
-
-
-class World:
+class World(OperationsMixin, SchedulingMixin, SharingMixin, ServiceMixin, RetentionMixin):
     """A pydynflow world: plans, stores and (with an executor) runs execution plans.
 
     Args:
@@ -121,9 +95,13 @@ class World:
         auto_execute: on start, execute plans left ``planned``, and continue those a stop or
             a crash interrupted (their steps' policies apply: `Retry` attempts left, `Skip`).
             Plans paused for a person (an error their policy does not rescue) stay paused.
-        delayed_executor: not available yet: delayed plans (``World.delay``) do not exist
-            yet, so passing it at all, ``True`` (the default it will have) or ``False``,
-            raises `DynflowError`; leave it out.
+        delayed_executor: an executor world may be the database's delayed executor, which
+            plans and runs delayed and chained plans (`delay`, `chain`) when they are due:
+            one world holds its lock at a time, another takes it over once that world is
+            dead or stopped. False: never this one. Ignored by client worlds.
+        delayed_poll_interval: seconds of the world's clock between two looks of the
+            delayed executor for due plans (a plan delayed in this world is also looked at
+            when it falls due; one delayed elsewhere may wait up to this long).
         name: this world's name in its log lines and in the message a second executor world
             on the same database gets (see `start`); defaults to ``<host>-<pid>``.
         clock: the clock timers run on: ``plan_event`` delays, timeouts, polling
@@ -149,6 +127,11 @@ class World:
             import is logged and skipped), so that their subscribed actions are planned.
             False leaves discovery to the application; classes already imported stay
             registered.
+        keep_plans_for: run a plan cleaner (executor worlds only; off by default): at the
+            start and every ``cleaner_interval`` seconds of the clock, delete the stopped
+            plans that ended longer ago than this timedelta (see `delete_plans`).
+        cleaner_interval: seconds (or a timedelta) between two runs of the plan cleaner.
+        cleaner_backup: a JSON-lines file the plan cleaner appends the plans it deletes to.
     """
 
     def __init__(
@@ -161,7 +144,8 @@ class World:
         middleware: Sequence[Spec] = (),
         auto_rescue: bool = True,
         auto_execute: bool = True,
-        delayed_executor: bool = _DELAYED_EXECUTOR,
+        delayed_executor: bool = True,
+        delayed_poll_interval: float = POLL_INTERVAL,
         name: str | None = None,
         clock: Any = None,
         max_recoveries: int = 3,
@@ -171,6 +155,9 @@ class World:
         validity_timeout: float = 30.0,
         heartbeat: float = 5.0,
         plugins: bool = True,
+        keep_plans_for: timedelta | None = None,
+        cleaner_interval: float | timedelta = CLEANER_INTERVAL,
+        cleaner_backup: str | os.PathLike[str] | None = None,
     ) -> None:
         if executor not in (True, False, "threads", "processes"):
             raise ValueError(
@@ -202,11 +189,10 @@ class World:
             raise ValueError(
                 f"stop_timeout must be None or a number of seconds >= 0, got {stop_timeout!r}"
             )
-        # Accepted by the API, built by the issues that follow; refuse rather than ignore.
-        if delayed_executor is not _DELAYED_EXECUTOR:
-            raise DynflowError(
-                f"World(delayed_executor={delayed_executor!r}) is not available yet: delayed "
-                "plans (World.delay) are not built; leave the argument out"
+        if not isinstance(delayed_poll_interval, int | float) or not delayed_poll_interval > 0:
+            raise ValueError(
+                "delayed_poll_interval must be a positive number of seconds, "
+                f"got {delayed_poll_interval!r}"
             )
         if plugins:  # before anything plans, loads or resolves a stored class name
             load_plugins()
@@ -219,7 +205,8 @@ class World:
         self.middleware = WorldMiddleware(middleware)
         self.auto_rescue = auto_rescue
         self.auto_execute = auto_execute
-        self.delayed_executor = True  # the API's default, once delayed plans exist
+        self.delayed_executor = bool(delayed_executor)
+        self.delayed_poll_interval = float(delayed_poll_interval)
         self.clock = clock
         self.max_recoveries = max_recoveries
         self.fatal_persistence_timeout = float(fatal_persistence_timeout)
@@ -227,12 +214,16 @@ class World:
         self.validity_timeout = float(validity_timeout)
         self.heartbeat = float(heartbeat)
         self.plugins = plugins
+        self.keep_plans_for, self.cleaner_interval, self.cleaner_backup = retention_settings(
+            keep_plans_for, cleaner_interval, cleaner_backup
+        )
         self.fatal_error: BaseException | None = None
         """Why the world stopped on its own (persistence gone for good), or None."""
         self.storage = Storage(db, create=bool(executor) if create is None else create)
         self.log = get_logger(world_id=self.id, world=self.name)
         self._lock = threading.Lock()
-        self._hooks = HookRunner(self.log)  # its thread starts with the first hook
+        # Its thread starts with the first hook (or the first sub-plan that ends).
+        self._hooks = HookRunner(self.log, on_sub_plan_end=functools.partial(wake_caller, self))
         self._runtime: Runtime | None = None
         self._executor: Any = None
         self._world_lock: WorldLock | None = None
@@ -254,9 +245,11 @@ class World:
             else None
         )
         self._dispatch: DispatchThread | None = None
+        # (when, queues that other live executor worlds serve): read at most once a second
+        self._others_checked: tuple[float, dict[str, bool]] = (float("-inf"), {})
         self._stopped = False
         self._halted = False  # the stop (or the fatal stop) is over
-        self._wakeups: list[_Wakeup] = []  # `run_forever` calls waiting for the world's end
+        self._wakeups: list[Wakeup] = []  # `run_forever` calls waiting for the world's end
         self._hurry = False  # a stop in progress must not wait any longer (`_stop_now`)
         self._stop_waiting: threading.Event | None = None  # what that stop waits on
         self.auto_executed: list[Triggered] = []
@@ -307,86 +300,9 @@ class World:
             self._invalidator.sweep(recover=False)
             self._recover(self._invalidator)
         self._start_dispatch()
+        self._start_delayed_executor()
+        self._start_cleaner()
         return self
-
-    def _start_dispatch(self) -> None:
-        """Start talking to the other worlds of the database (none share one in memory)."""
-        if self.storage.in_memory:
-            return
-        server = RequestServer(self, self._tell_plan_done) if self.executor else None
-        self._dispatch = DispatchThread(
-            self._registry,
-            self._client,
-            server,
-            self._invalidator,
-            heartbeat=self.heartbeat,
-            on_invalidated=self._invalidated,
-            log=self.log,
-        )
-        self._dispatch.start()
-
-    def _continue_orphan(self, plan_id: str) -> None:
-        """Take over a running plan whose world died (`Invalidator`): recover it and, with
-        ``auto_execute``, continue it."""
-        plan = self._recover_orphan(plan_id)
-        if plan is not None and self.auto_execute and _interrupted(plan):
-            self._execute(plan.id, plan, "continue")  # not kept: a daemon does this for ever
-
-    def _continue_interrupted(self) -> None:
-        """A world left: continue the plans a stop or a crash paused (a world that stopped
-        gracefully paused those it ran); a claim decides which executor runs each."""
-        if not self.auto_execute:
-            return
-        for plan in self.storage.find_plans(state="paused", limit=None):
-            if plan.valid and _interrupted(plan):
-                self._execute(plan.id, plan, "continue")
-
-    def _recover_orphan(self, plan_id: str) -> ExecutionPlan | None:
-        """Mark the running steps of a plan whose world died "Abnormal termination" and
-        store it paused (its policies decide what continuing does); None if unreadable."""
-        try:
-            plan = self.load(plan_id)
-        except PersistenceError as exc:
-            self.log.error(
-                "cannot recover a plan whose world died", plan_id=plan_id, error=str(exc)
-            )
-            return None
-        if not plan.valid or plan.state != PlanState.RUNNING:
-            return None
-        steps = recover_plan(plan, self.id, self.max_recoveries)
-        self._save(plan, steps=steps)
-        self.log.warning(
-            "recovered a plan a dead world left running",
-            plan_id=plan.id,
-            abnormally_terminated=[step.id for step in steps],
-        )
-        return plan
-
-    def _tell_plan_done(self, sender: str, notice: dict[str, Any]) -> None:
-        dispatch = self._dispatch
-        if dispatch is not None:
-            dispatch.send_later(reply_inbox(sender), notice)
-
-    def _invalidated(self) -> None:
-        """This world's record is gone: another world found it dead and invalidated it."""
-        if not self.executor:
-            self.log.warning("this world's record was removed: registering again")
-            self._registry.register()
-            return
-        self.log.error(
-            "this world was invalidated by another world (its heartbeat came too late): "
-            "stopping, its plans are recovered elsewhere"
-        )
-        threading.Thread(target=self.stop, args=(0,), name="pydynflow-invalidated").start()
-
-    def _describe(self) -> dict[str, Any]:
-        """Return who this world is, for locks and messages."""
-        return {
-            "world_id": self.id,
-            "name": self.name,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-        }
 
     def _start_runtime(self) -> None:
         """Start persistence, then (with an executor) the worker pools and the executor."""
@@ -460,6 +376,8 @@ class World:
 
     def _wind_down(self, runtime: Runtime | None, timeout: float | None) -> list[tuple[str, int]]:
         left: list[tuple[str, int]] = []
+        self._stop_delayed_executor()  # first: it hands plans to the executor
+        self._stop_cleaner()
         self._stop_dispatch()
         if runtime is not None:
             if self._executor is not None:
@@ -495,29 +413,6 @@ class World:
         self.log.info("world stopped")
         return left
 
-    def _hand_over_paused(self) -> None:
-        """Ask any executor world to continue the plans this stop paused (requests that
-        stay stored until one reads them; a plan run meanwhile makes them no-ops)."""
-        handed = [
-            plan.id
-            for plan in self.storage.find_plans(state="paused", limit=None)
-            if plan.history
-            and plan.history[-1].world_id == self.id
-            and plan.pause_reason() == "stop"
-        ]
-        if handed:
-            request = {"kind": "execute", "mode": "continue", "quiet": True}
-            self.storage.post_requests(
-                (ANY_EXECUTOR, {**request, "plan_id": plan_id}) for plan_id in handed
-            )
-            self.log.info("handed the plans this stop paused to other executors", plans=handed)
-
-    def _stop_dispatch(self) -> None:
-        dispatch, self._dispatch = self._dispatch, None
-        if dispatch is not None:
-            dispatch.stop()
-        self._client.fail_all(DynflowError(f"{self!r} stopped"))
-
     def _wait_terminated(self, done: Promise[bool], timeout: float | None) -> bool:
         """Wait up to ``timeout`` for the executor to wind down; `_stop_now` cuts it short."""
         finished = threading.Event()
@@ -537,103 +432,6 @@ class World:
         if waiting is not None:
             waiting.set()
         self._hooks.hurry()
-
-    def run_forever(
-        self, stop_timeout: float | None = 30.0, install_signal_handlers: bool = True
-    ) -> int:
-        """Run until SIGTERM or SIGINT, then stop gracefully; return the process's exit status.
-
-        Installs its signal handlers, starts the world if needed (a signal during the start
-        stops it right after) and blocks until a SIGTERM or SIGINT arrives, or until the
-        world stops otherwise (`stop` from another thread, or on its own when its
-        database cannot be written: `fatal_error`). Then it stops the world, letting
-        running steps finish for up to ``stop_timeout`` seconds (None: the world's
-        ``stop_timeout``). A second signal during that stop stops at once, as
-        ``stop(timeout=0)`` does: the steps still running are stored ``running`` and come
-        back "Abnormal termination" when an executor world starts next.
-
-        Signal handlers are installed only from the main thread (and only with
-        ``install_signal_handlers``); the previous ones are restored on return. A daemon
-        ends with ``sys.exit(world.run_forever())``.
-
-        Returns:
-            0 after a graceful stop, 1 if the world stopped because of `fatal_error`.
-        """
-        wakeup = _Wakeup()
-        signals: list[int] = []
-
-        def on_signal(signum: int, frame: Any) -> None:  # no lock here: a pipe write only
-            signals.append(signum)
-            wakeup.set()
-
-        previous: dict[int, Any] = {}
-        previous_wakeup_fd: int | None = None
-        with self._lock:
-            self._wakeups.append(wakeup)
-        try:
-            if install_signal_handlers and threading.current_thread() is threading.main_thread():
-                # A signal may land on any thread: the wake-up fd wakes this one at once
-                # (the handler itself runs only here, once this thread runs Python again).
-                previous_wakeup_fd = signal.set_wakeup_fd(
-                    wakeup.write_fd, warn_on_full_buffer=False
-                )
-                for handled in (signal.SIGTERM, signal.SIGINT):
-                    previous[handled] = signal.signal(handled, on_signal)
-            self.start()
-            while not signals and not self._halted:
-                wakeup.wait()
-            if signals:
-                self.log.info(
-                    "signal received: stopping",
-                    signal=signal.Signals(signals[0]).name,
-                    timeout=stop_timeout,
-                )
-            self._stop_in_thread(stop_timeout, wakeup, signals)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            if previous_wakeup_fd is not None:
-                signal.set_wakeup_fd(previous_wakeup_fd)
-            with self._lock:
-                self._wakeups.remove(wakeup)
-            wakeup.close()
-        return 1 if self.fatal_error is not None else 0
-
-    def _stop_in_thread(self, timeout: float | None, wakeup: _Wakeup, signals: list[int]) -> None:
-        """Stop on a thread of its own while this one watches for a second signal."""
-        failed: list[BaseException] = []
-        returned: list[bool] = []
-
-        def stop() -> None:
-            try:
-                self.stop(timeout)
-            except BaseException as exc:  # re-raised in the caller's thread below
-                failed.append(exc)
-            finally:
-                returned.append(True)
-                wakeup.set()
-
-        seen = min(len(signals), 1)  # the first signal asked for this stop; more hurry it
-        stopper = threading.Thread(target=stop, name="pydynflow-stop")
-        stopper.start()
-        while not returned or not self._halted:  # or another thread's stop is running
-            # Look before waiting: two signals that came together woke this world once.
-            if len(signals) > seen:
-                seen = len(signals)
-                self.log.warning("second signal: stopping now, running steps left running")
-                self._stop_now()
-            wakeup.wait()
-        stopper.join()
-        if failed:
-            raise failed[0]
-
-    def _wake_runners(self) -> None:
-        """The world has stopped: wake `run_forever`."""
-        with self._lock:
-            self._halted = True
-            wakeups = list(self._wakeups)
-        for wakeup in wakeups:
-            wakeup.set()
 
     def _persistence_lost(self, error: BaseException) -> None:
         """The writer gave up (`fatal_persistence_timeout`): stop the world at once.
@@ -666,6 +464,8 @@ class World:
             self._wake_runners()
 
     def _abandon(self, runtime: Runtime, error: BaseException) -> None:
+        self._stop_delayed_executor(wait=False)
+        self._stop_cleaner(wait=False)
         self._stop_dispatch()
         if self._executor is not None:
             self._executor.tell(Abandon(error))
@@ -698,21 +498,6 @@ class World:
     def _require_executor(self, what: str) -> Any:
         self._require_runtime(what)
         return self._executor
-
-    def _require_remote(self, what: str, *, live_executor: bool = True) -> None:
-        """Check that this client world can reach an executor world through the database
-        (``live_executor``: one is alive now)."""
-        self._require_runtime(what)
-        if self._dispatch is None:
-            raise DynflowError(
-                f"{what} from a client world needs a database other processes share; "
-                f"{self!r} is in memory: use an executor world"
-            )
-        if live_executor and not self._registry.live_executors():
-            raise DynflowError(
-                f"{what}: no executor world is alive on {redact_url(self.db)}; start one "
-                "(World(db) or `pydynflow worker`) and try again"
-            )
 
     # -- planning ------------------------------------------------------------------------
 
@@ -789,10 +574,27 @@ class World:
         If planning failed, ``.planned`` is False and ``.error`` says why. A client world
         plans here and hands the plan to an executor world through the database.
         """
+        return self.trigger_with_caller(action_class, args, kwargs)
+
+    def trigger_with_caller(
+        self,
+        action_class: type[Action],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        caller_action: Action | None = None,
+    ) -> Triggered:
+        """`trigger` with the ``caller_action`` whose sub-plan this is (None: a plain
+        trigger); `WithSubPlans.trigger_sub_plan` calls it."""
+        kwargs = kwargs or {}
         if not self.executor:
-            return self._trigger_elsewhere(action_class, args, kwargs)
+            return self._trigger_elsewhere(action_class, args, kwargs, caller_action)
+        if caller_action is not None and self._other_executors(
+            getattr(action_class, "queue", "default")
+        ):
+            return self._trigger_for_any(action_class, args, kwargs, caller_action)
         executor = self._require_executor("trigger")
-        plan = self._plan(action_class, args, kwargs)
+        plan = self._plan(action_class, args, kwargs, caller_action=caller_action)
         future: Promise[ExecutionPlan] = Promise()
         if plan.state != PlanState.PLANNED:
             self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
@@ -807,30 +609,6 @@ class World:
         tell_and_run(executor, ExecutePlan(plan.id, plan, future, stored))
         stored.result()
         return Triggered(plan.id, future, present=self._present_shared)
-
-    def _trigger_elsewhere(
-        self, action_class: type[Action], args: Sequence[Any], kwargs: dict[str, Any]
-    ) -> Triggered:
-        """Plan here, store the plan, and have an executor world execute it; with none
-        alive, the plan waits ``planned`` (the request stays stored for the next one)."""
-        self._require_remote("trigger", live_executor=False)
-        plan = self._plan(action_class, args, kwargs)
-        self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
-        if plan.state != PlanState.PLANNED:
-            future: Promise[ExecutionPlan] = Promise()
-            future.set_result(plan)
-            return Triggered(
-                plan.id, future, planned=False, error=plan.error, present=self._present_shared
-            )
-        note = self._operator("trigger")
-        # Quiet: an executor that starts now may run the plan first (auto_execute); that
-        # the request then finds it running or done is no error for this caller.
-        if self._registry.live_executors():
-            return self._execute(plan.id, None, "resume", note, call="execute", quiet=True)
-        self.log.warning("no executor world is alive: the plan waits planned", plan_id=plan.id)
-        future = self._client.wait_plan(plan.id)
-        self._client.post("execute", plan_id=plan.id, note=note, quiet=True)
-        return Triggered(plan.id, future)
 
     def execute(self, plan_id: str, *, by: str | None = None) -> Triggered:
         """Execute a ``planned`` or ``paused`` plan (a paused one: as `resume` does);
@@ -853,12 +631,15 @@ class World:
         note: dict[str, Any] | None = None,
         call: str = "execute",
         quiet: bool = False,
+        inbox: str | None = None,
     ) -> Triggered:
         if not self.executor:
             self._require_remote(call)
+            if inbox is None:
+                inbox = self._execution_inbox(plan_id)
             future = self._client.wait_plan(plan_id)
             try:
-                self._client.call(call, plan_id=plan_id, note=note, quiet=quiet)
+                self._client.call(call, inbox=inbox, plan_id=plan_id, note=note, quiet=quiet)
             except BaseException as exc:
                 self._client.fail_wait(plan_id, future, exc)
                 raise
@@ -867,229 +648,6 @@ class World:
         future = Promise()
         executor.tell(ExecutePlan(plan_id, plan, future, mode=mode, note=note))
         return Triggered(plan_id, future, present=self._present_shared)
-
-    def _operator(self, call: str, by: str | None = None) -> dict[str, Any]:
-        """Return who asked for an operator action, for the plan's history."""
-        user = by if by is not None else _user()
-        return {"call": call, "world": self.name, "host": socket.gethostname(), "user": user}
-
-    def skip(self, plan_id: str, step_id: int, *, by: str | None = None) -> None:
-        """Mark a failed run step of a paused plan skipped; `resume` the plan to go on.
-
-        The step, every step whose input references it (transitively) and their actions'
-        finalize steps are marked skipped; the plan stays ``paused`` until `resume` runs it
-        again, without them, and its result will be ``warning``. ``by``: who asked, for the
-        plan's history (default: this process's operating-system user).
-        """
-        note = self._operator("skip", by)
-        if not self.executor and self._dispatch is not None:  # through the executor world
-            self._require_remote("skip")
-            self._client.call("skip", plan_id=plan_id, step_id=step_id, note=note)
-            return
-        self._skip(plan_id, step_id, note)
-
-    def _skip(self, plan_id: str, step_id: int, note: dict[str, Any] | None) -> None:
-        plan = self._stored(plan_id)
-        if plan.state != PlanState.PAUSED:
-            raise DynflowError(f"execution plan {plan_id} has to be paused to skip a step")
-        step = plan.steps.get(step_id)
-        if step is None:
-            raise UnknownStep(f"execution plan {plan_id} has no step {step_id}")
-        if step.state != StepState.ERROR or step.phase != Phase.RUN:
-            raise DynflowError(f"step {step_id} has to be a failed run step to be skipped")
-        changed = skip_plan_steps(plan, step)
-        plan.note("skip", self.id, {**(note or {}), "step_id": step_id})
-        self._save(plan, steps=changed)
-
-    def event(
-        self,
-        plan_id: str,
-        step_id: int,
-        payload: Any,
-        optional: bool = False,
-        event_id: str | None = None,
-    ) -> bool:
-        """Send ``payload`` to a step waiting for events (suspended, or running: queued).
-
-        Returns once the event is stored (a crash cannot lose it): True if accepted.
-        ``event_id``: an id the sender chooses (a web hook's delivery id, say); the same id
-        again for the same step returns True and is not applied again, even once the step
-        has ended.
-
-        Raises:
-            UnknownPlan: no plan has this id.
-            UnknownStep: the plan has no step with this id.
-            EventRejected: the step is not waiting for events (with ``optional``: return
-                False instead).
-            SerializationError: ``payload`` is not JSON-serialisable.
-        """
-        if event_id is not None and not isinstance(event_id, str):
-            raise TypeError(f"event_id must be a str, got {type(event_id).__name__}")
-        payload = normalize_event(payload)
-        return self._event(plan_id, step_id, payload, optional, event_id, forward=True)
-
-    def _event(
-        self,
-        plan_id: str,
-        step_id: int,
-        payload: Any,
-        optional: bool,
-        event_id: str | None = None,
-        *,
-        forward: bool,
-    ) -> bool:
-        """`event`; ``forward``: to the world running the plan if it is another one (not
-        when applying another world's request: that would wait on this world's own
-        dispatch thread)."""
-        if not self.executor:
-            self._require_remote("event")
-            self._check_step(plan_id, step_id)
-            accepted = self._client.call(
-                "event",
-                inbox=self._inbox_of(plan_id),
-                plan_id=plan_id,
-                step_id=step_id,
-                payload=payload,
-                optional=optional,
-                event_id=event_id,
-            )
-            return bool(accepted)
-        executor = self._require_executor("event")
-        reply: Promise[bool] = Promise()
-        executor.tell(DeliverEvent(plan_id, step_id, payload, optional, reply, event_id))
-        try:
-            return reply.result()
-        except NotRunningHere:  # only now ask the store why (not on every event)
-            self._check_step(plan_id, step_id)
-            owner = self._other_owner(plan_id) if forward else None
-            if owner is not None:
-                return bool(
-                    self._client.call(
-                        "event",
-                        inbox=world_inbox(owner),
-                        plan_id=plan_id,
-                        step_id=step_id,
-                        payload=payload,
-                        optional=optional,
-                        event_id=event_id,
-                    )
-                )
-            if event_id is not None and (step_id, event_id) in self.storage.chosen_event_ids(
-                plan_id
-            ):
-                return True  # applied before
-            if self._keep_for_later(plan_id, step_id, payload, event_id):
-                return True
-            if optional:
-                return False
-            state = self.storage.step_state(plan_id, step_id)
-            raise EventRejected(
-                f"step {step_id} of execution plan {plan_id} is {state}, and the plan is not "
-                "running in this world: not waiting for events"
-            ) from None
-
-    def cancel(self, plan_id: str, force: bool = False, *, by: str | None = None) -> int:
-        """Ask every running or suspended `Cancellable` step of a plan to cancel.
-
-        Sends `Cancel` (``force``: `Abort`); returns how many steps were asked (0: nothing
-        could be cancelled). A plan that runs notes who asked in its history (``by``,
-        default: this process's operating-system user).
-        """
-        note = {**self._operator("cancel", by), "force": force}
-        return self._cancel(plan_id, force, note, forward=True)
-
-    def _cancel(
-        self, plan_id: str, force: bool, note: dict[str, Any] | None, *, forward: bool
-    ) -> int:
-        self._check_step(plan_id, None)
-        if not self.executor:
-            self._require_remote("cancel")
-            inbox = self._inbox_of(plan_id)
-            asked = self._client.call(
-                "cancel", inbox=inbox, plan_id=plan_id, force=force, note=note
-            )
-            return int(asked)
-        executor = self._require_executor("cancel")
-        reply: Promise[int] = Promise()
-        executor.tell(CancelPlan(plan_id, force, reply, note))
-        asked = reply.result()
-        owner = self._other_owner(plan_id) if forward and not asked else None
-        if owner is not None:
-            inbox = world_inbox(owner)
-            asked = self._client.call(
-                "cancel", inbox=inbox, plan_id=plan_id, force=force, note=note
-            )
-        return int(asked)
-
-    def halt(self, plan_id: str, *, by: str | None = None) -> None:
-        """Stop a plan: running steps finish their current call, suspended steps stay
-        suspended, nothing new starts, and the plan ends ``stopped``. Its history notes
-        who asked (``by``, default: this process's operating-system user)."""
-        self._halt(plan_id, self._operator("halt", by), forward=True)
-
-    def _halt(self, plan_id: str, note: dict[str, Any] | None, *, forward: bool) -> None:
-        self._check_step(plan_id, None)
-        if not self.executor:
-            self._require_remote("halt")
-            inbox = self._inbox_of(plan_id)
-            self._client.call("halt", inbox=inbox, plan_id=plan_id, note=note)
-            return
-        executor = self._require_executor("halt")
-        reply: Promise[bool] = Promise()
-        executor.tell(HaltPlan(plan_id, reply, note))
-        if reply.result():
-            return  # its supervisor stops it
-        owner = self._other_owner(plan_id) if forward else None
-        if owner is not None:
-            self._client.call("halt", inbox=world_inbox(owner), plan_id=plan_id, note=note)
-            return
-        plan = self._stored(plan_id)  # not running here: stop it where it stands
-        if plan.state != PlanState.STOPPED:
-            if note is not None:
-                plan.note("halt", self.id, note)
-            plan.transition(PlanState.STOPPED, self.id)
-            self._save(plan)
-
-    def _keep_for_later(
-        self, plan_id: str, step_id: int, payload: Any, event_id: str | None
-    ) -> bool:
-        """Store an event for a run step of a plan that runs nowhere (``planned``, or
-        ``paused``) and can still take it; its next execution delivers it. Return whether
-        it was stored."""
-        try:
-            plan = self._stored(plan_id)
-        except UnknownPlan:
-            return False
-        step = plan.steps.get(step_id)
-        if step is None or step.phase != Phase.RUN or step.state not in _KEEPS_EVENTS:
-            return False
-        chosen = event_id is not None
-        stored_id = event_id if event_id is not None else uuid.uuid4().hex
-        return self.storage.keep_event(plan_id, step_id, encode_event(payload), stored_id, chosen)
-
-    def _other_owner(self, plan_id: str) -> str | None:
-        """Return the other registered world running ``plan_id``, if any (and this world
-        can reach it: not in memory)."""
-        if self._dispatch is None:
-            return None
-        owner = self.storage.executing_world(plan_id)
-        if owner is None or owner == self.id:
-            return None
-        registered = {record["id"] for record in self.storage.world_records()}
-        return owner if owner in registered else None
-
-    def _inbox_of(self, plan_id: str) -> str:
-        """Return where a request about ``plan_id`` goes: the world running it, or any
-        executor."""
-        owner = self._other_owner(plan_id)
-        return world_inbox(owner) if owner is not None else ANY_EXECUTOR
-
-    def _check_step(self, plan_id: str, step_id: int | None) -> None:
-        state = self.storage.step_state(plan_id, step_id)
-        if state is None:
-            if step_id is None or not self.storage.plan_exists(plan_id):
-                raise UnknownPlan(f"no execution plan has id {plan_id}")
-            raise UnknownStep(f"execution plan {plan_id} has no step {step_id}")
 
     def _save(
         self,
@@ -1113,60 +671,6 @@ class World:
                 self._hooks.submit(message.hooks)
             return
         persist_and_wait(runtime.persistence, message)
-
-    def _recover(self, invalidator: Invalidator) -> None:
-        """Recover what dead worlds left; continue what a stop or a crash interrupted.
-
-        Runs once, when an executor world starts, after the dead worlds were invalidated:
-        the running plans of worlds without a record are recovered (one live world takes
-        each), then with ``auto_execute`` planned plans and interrupted paused ones are
-        executed (a claim decides which executor runs each). Plans paused for a person are
-        listed in one log line.
-        """
-        invalidator.recover_orphans(self._recover_orphan)
-        waiting: list[str] = []
-        for plan in self.storage.find_plans(state=["planned", "paused"], limit=None):
-            if not plan.valid:
-                waiting.append(plan.id)
-            elif plan.state == PlanState.PLANNED or _interrupted(plan):
-                if self.auto_execute:
-                    self.auto_executed.append(self._execute(plan.id, plan, "continue"))
-            else:
-                waiting.append(plan.id)
-        if waiting:
-            self.log.warning(
-                "plans paused for a person (resume or skip them)",
-                count=len(waiting),
-                plan_ids=waiting,
-            )
-
-    # -- worlds --------------------------------------------------------------------------
-
-    def worlds(self) -> list[WorldInfo]:
-        """List the worlds registered in the database (this one too), oldest first.
-
-        ``alive`` says whether a world's last heartbeat is younger than this world's
-        ``validity_timeout``.
-        """
-        return self._registry.worlds()
-
-    def invalidate(self, world_id: str) -> bool:
-        """Do to a dead world what its death should have: remove its record and its inboxes.
-
-        Its unapplied requests go back to every executor. An executor world continues the
-        plans the dead world ran (their running steps "Abnormal termination", then their
-        policies); a client world leaves them to the executor worlds, which take them over
-        on their next heartbeat. Returns whether the record existed.
-
-        Raises:
-            ValueError: ``world_id`` is this world's own id.
-        """
-        if self._invalidator is not None:
-            return self._invalidator.invalidate(world_id)
-        removed = self._registry.invalidate(world_id)
-        if removed:
-            self.log.warning("invalidated a world on request", invalidated_world_id=world_id)
-        return removed
 
     # -- reading -------------------------------------------------------------------------
 
@@ -1214,55 +718,3 @@ class World:
 
     def __repr__(self) -> str:
         return f"<World {self.name} id={self.id[:8]} db={self.db}>"
-
-
-class _Wakeup:
-    """A self-pipe: `set` from any thread or a signal handler (it takes no lock), `wait` in
-    one thread. (A `threading.Event` set from a signal handler can deadlock the thread the
-    handler interrupted while it held the event's lock.)"""
-
-    def __init__(self) -> None:
-        self._read, self.write_fd = os.pipe()
-        os.set_blocking(self.write_fd, False)
-
-    def set(self) -> None:
-        with contextlib.suppress(OSError):  # full: a wake-up is pending already
-            os.write(self.write_fd, b"!")
-
-    def wait(self, timeout: float | None = None) -> None:
-        ready, _, _ = select.select([self._read], [], [], timeout)
-        if ready:
-            os.read(self._read, 4096)
-
-    def close(self) -> None:
-        os.close(self._read)
-        os.close(self.write_fd)
-
-
-_KEEPS_EVENTS = (StepState.PENDING, StepState.SUSPENDED, StepState.ERROR, StepState.RUNNING)
-"""The states in which a step of a plan that runs nowhere can still take an event (a
-failed one runs again on resume; a running one was left by a world that died)."""
-
-
-def _interrupted(plan: ExecutionPlan) -> bool:
-    """Return whether a paused plan was interrupted (a stop, a crash) rather than paused
-    for a person; a plan paused before reasons were recorded counts if it has no error."""
-    reason = plan.pause_reason()
-    if reason is None:
-        return plan.result != Result.ERROR
-    return reason in ("stop", "crash")
-
-
-def _user() -> str:
-    """Return the operating-system user of this process (for operator history entries)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
-
-
-def normalize_event(payload: Any) -> Any:
-    """Return ``payload`` checked for storage: an engine event or JSON-shaped data."""
-    if isinstance(payload, EngineEvent):
-        return payload
-    return normalize(payload, owner="World.event", field="event")

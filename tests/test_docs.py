@@ -563,7 +563,8 @@ def test_docstrings_and_readme_say_what_the_code_does() -> None:
     world_doc = inspect.getdoc(World) or ""
     assert "console" not in world_doc  # there is none yet
     delayed = world_doc.split("delayed_executor:", 1)[1].split("\n        name:", 1)[0]
-    assert "do not exist yet" in " ".join(delayed.split())
+    assert "plans and runs delayed and chained plans" in " ".join(delayed.split())
     readme = " ".join(README.read_text(encoding="utf-8").split())
     assert "names are fixed in the API" not in readme
-    assert "Not built yet:" in readme
+    assert "Not built yet" not in readme  # the console was the last piece
+    assert "pydynflow web" in readme and "docs/console.md" in readme

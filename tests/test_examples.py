@@ -251,3 +251,55 @@ def test_release_service_and_its_webhook_in_separate_processes(tmp_path: Path) -
         signed = [s for s in run_steps if s.output.get("signed_off_by")]
         assert [s.output["signed_off_by"] for s in signed] == ["ada"]
         assert reader.worlds() == [info for info in reader.worlds() if info.id == reader.id]
+
+
+def test_bulk_sub_plans(tmp_path: Any) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    url = f"sqlite:///{tmp_path / 'bulk.db'}"
+
+    done = run_example("bulk_sub_plans.py", url, "120", cwd=workdir)
+
+    report = f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    world = World(url, executor=False)
+    try:
+        (plan,) = world.plans(label="patch hosts", limit=None)
+        children = plan.sub_plans()
+    finally:
+        world.stop()
+    assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
+    output = plan.actions[1].output
+    assert (output["success_count"], output["failed_count"], output["pending_count"]) == (120, 0, 0)
+    hosts = sorted(child.actions[child.root_action_id].output["patched"] for child in children)
+    assert hosts == [f"host-{index:04d}" for index in range(120)]
+    assert "120/120" in done.stdout and plan.id in done.stdout, report
+
+
+def test_delayed_and_chained(tmp_path: Any) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    url = f"sqlite:///{tmp_path / 'nightly.db'}"
+
+    done = run_example("delayed_and_chained.py", url, cwd=workdir)
+
+    report = f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.returncode == 0, report
+    with World(url, executor=False) as world:
+        plans = {plan.label: plan for plan in world.plans(limit=None)}
+    assert set(plans) == {"backup", "rotate logs", "report", "scrub disks"}, report
+    for label in ("backup", "rotate logs", "report"):
+        plan = plans[label]
+        assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS), label
+        assert [entry.name for entry in plan.history] == [
+            "delay",
+            "start execution",
+            "finish execution",
+        ]
+    backup, rotate, nightly = plans["backup"], plans["rotate logs"], plans["report"]
+    assert backup.ended_at and rotate.started_at and backup.ended_at <= rotate.started_at
+    assert rotate.ended_at and nightly.started_at and rotate.ended_at <= nightly.started_at
+    scrub = plans["scrub disks"]
+    assert (scrub.state, scrub.result) == (PlanState.STOPPED, Result.CANCELLED)
+    assert "report waits for 2 plans" in done.stdout, report
+    assert "report sent to ops@example.com" in done.stdout, report

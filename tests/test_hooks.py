@@ -3,14 +3,16 @@
 A hook runs once per committed transition for every action of the plan that declares one,
 on the world's hook thread (inline on `InThreadWorld`), never on the plan's critical path.
 `World.stop` runs the hooks still queued, so a test stops its world before it counts. HOOK-03
-and the delay half of HOOK-07 need ``World.delay``, which does not exist yet.
+and the delay half of HOOK-07 delay plans (`World.delay`), which `InThreadWorld` does not.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -113,6 +115,12 @@ class ComposedAction(RootOnlyAction):
 
 class PendingAction(FlagHook):
     @on_plan("pending")
+    def raise_flag(self, plan: ExecutionPlan) -> None:
+        super().raise_flag(plan)
+
+
+class ActionOnFailure(FlagHook):
+    @on_plan("failure")
     def raise_flag(self, plan: ExecutionPlan) -> None:
         super().raise_flag(plan)
 
@@ -326,6 +334,33 @@ def test_hook07_pending_hook_runs_once_on_creation(world: Any) -> None:
     plan = world.trigger(PendingAction).wait(TIMEOUT)
     settle(world)
     assert CALLS.of(plan.id) == ["pending"]
+
+
+def test_hook03_failure_hook_when_a_delayed_plan_is_cancelled(sqlite_url: str) -> None:
+    with World(sqlite_url, auto_execute=False) as world:
+        start_at = datetime.now(UTC) + timedelta(seconds=180)
+        plan = world.delay(ActionOnFailure, {"start_at": start_at})
+        assert world.cancel(plan.id) == 1
+    assert CALLS.of(plan.id) == ["stopped"]  # the failure hook, of a stopped plan
+
+
+def test_hook07_pending_hook_runs_once_when_delayed_then_cancelled(sqlite_url: str) -> None:
+    with World(sqlite_url, auto_execute=False) as world:
+        start_at = datetime.now(UTC) + timedelta(seconds=180)
+        plan = world.delay(PendingAction, {"start_at": start_at})
+        world.cancel(plan.id)
+    assert CALLS.of(plan.id) == ["pending"]
+
+
+def test_a_delayed_plan_goes_through_every_state(sqlite_url: str) -> None:
+    with World(sqlite_url, auto_execute=False) as world:
+        plan = world.delay(AllTransitionsAction, {})  # due now: this world's delayed executor
+        assert world._delayed is not None and world._delayed.wait_for_poll(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while world.load(plan.id).state != PlanState.STOPPED and time.monotonic() < deadline:
+            time.sleep(0.01)  # the executor's progress, seen through storage (noqa: sleep-ok)
+    kinds = [kind for kind, _ in CALLS.of(plan.id)]
+    assert kinds == ["pending", "scheduled", "planning", "planned", "running", "stopped"]
 
 
 def test_hook08_a_bare_hook_runs_on_every_transition(world: Any) -> None:

@@ -766,16 +766,14 @@ def test_a_client_world_opens_only_an_existing_sqlite_database(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("value", [True, False])
-def test_an_explicit_delayed_executor_is_refused_until_delayed_plans_exist(
+def test_delayed_executor_says_whether_this_world_may_run_delayed_plans(
     tmp_path: Path, value: bool
 ) -> None:
-    db = tmp_path / "delayed.db"
-    with pytest.raises(DynflowError) as raised:
-        World(f"sqlite:///{db}", delayed_executor=value)
-    message = str(raised.value)
-    assert f"World(delayed_executor={value!r}) is not available yet" in message
-    assert "delayed plans (World.delay) are not built" in message
-    assert not db.exists()  # refused before anything was opened
+    with World(f"sqlite:///{tmp_path / 'delayed.db'}", delayed_executor=value) as world:
+        assert world.delayed_executor is value
+        assert (world._delayed is not None) is value
+    with World(f"sqlite:///{tmp_path / 'delayed.db'}", executor=False) as client:
+        assert client._delayed is None  # a client world never runs one
 
 
 def test_leaving_delayed_executor_out_keeps_the_documented_default() -> None:

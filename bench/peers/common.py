@@ -3,7 +3,8 @@
 The workers run under different interpreters (pydynflow under the project's ``.venv``, DBOS and
 taskflow under ``bench/.venv-peers``), so this module imports nothing but the standard library.
 A worker measures one workload in one way ("variant") for one engine, in its own process, and
-prints one JSON line (the last line of its stdout) built by :func:`emit`.
+prints one JSON line (the last line of its stdout) built by :func:`emit`. With ``--db-url`` it
+uses that (empty, fresh) PostgreSQL database instead of a SQLite file of its own.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ def parser(engine: str, variants: dict[str, list[str]]) -> argparse.ArgumentPars
     p.add_argument("--variant", help="how the workload is submitted (default: the first)")
     p.add_argument("--sizes", choices=sorted(SIZES), default="full")
     p.add_argument("--dir", type=Path, required=True, help="where the database files go")
+    p.add_argument("--db-url", help="an empty PostgreSQL database to use instead of SQLite")
     p.add_argument("--list", action="store_true", help="print the variants as JSON and exit")
     p.epilog = "variants: " + "; ".join(f"{w}: {', '.join(v) or '-'}" for w, v in variants.items())
     return p
@@ -137,14 +139,15 @@ def emit(record: dict[str, Any]) -> None:
 def run_worker(
     engine: str,
     variants: dict[str, list[str]],
-    measure: Callable[[str, str, dict[str, int], Path], dict[str, Any]],
+    measure: Callable[[str, str, dict[str, int], Path, str | None], dict[str, Any]],
     versions: Callable[[], dict[str, str]],
     not_measured: dict[str, tuple[str, str]] | None = None,
     argv: list[str] | None = None,
 ) -> int:
     """Parse the arguments, measure one workload/variant, print its JSON line, return the code.
 
-    ``measure(workload, variant, size, workdir)`` returns at least ``wall_s`` and ``steps``.
+    ``measure(workload, variant, size, workdir, db_url)`` returns at least ``wall_s`` and
+    ``steps``; ``db_url`` is ``--db-url`` (None: SQLite).
     ``not_measured`` maps a workload to ``(status, reason)``, status ``"unsupported"`` (the
     engine lacks the feature) or ``"not run"`` (e.g. a size cap): the record then says so
     (``measured: false``) instead of holding a number.
@@ -165,6 +168,7 @@ def run_worker(
         "versions": versions(),
         "python": sys.version.split()[0],
         "sqlite": sqlite3.sqlite_version,
+        "db": "postgres" if args.db_url else "sqlite",
     }
     if not_measured and args.workload in not_measured:
         status, note = not_measured[args.workload]
@@ -180,7 +184,7 @@ def run_worker(
     record["variant"] = variant
     args.dir.mkdir(parents=True, exist_ok=True)
     try:
-        result = measure(args.workload, variant, size, args.dir)
+        result = measure(args.workload, variant, size, args.dir, args.db_url)
     except Exception as exc:  # reported, not raised: the orchestrator goes on with the others
         record["error"] = f"{type(exc).__name__}: {exc}"
         record["traceback"] = traceback.format_exc(limit=8)

@@ -3,7 +3,10 @@
 Runs under ``bench/.venv-peers``. DBOS is configured with its documented SQLite system
 database (``DBOSConfig`` ``system_database_url="sqlite:///<fresh file>"``) and otherwise its
 defaults (SQLite's default rollback journal and ``synchronous=FULL``: durable commits; the
-settings in force are read back from DBOS's own engine and reported). Workflows are
+settings in force are read back from DBOS's own engine and reported); with ``--db-url``, with
+that fresh PostgreSQL database as its system database (DBOS's home database: its tables in
+the ``dbos`` schema, ``LISTEN``/``NOTIFY`` for ``recv``; the server's ``synchronous_commit``
+read back and reported). Workflows are
 ``@DBOS.workflow()`` functions calling ``@DBOS.step()`` functions, submitted in the ways the
 DBOS documentation presents (``DBOS.start_workflow``/``start_workflow_async`` for background
 workflows, a ``Queue`` or ``asyncio`` tasks + ``gather`` for concurrent steps, ``DBOS.recv``/
@@ -169,21 +172,38 @@ async def async_waiter(k: int) -> Any:
 # -- measurement ----------------------------------------------------------------------------
 
 
-def count(path: Path, sql: str) -> int:
-    conn = sqlite3.connect(path, timeout=60)
+Store = Path | str
+"""Where DBOS keeps its system database: a SQLite file, or a PostgreSQL URL."""
+
+
+def count(store: Store, sql: str) -> int:
+    if isinstance(store, str):
+        import psycopg  # DBOS's own PostgreSQL driver
+
+        with psycopg.connect(store, options="-c search_path=dbos") as conn:
+            row = conn.execute(sql).fetchone()
+            assert row is not None
+            return int(row[0])
+    conn = sqlite3.connect(store, timeout=60)
     try:
         return int(conn.execute(sql).fetchone()[0])
     finally:
         conn.close()
 
 
-def settings_in_force() -> dict[str, Any]:
+def settings_in_force(postgres: bool) -> dict[str, Any]:
     """Read the durability settings on one of DBOS's own connections."""
-    from dbos._dbos import _get_dbos_instance  # internal: only to read the pragmas
+    from dbos._dbos import _get_dbos_instance  # internal: only to read the settings
 
     raw = _get_dbos_instance()._sys_db.engine.raw_connection()
     try:
         cur = raw.cursor()
+        if postgres:
+            found = {}
+            for name in ("synchronous_commit", "fsync", "wal_sync_method"):
+                cur.execute(f"SHOW {name}")
+                found[name] = cur.fetchone()[0]
+            return found
         journal = cur.execute("PRAGMA journal_mode").fetchone()[0]
         sync = cur.execute("PRAGMA synchronous").fetchone()[0]
     finally:
@@ -192,7 +212,7 @@ def settings_in_force() -> dict[str, Any]:
     return {"journal_mode": journal, "synchronous": names.get(sync, sync)}
 
 
-def check(path: Path, workflows: int, steps: int) -> dict[str, int]:
+def check(path: Store, workflows: int, steps: int) -> dict[str, int]:
     """Fail unless the store holds ``workflows`` successful workflows and ``steps`` step
     outputs (beyond DBOS's own operations such as recv/sleep/getResult)."""
     ok = count(path, "SELECT count(*) FROM workflow_status WHERE status = 'SUCCESS'")
@@ -219,13 +239,15 @@ def run_async(make: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(make())  # type: ignore[arg-type]
 
 
-def measure(workload: str, variant: str, size: dict[str, int], workdir: Path) -> dict[str, Any]:
-    path = fresh_db(workdir, f"dbos-{workload}-{variant}")
+def measure(
+    workload: str, variant: str, size: dict[str, int], workdir: Path, db_url: str | None
+) -> dict[str, Any]:
+    path: Store = db_url if db_url is not None else fresh_db(workdir, f"dbos-{workload}-{variant}")
     logging.getLogger("dbos").setLevel(logging.WARNING)
     DBOS(
         config={
             "name": "pydynflow-bench-peers",
-            "system_database_url": f"sqlite:///{path}",
+            "system_database_url": db_url or f"sqlite:///{path}",
             "log_level": "WARNING",
         }
     )
@@ -234,8 +256,9 @@ def measure(workload: str, variant: str, size: dict[str, int], workdir: Path) ->
         if workload == "W2" and variant == "queue":
             DBOS.register_queue(QUEUE)  # defaults: no concurrency limit, 1 s polling
         result = WORKLOADS[workload](variant, size, path)
-        result["durability"] = settings_in_force()
-        result["durability"].update(sqlite_settings(path))
+        result["durability"] = settings_in_force(db_url is not None)
+        if isinstance(path, Path):
+            result["durability"].update(sqlite_settings(path))
     finally:
         DBOS.destroy(workflow_completion_timeout_sec=0)
     result["label"] = LABELS[(workload, variant)]
@@ -244,7 +267,7 @@ def measure(workload: str, variant: str, size: dict[str, int], workdir: Path) ->
     return result
 
 
-def w1(variant: str, size: dict[str, int], path: Path) -> dict[str, Any]:
+def w1(variant: str, size: dict[str, int], path: Store) -> dict[str, Any]:
     plans, steps = size["w1_plans"], size["w1_steps"]
     if variant == "start_workflow":
 
@@ -273,7 +296,7 @@ def w1(variant: str, size: dict[str, int], path: Path) -> dict[str, Any]:
     }
 
 
-def w2(variant: str, size: dict[str, int], path: Path) -> dict[str, Any]:
+def w2(variant: str, size: dict[str, int], path: Store) -> dict[str, Any]:
     n = size["w2_steps"]
     if variant == "async_gather":
         wall, result = timed(lambda: run_async(lambda: fan_out_gather(n)))
@@ -290,7 +313,7 @@ def w2(variant: str, size: dict[str, int], path: Path) -> dict[str, Any]:
     return {"wall_s": wall, "steps": steps_of("W2", size), **threads, "extra": extra}
 
 
-def w3(variant: str, size: dict[str, int], path: Path) -> dict[str, Any]:
+def w3(variant: str, size: dict[str, int], path: Store) -> dict[str, Any]:
     plans, fanout = size["w3_plans"], size["w3_fanout"]
     if variant == "async":
 
@@ -318,7 +341,7 @@ def w3(variant: str, size: dict[str, int], path: Path) -> dict[str, Any]:
     return {"wall_s": wall, "steps": steps_of("W3", size), **threads, "extra": extra}
 
 
-def w4(variant: str, size: dict[str, int], path: Path) -> dict[str, Any]:
+def w4(variant: str, size: dict[str, int], path: Store) -> dict[str, Any]:
     n = min(size["w4_n"], W4_CAP)
 
     def parked() -> int:
@@ -378,7 +401,7 @@ def w4(variant: str, size: dict[str, int], path: Path) -> dict[str, Any]:
     }
 
 
-WORKLOADS: dict[str, Callable[[str, dict[str, int], Path], dict[str, Any]]] = {
+WORKLOADS: dict[str, Callable[[str, dict[str, int], Store], dict[str, Any]]] = {
     "W1": w1,
     "W2": w2,
     "W3": w3,

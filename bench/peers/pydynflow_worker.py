@@ -4,7 +4,8 @@ Runs under the project's ``.venv`` and reuses the workloads of ``bench/bench_wor
 (W1-W3: ``Chain``, ``FanOutJoin``, ``IoFanOut`` on a started ``World``) and
 ``bench/bench_w4.py`` (W4: ``CallbackWaiter``/``AsyncWaiter``), so that the figures are those
 of the project's own benchmarks, on SQLite with the default durability (WAL,
-``synchronous=FULL``), a fresh file per run.
+``synchronous=FULL``), a fresh file per run, or on the fresh PostgreSQL database ``--db-url``
+names (the server's ``synchronous_commit``, read back and reported).
 
     .venv/bin/python bench/peers/pydynflow_worker.py --workload W1 --dir /tmp/x [--sizes small]
 """
@@ -51,23 +52,47 @@ def durability(workdir: Path, before: set[Path]) -> dict[str, Any]:
     return {"journal_mode_in_file": ",".join(modes) or "?", "synchronous": "FULL (default)"}
 
 
-def measure(workload: str, variant: str, size: dict[str, int], workdir: Path) -> dict[str, Any]:
+def pg_durability(url: str) -> dict[str, Any]:
+    """Return the server's durability settings as a connection to ``url`` gets them."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        found: dict[str, Any] = {}
+        with conn.cursor() as cursor:
+            for name in ("synchronous_commit", "fsync", "wal_sync_method"):
+                cursor.execute(f"SHOW {name}")
+                found[name] = cursor.fetchone()[0]
+        return found
+    finally:
+        conn.close()
+
+
+def measure(
+    workload: str, variant: str, size: dict[str, int], workdir: Path, db_url: str | None
+) -> dict[str, Any]:
+    if db_url is not None:
+        result = run(workload, variant, size, workdir, db_url)
+        result["durability"] = pg_durability(db_url)
+        return result
     before = set(workdir.glob("*/bench.db"))
     result = run(workload, variant, size, workdir)
     result["durability"] = durability(workdir, before)
     return result
 
 
-def run(workload: str, variant: str, size: dict[str, int], workdir: Path) -> dict[str, Any]:
+def run(
+    workload: str, variant: str, size: dict[str, int], workdir: Path, url: str | None = None
+) -> dict[str, Any]:
     label = LABELS[(workload, variant)]
     if workload in ("W1", "W2", "W3"):
         sizes = {**bench_workloads.SIZES["full"], **size}
         if workload == "W1":
-            run = bench_workloads.w1(workdir, sizes, parallel=variant == "threads16")
+            run = bench_workloads.w1(workdir, sizes, parallel=variant == "threads16", url=url)
         elif workload == "W2":
-            run = bench_workloads.w2(workdir, sizes)
+            run = bench_workloads.w2(workdir, sizes, url=url)
         else:
-            run = bench_workloads.w3(workdir, sizes)
+            run = bench_workloads.w3(workdir, sizes, url=url)
             label = label.replace("50", str(size["w3_pool"]))
         if run.count != steps_of(workload, size):
             raise BenchFailure(
@@ -81,7 +106,7 @@ def run(workload: str, variant: str, size: dict[str, int], workdir: Path) -> dic
             "extra": run.extra,
         }
     n = size["w4_n"] if workload == "W4" else size["w4_big_n"]
-    result = bench_w4.run_style(variant, n, workdir)
+    result = bench_w4.run_style(variant, n, workdir, url=url)
     if result.error is not None or not result.all_success:
         raise BenchFailure(result.error or f"W4 {variant}: not all plans succeeded")
     events_s = n / result.events_per_s  # first event sent -> last plan done

@@ -166,7 +166,11 @@ def run_many(store: Store, flows: list[Any], engine: str, threads: int) -> tuple
     return wall, states
 
 
-def measure(workload: str, variant: str, size: dict[str, int], workdir: Path) -> dict[str, Any]:
+def measure(
+    workload: str, variant: str, size: dict[str, int], workdir: Path, db_url: str | None
+) -> dict[str, Any]:
+    if db_url is not None:
+        raise BenchFailure("taskflow is measured on SQLite only (see bench_peers.py)")
     store = Store(fresh_db(workdir, f"taskflow-{workload}-{variant}"))
     try:
         if workload == "W1":

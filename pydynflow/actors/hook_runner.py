@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from pydynflow.hooks import HookCalls, run_hook_calls
@@ -21,8 +22,14 @@ from pydynflow.hooks import HookCalls, run_hook_calls
 class HookRunner:
     """Call queued execution-plan hooks on a thread of their own (started on first use)."""
 
-    def __init__(self, log: Any, name: str = "pydynflow-hooks") -> None:
+    def __init__(
+        self,
+        log: Any,
+        name: str = "pydynflow-hooks",
+        on_sub_plan_end: Callable[[HookCalls], None] | None = None,
+    ) -> None:
         self.log = log
+        self.on_sub_plan_end = on_sub_plan_end
         self.name = name
         self._queue: deque[HookCalls] = deque()
         self._cond = threading.Condition()
@@ -89,6 +96,8 @@ class HookRunner:
                 self._busy = True
             try:
                 run_hook_calls(calls, self.log)
+                if calls.caller is not None and self.on_sub_plan_end is not None:
+                    self.on_sub_plan_end(calls)
             except BaseException:  # the thread must outlive what a hook raises
                 self.log.exception("execution-plan hooks failed", plan_id=calls.plan.id)
             finally:

@@ -169,6 +169,8 @@ class DeliverEvent:
     optional: bool
     reply: Any
     event_id: str | None = None  # chosen by the sender: the same id again is not applied
+    note: dict[str, Any] | None = None  # who sent it: an "event" history entry (operators)
+    durable: bool = True  # False: an engine wake-up (`Ping`), not stored; lost with the world
 
     def dead_letter(self) -> None:
         """Answer that the plan is not running here (the caller looks at the store why)."""

@@ -18,12 +18,14 @@ in-memory database.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydynflow.actors.messages import Claim, Flush, Persist
 from pydynflow.actors.pooled import Dispatcher, PooledActor, tell
+from pydynflow.adapters import telemetry
 from pydynflow.errors import PersistenceError
 from pydynflow.hooks import HookCalls, take_hook_calls
 from pydynflow.logging import get_logger
@@ -163,15 +165,29 @@ class PersistenceActor(PooledActor):
         batches = [pending[at : at + BATCH_LIMIT] for at in range(0, len(pending), BATCH_LIMIT)]
         self.batches += len(batches)
         self.records += len(pending)
-        self.writer.submit_all(
-            [
-                (
-                    [request_of(message) for message in batch],
-                    functools.partial(_acknowledge, batch, self.log, self.on_hooks),
-                )
-                for batch in batches
-            ]
-        )
+        work = [
+            (
+                [request_of(message) for message in batch],
+                functools.partial(_acknowledge, batch, self.log, self.on_hooks),
+            )
+            for batch in batches
+        ]
+        report = telemetry.current()
+        if report.enabled:  # timed from here: the engine waits that long for a commit
+            work = [(requests, _measured(report, requests, done)) for requests, done in work]
+        self.writer.submit_all(work)
+
+
+def _measured(report: telemetry.Telemetry, requests: list[ChangeSet], done: Any) -> Any:
+    """Return ``done``, first telling ``report`` of the committed ``requests``."""
+    started = time.perf_counter()
+
+    def measured(refused: set[int], error: PersistenceError | None) -> None:
+        if error is None:
+            report.committed(requests, time.perf_counter() - started)
+        done(refused, error)
+
+    return measured
 
 
 def _acknowledge(

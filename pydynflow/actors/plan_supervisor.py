@@ -49,6 +49,7 @@ from pydynflow.actors.pooled import (
 from pydynflow.actors.runtime import Runtime
 from pydynflow.actors.slots import SlotClaim
 from pydynflow.actors.step import StepActor
+from pydynflow.adapters import telemetry
 from pydynflow.clock import ClockClosedError
 from pydynflow.errors import (
     AlreadyRunning,
@@ -193,9 +194,16 @@ class PlanSupervisor(PooledActor):
             self._apply(self.core.retry_due(message.step_id))
         elif isinstance(message, Resume):
             self._apply(self.core.wake(message.step_id, message.persisted))
+        elif isinstance(message, DeliverEvent) and not message.durable:
+            self._wake_up(message.step_id, message.payload, message.reply)
         elif isinstance(message, DeliverEvent):
             self._deliver(
-                message.step_id, message.payload, message.optional, message.reply, message.event_id
+                message.step_id,
+                message.payload,
+                message.optional,
+                message.reply,
+                message.event_id,
+                message.note,
             )
         elif isinstance(message, CancelPlan):
             self._cancel(message)
@@ -503,9 +511,18 @@ class PlanSupervisor(PooledActor):
     # -- events --------------------------------------------------------------------------
 
     def _deliver(
-        self, step_id: int, payload: Any, optional: bool, reply: Any, chosen: str | None
+        self,
+        step_id: int,
+        payload: Any,
+        optional: bool,
+        reply: Any,
+        chosen: str | None,
+        note: dict[str, Any] | None = None,
     ) -> None:
-        """Store an event for a step, then hand it to its actor (or keep it for its start)."""
+        """Store an event for a step, then hand it to its actor (or keep it for its start).
+
+        ``note``: who sent it (an operator): an "event" history entry stored with it.
+        """
         event_id = chosen or _new_event_id()
         try:
             if self.broken is not None:
@@ -515,6 +532,7 @@ class PlanSupervisor(PooledActor):
                 reply.set_result(True)
                 return
         except EventRejected as exc:
+            telemetry.current().event_rejected()
             if optional:
                 reply.set_result(False)
             else:
@@ -523,6 +541,10 @@ class PlanSupervisor(PooledActor):
         except DynflowError as exc:
             reply.set_exception(exc)
             return
+        if note is not None:
+            details = {**note, "step_id": step_id, "event_id": event_id}
+            self.plan.note("event", self.runtime.world_id, details)
+            advance.plan_row = True
         me = self.actor_ref
 
         def on_commit(error: BaseException | None) -> None:
@@ -534,6 +556,17 @@ class PlanSupervisor(PooledActor):
             reply.set_result(True)
 
         self._send(advance, on_commit=on_commit)
+
+    def _wake_up(self, step_id: int, payload: Any, reply: Any) -> None:
+        """Hand a wake-up (`Ping`) to a step without storing it: it only asks the step to
+        look again at what is stored, so a world that dies loses nothing with it (the
+        step's next run does the same). Answers whether the step took it."""
+        step = self.plan.steps.get(step_id)
+        if step is None or self.broken is not None or not self.core.takes_events(step):
+            reply.set_result(False)
+            return
+        self._event_stored(step_id, Event(payload, persisted=False))
+        reply.set_result(True)
 
     def _event_stored(self, step_id: int, event: Event) -> None:
         child = self.children.get(step_id)

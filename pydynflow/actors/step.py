@@ -30,7 +30,7 @@ from pydynflow.actors.messages import (
 from pydynflow.actors.pooled import PooledActor, tell_and_run, tell_if_alive
 from pydynflow.actors.runtime import Runtime
 from pydynflow.clock import ClockClosedError
-from pydynflow.events import Timeout
+from pydynflow.events import Ping, Timeout
 from pydynflow.logging import get_logger
 from pydynflow.outcome import PhaseOutcome, failed_outcome
 from pydynflow.phases import execute_run, execute_run_async, snapshot_outcome
@@ -155,9 +155,14 @@ class StepActor(PooledActor):
     def _event(self, event: Event) -> None:
         if event.token is not None and (event.token != self.wait_token or self.waiter is None):
             return  # the timeout of a wait that is already over
+        if not event.persisted and isinstance(event.payload, Ping) and self._ping_pending():
+            return  # "look again" is asked already: sub-plans ending together wake it once
         self.pending.append(event)
         if self.state == "parked":
             self._next()
+
+    def _ping_pending(self) -> bool:
+        return any(not e.persisted and isinstance(e.payload, Ping) for e in self.pending)
 
     def _next(self) -> None:
         if not self.pending:

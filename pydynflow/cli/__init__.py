@@ -19,6 +19,7 @@ __all__ = ["COMMANDS", "cli", "main"]
 COMMANDS: dict[str, str] = {
     "db": "pydynflow.cli.db:db",
     "plans": "pydynflow.cli.plans:plans",
+    "web": "pydynflow.cli.web:web",
     "worker": "pydynflow.cli.worker:worker",
     "worlds": "pydynflow.cli.worlds:worlds",
 }
@@ -59,7 +60,7 @@ class _LazyGroup(click.Group):
 def cli() -> None:
     """Operate pydynflow: its database schema, its execution plans, its worlds and daemon.
 
-    Every command takes --db URL (or PYDYNFLOW_DB), and all but worker take --json. Exit
+    Every command takes --db URL (or PYDYNFLOW_DB), and all but worker and web take --json. Exit
     status: 0 on success, 1 when the operation failed (unknown plan, rejected event...),
     2 on a usage error.
     """

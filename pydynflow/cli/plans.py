@@ -1,4 +1,5 @@
-"""``pydynflow plans``: list and show execution plans, and act on them as an operator.
+"""``pydynflow plans``: list and show execution plans, act on them as an operator, and
+delete finished ones.
 
 Reads go through a client world that is not started (they leave no trace in the database);
 operator commands start one, whose calls reach the executor world that owns the plan
@@ -8,6 +9,8 @@ through the database.
 from __future__ import annotations
 
 import json
+import re
+from datetime import timedelta
 
 import click
 
@@ -21,6 +24,7 @@ from pydynflow.cli._output import (
 )
 from pydynflow.cli.operate import cancel, event, halt, resume, skip
 from pydynflow.plan import ExecutionPlan, HistoryEntry
+from pydynflow.retention import BATCH_SIZE
 from pydynflow.states import PlanState, Result
 
 __all__ = ["plans"]
@@ -177,6 +181,115 @@ def _details(entry: HistoryEntry) -> str:
         f"{key}={value if isinstance(value, str) else json.dumps(value)}"
         for key, value in (entry.details or {}).items()
     )
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+class Duration(click.ParamType):
+    """A duration such as ``30d``, ``12h``, ``1d12h`` or ``90s`` (w, d, h, m, s)."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        """Return ``value`` as a timedelta, or fail as a usage error."""
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        parts = _DURATION.findall(text)
+        if not text or "".join(number + unit for number, unit in parts) != text:
+            self.fail(f"{value!r} is not a duration such as 30d, 12h, 1d12h or 90s", param, ctx)
+        return sum(
+            (timedelta(**{_UNITS[unit]: float(number)}) for number, unit in parts), timedelta()
+        )
+
+
+@plans.command()
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(_STATES),
+    help="Only plans in this state (repeat for several); default: stopped (and paused with "
+    "--include-paused). Running plans are never deleted.",
+)
+@click.option(
+    "--result",
+    "results",
+    multiple=True,
+    type=click.Choice(_RESULTS),
+    help="Only plans with this result (repeat for several).",
+)
+@click.option(
+    "--label", "labels", multiple=True, help="Only plans with this label (repeat for several)."
+)
+@click.option(
+    "--older-than",
+    type=Duration(),
+    help="Only plans that stopped longer ago than this (30d, 12h, 1d12h, 90s).",
+)
+@click.option(
+    "--backup",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Append each deleted plan to FILE as a JSON line before deleting it.",
+)
+@click.option("--include-paused", is_flag=True, help="Delete paused plans too.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=BATCH_SIZE,
+    show_default=True,
+    help="Plans deleted per transaction at most.",
+)
+@click.option("--dry-run", is_flag=True, help="Only count the plans that would be deleted.")
+@common_options
+def delete(
+    states: tuple[str, ...],
+    results: tuple[str, ...],
+    labels: tuple[str, ...],
+    older_than: timedelta | None,
+    backup: str | None,
+    include_paused: bool,
+    batch_size: int,
+    dry_run: bool,
+    db_url: str,
+    as_json: bool,
+) -> None:
+    """Delete finished plans with all their rows, in short transactions.
+
+    By default every stopped plan; paused plans only with --include-paused; plans that run
+    are never deleted. Sub-plans of a plan still running, and plans a waiting chained plan
+    depends on, are kept.
+    """
+    if backup is not None and dry_run:
+        raise click.UsageError("--backup and --dry-run do not go together: nothing is deleted")
+    if PlanState.PAUSED in states and not include_paused:
+        raise click.UsageError("--state paused needs --include-paused")
+    with client_world(db_url) as world:
+        try:
+            deleted = world.delete_plans(
+                state=list(states) or None,
+                result=list(results) or None,
+                label=list(labels) or None,
+                older_than=older_than,
+                batch_size=batch_size,
+                backup=backup,
+                include_paused=include_paused,
+                dry_run=dry_run,
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+    if as_json:
+        echo_json({"deleted": deleted, "dry_run": dry_run, "backup": backup})
+    elif dry_run:
+        click.echo(f"would delete {deleted} execution plan(s)")
+    else:
+        saved = f"; backup appended to {backup}" if backup is not None else ""
+        click.echo(f"deleted {deleted} execution plan(s){saved}")
 
 
 for _command in (resume, skip, cancel, halt, event):

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
 import click
 
+from pydynflow.adapters import telemetry
 from pydynflow.daemon import AppImportError, Supervisor, WorkerConfig, import_apps
 from pydynflow.world import DEFAULT_DB
 
-__all__ = ["worker"]
+__all__ = ["prepare_metrics_dir", "worker"]
+
+
+def prepare_metrics_dir(path: Path) -> None:
+    """Empty (or create) ``path`` and record this process's and its children's metrics
+    there, in prometheus-client's multiprocess mode (files of earlier runs would be added
+    to this run's, so they go)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ[telemetry.MULTIPROC_ENV] = str(path.resolve())
+    telemetry.use_prometheus()
 
 
 def _queues(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, int]:
@@ -96,6 +110,12 @@ def _queues(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
     show_default=True,
     help="Seconds a world rides out a database it cannot write before the daemon exits 1.",
 )
+@click.option(
+    "--metrics-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Record Prometheus metrics in this directory (emptied at start; prometheus-client's "
+    "multiprocess mode): `pydynflow web --metrics-dir` on this host serves them.",
+)
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -107,6 +127,7 @@ def worker(
     name: str,
     stop_timeout: float,
     fatal_persistence_timeout: float,
+    metrics_dir: Path | None,
 ) -> None:
     """Run executor worlds as supervised processes, until SIGTERM or SIGINT.
 
@@ -120,6 +141,8 @@ def worker(
     for --fatal-persistence-timeout seconds (or could not be opened); 2 on a usage error,
     such as an --app module that cannot be imported.
     """
+    if metrics_dir is not None:
+        prepare_metrics_dir(metrics_dir)
     try:
         import_apps(apps)
     except AppImportError as exc:

@@ -20,6 +20,7 @@ import sys
 import threading
 from typing import IO, Any
 
+from pydynflow.adapters import telemetry
 from pydynflow.daemon.config import WorkerConfig, import_apps
 from pydynflow.world import World
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         report(error=f"{type(exc).__name__}: {exc}")
         raise
     report(world_id=world.id)
+    telemetry.current().watch(world)  # its queues, when the daemon records metrics
     threading.Thread(
         target=_stop_when_orphaned, args=(reader,), name="pydynflow-supervisor-watch", daemon=True
     ).start()

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydynflow.adapters import telemetry
 from pydynflow.daemon.backoff import Backoff
 from pydynflow.daemon.config import WorkerConfig
 from pydynflow.daemon.log import LOG_LEVEL, daemon_logger
@@ -346,6 +347,7 @@ class Supervisor:
         else:
             self.log.error("worker exited", requested=bool(self._stops), **fields)
         self._invalidate(child, fields)
+        telemetry.current().process_exited(process.pid)
         if child.fatal is not None:
             if self._fatal is None:
                 self._fatal = child.fatal
@@ -359,6 +361,7 @@ class Supervisor:
             delay = child.backoff.next(ran)
             child.restart_at = now + delay
             self.log.info("restarting worker", worker=child.index, delay=delay)
+            telemetry.current().worker_restarted("world")
 
     def _restart_due(self) -> None:
         now = time.monotonic()

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydynflow.storage.requests import ANY_EXECUTOR, reply_inbox, world_inbox
+from pydynflow.storage.singleton_lock import release_unstored_of
 from pydynflow.storage.store import Storage
 from pydynflow.world_info import WorldInfo
 
@@ -101,6 +102,13 @@ class WorldRegistry:
         if not self.storage.remove_world(world_id, seen_before=before):
             return False
         self._forget(world_id)
+        released = release_unstored_of(self.storage, world_id)
+        if released:
+            self.log.warning(
+                "let go of the singleton locks a dead world's plannings held",
+                dead_world_id=world_id,
+                actions=released,
+            )
         return True
 
     def _forget(self, world_id: str) -> None:

@@ -6,12 +6,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydynflow.errors import DynflowError
+from pydynflow.events import decode_event
 
 if TYPE_CHECKING:
     from pydynflow.triggered import Triggered
     from pydynflow.world import World
 
-KINDS = ("execute", "resume", "event", "skip", "cancel", "halt", "ping")
+KINDS = ("execute", "resume", "event", "skip", "cancel", "halt", "ping", "delayed")
 """What a request may ask an executor world to do."""
 
 
@@ -43,6 +44,9 @@ class RequestServer:
         kind, world = request["kind"], self.world
         if kind == "ping":
             return world.id
+        if kind == "delayed":  # a plan was delayed elsewhere: its delayed executor looks now
+            world._poke_delayed()
+            return None
         plan_id = str(request["plan_id"])
         if kind in ("execute", "resume"):
             # "continue": a plan a stopping executor handed over (`World._hand_over_paused`),
@@ -57,10 +61,11 @@ class RequestServer:
             return world._event(
                 plan_id,
                 int(request["step_id"]),
-                request["payload"],
+                decode_event(request["payload"]),  # an engine event travels marked
                 bool(request.get("optional")),
                 request.get("event_id"),
                 forward=False,
+                note=request.get("note"),
             )
         if kind == "skip":
             world._skip(plan_id, int(request["step_id"]), request.get("note"))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydynflow.adapters.connectors import connector_for
 from pydynflow.errors import PersistenceError
-from pydynflow.storage.requests import ANY_EXECUTOR, reply_inbox, world_inbox
+from pydynflow.storage.requests import executor_inbox, reply_inbox, world_inbox
 
 if TYPE_CHECKING:
     from pydynflow.dispatch.client import RequestClient
@@ -28,7 +28,8 @@ class DispatchThread:
     then send what other threads queued (`send_later`), apply the requests in this world's
     inboxes (an executor world) and hand over the replies. Every ``heartbeat`` seconds it
     refreshes the world's record; an executor world also invalidates the worlds it finds
-    dead. A world whose record was removed calls ``on_invalidated`` once.
+    dead. A world whose record was removed calls ``on_invalidated`` (an executor world
+    then applies no more requests: they are other executors' now).
     """
 
     def __init__(
@@ -51,7 +52,8 @@ class DispatchThread:
         self.log = log
         world_id = registry.world_id
         self.inbox = world_inbox(world_id)
-        self.requests = [self.inbox] + ([ANY_EXECUTOR] if server else [])
+        served = [executor_inbox(queue) for queue in registry.queues] if server else []
+        self.requests = [self.inbox, *served]
         self.replies = reply_inbox(world_id)
         self.connector = connector_for(registry.storage, [*self.requests, self.replies])
         self._outbox: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
@@ -134,6 +136,8 @@ class DispatchThread:
 
     def _beat(self) -> None:
         if not self.registry.touch():
+            # Invalidated: the requests an executor world would read are others' now.
+            self.server = None
             self.on_invalidated()
             return
         if self.invalidator is not None:

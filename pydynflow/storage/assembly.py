@@ -75,6 +75,8 @@ def assemble_plan(
             _fill(plan, run_flow, finalize_flow, action_rows, step_rows)
         except (CorruptData, DataConsistencyError) as exc:
             problems.append(exc)
+    if not problems and plan.caller is not None:
+        plan.has_hooks = True  # its stop wakes its caller (`pydynflow.hooks`)
     if problems:
         plan.steps, plan.actions = {}, {}
         plan.run_flow, plan.finalize_flow = Concurrence(), Sequence()

@@ -67,20 +67,17 @@ class Envelopes(StoreBase):
         param = self._db.param
         sql = f'INSERT INTO "{ENVELOPES}" ("receiver_id", "data") VALUES ({param}, {param})'
         params = (f"{plan_id}:{step_id}", data)
-        with self._write_atomic():
-            cursor = self._db.cursor()
+        with self._statements() as out:  # in a batched transaction: one round trip
             if chosen and event_id is not None:
-                cursor.execute(
+                out.write(
                     f'INSERT INTO "{COORDINATOR}" ("id", "class", "owner_id", "data") '
                     f"VALUES ({param}, {param}, {param}, NULL) "
                     'ON CONFLICT ("id", "class") DO NOTHING',
                     (_chosen_key(plan_id, step_id, str(event_id)), CHOSEN_EVENT_IDS, plan_id),
                 )
             if self._sqlite:
-                cursor.execute(sql, params)
-                return int(cursor.lastrowid)
-            cursor.execute(sql + ' RETURNING "id"', params)
-            return int(cursor.fetchone()[0])
+                return int(out.ask(sql, params).lastrowid)
+            return int(out.ask(sql + ' RETURNING "id"', params).fetchone()[0])
 
     @wrap_errors("keep_event")
     def keep_event(
@@ -189,19 +186,15 @@ class Envelopes(StoreBase):
             f'DELETE FROM "{ENVELOPES}" WHERE "id" = (SELECT MIN("id") FROM "{ENVELOPES}" '
             f'WHERE "receiver_id" = {param})'
         )
-        with self._write_atomic():
-            cursor = self._db.cursor()
-            cursor.execute(sql, (receiver,))
-            return int(cursor.rowcount)
+        with self._statements() as out:  # in a batched transaction: one round trip
+            return int(out.ask(sql, (receiver,)).rowcount)
 
     @wrap_errors("clear_envelopes")
     def clear_envelopes(self, plan_id: str, step_id: int) -> int:
         """Delete every envelope of a step (its events die with it); return how many."""
         sql = f'DELETE FROM "{ENVELOPES}" WHERE "receiver_id" = {self._db.param}'
-        with self._write_atomic():
-            cursor = self._db.cursor()
-            cursor.execute(sql, (f"{plan_id}:{int(step_id)}",))
-            return int(cursor.rowcount)
+        with self._statements() as out:  # in a batched transaction: one round trip
+            return int(out.ask(sql, (f"{plan_id}:{int(step_id)}",)).rowcount)
 
 
 def envelope_rows(

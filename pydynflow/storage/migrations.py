@@ -23,7 +23,15 @@ import peewee
 from pydynflow.errors import PersistenceError
 from pydynflow.storage.database import is_postgres, is_sqlite
 
-__all__ = ["LATEST_VERSION", "MIGRATIONS", "MIGRATION_LOCK_KEY", "current_version", "migrate"]
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "MIGRATION_6_DROPPED",
+    "MIGRATION_6_INDEXES",
+    "MIGRATION_LOCK_KEY",
+    "current_version",
+    "migrate",
+]
 
 SCHEMA_INFO_TABLE = "dynflow_schema_info"
 MIGRATION_LOCK_KEY = 0x7079_6466_6C6F_7701 & 0x7FFF_FFFF_FFFF_FFFF
@@ -191,12 +199,65 @@ def _migration_5(database: peewee.Database) -> None:
     )
 
 
+MIGRATION_6_DROPPED = (
+    "dynflow_execution_plans_state",
+    "dynflow_execution_plans_result",
+    "dynflow_execution_plans_started_at",
+    "dynflow_execution_plans_ended_at",
+)
+"""The plan indexes migration 6 replaces: each is the first column of one of its own."""
+MIGRATION_6_INDEXES = (
+    (
+        "dynflow_execution_plans_state_started_at_uuid",
+        'CREATE INDEX "dynflow_execution_plans_state_started_at_uuid" '
+        'ON "dynflow_execution_plans" ("state", "started_at", "uuid")',
+    ),
+    (
+        "dynflow_execution_plans_result_started_at_uuid",
+        'CREATE INDEX "dynflow_execution_plans_result_started_at_uuid" '
+        'ON "dynflow_execution_plans" ("result", "started_at", "uuid")',
+    ),
+    (
+        "dynflow_execution_plans_started_at_uuid",
+        'CREATE INDEX "dynflow_execution_plans_started_at_uuid" '
+        'ON "dynflow_execution_plans" ("started_at", "uuid")',
+    ),
+    (
+        "dynflow_execution_plans_ended_at_uuid",
+        'CREATE INDEX "dynflow_execution_plans_ended_at_uuid" '
+        'ON "dynflow_execution_plans" ("ended_at", "uuid")',
+    ),
+    (
+        "dynflow_actions_root_class",
+        'CREATE INDEX "dynflow_actions_root_class" '
+        'ON "dynflow_actions" ("class", "execution_plan_uuid") WHERE ("id" = 1)',
+    ),
+)
+"""``(name, DDL)`` of the indexes migration 6 creates."""
+
+
+def _migration_6(database: peewee.Database) -> None:
+    """Index the console's plan list: each filter column with the default order after it
+    (``started_at``, then ``uuid`` to break ties), and the root actions' classes with their
+    plans (so that filtering by class reads that index alone).
+
+    A page of plans filtered by state (or result) and ordered by start time is then a walk
+    along one index, however many plans are stored; the single-column indexes these lead
+    with are dropped (each plan transition would otherwise update both).
+    """
+    for name in MIGRATION_6_DROPPED:
+        database.execute_sql(f'DROP INDEX "{name}"')
+    for _, statement in MIGRATION_6_INDEXES:
+        database.execute_sql(statement)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the dynflow_* tables", _migration_1),
     (2, "plan-phase steps in one column of the plan row", _migration_2),
     (3, "no index on step states", _migration_3),
     (4, "Retry attempts per step", _migration_4),
     (5, "the worlds sharing a database", _migration_5),
+    (6, "indexes for the console's plan list", _migration_6),
 ]
 """Every migration, in order: ``(number, description, function(database))``."""
 

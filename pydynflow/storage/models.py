@@ -82,12 +82,12 @@ class ExecutionPlanModel(_Base):
     """One row per execution plan: metadata columns plus the flows and history blobs."""
 
     uuid = peewee.CharField(max_length=36, primary_key=True)
-    state = peewee.CharField(max_length=32, index=True)
-    result = peewee.CharField(max_length=32, null=True, index=True)
+    state = peewee.CharField(max_length=32)  # indexes: see Meta (schema 6)
+    result = peewee.CharField(max_length=32, null=True)
     label = peewee.TextField(null=True, index=True)
     root_plan_step_id = peewee.IntegerField(null=True)
-    started_at = UTCDateTimeField(null=True, index=True)
-    ended_at = UTCDateTimeField(null=True, index=True)
+    started_at = UTCDateTimeField(null=True)
+    ended_at = UTCDateTimeField(null=True)
     real_time = peewee.DoubleField(null=True)
     execution_time = peewee.DoubleField(null=True)
     run_flow = peewee.BlobField(null=True)
@@ -100,6 +100,14 @@ class ExecutionPlanModel(_Base):
 
     class Meta:
         table_name = "dynflow_execution_plans"
+        # Schema 6, for plan lists: filter by the first column, order by start time (ties
+        # by id), each a walk along one index (`pydynflow.storage.listing`).
+        indexes = (
+            (("state", "started_at", "uuid"), False),
+            (("result", "started_at", "uuid"), False),
+            (("started_at", "uuid"), False),
+            (("ended_at", "uuid"), False),
+        )
 
 
 class ActionModel(_Base):
@@ -126,6 +134,18 @@ class ActionModel(_Base):
         table_name = "dynflow_actions"
         primary_key = peewee.CompositeKey("execution_plan", "id")
         indexes = ((("caller_execution_plan_id", "caller_action_id"), False),)
+
+
+# Schema 6: the classes of root actions (action 1 of each plan) and their plans, for plan
+# lists filtered by class.
+ActionModel.add_index(
+    ActionModel.index(
+        ActionModel.action_class,
+        ActionModel.execution_plan,
+        name="dynflow_actions_root_class",
+        where=(ActionModel.id == 1),
+    )
+)
 
 
 class StepModel(_Base):

@@ -15,8 +15,9 @@ import peewee
 from pydynflow.errors import UnknownPlan
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.storage.assembly import assemble_plan
+from pydynflow.storage.batch import Upsert
 from pydynflow.storage.codec import decode_at
-from pydynflow.storage.envelopes import delete_envelope_ids, envelope_rows
+from pydynflow.storage.retention import delete_plan_rows
 from pydynflow.storage.rows import (
     ACTION_COLUMNS,
     PLAN_COLUMNS,
@@ -29,8 +30,6 @@ from pydynflow.storage.rows import (
 )
 from pydynflow.storage.sql import (
     ACTIONS,
-    CHILD_TABLES,
-    IN_CHUNK,
     PLANS,
     STEPS,
     select_sql,
@@ -68,6 +67,10 @@ class Plans(Rows):
         self._sql_step_upsert = upsert_sql(
             STEPS, STEP_COLUMNS, ("execution_plan_uuid", "id"), param
         )
+        self._plan_upsert = Upsert(PLANS, PLAN_COLUMNS, ("uuid",), param)
+        self._plan_meta_upsert = Upsert(PLANS, PLAN_META_COLUMNS, ("uuid",), param)
+        self._action_upsert = Upsert(ACTIONS, ACTION_COLUMNS, ("execution_plan_uuid", "id"), param)
+        self._step_upsert = Upsert(STEPS, STEP_COLUMNS, ("execution_plan_uuid", "id"), param)
 
     @wrap_errors("save_plan")
     def save_plan(self, plan: ExecutionPlan) -> None:
@@ -138,17 +141,17 @@ class Plans(Rows):
         steps: Sequence[tuple[Any, ...]] = (),
         actions: Sequence[tuple[Any, ...]] = (),
     ) -> None:
-        """Upsert encoded rows in one transaction: full plan rows first, then the rest."""
-        with self._write_atomic():
-            cursor = self._db.cursor()
-            if full_plans:
-                self._executemany(cursor, self._sql_plan_upsert, list(full_plans))
-            if plans:
-                self._executemany(cursor, self._sql_plan_meta_upsert, list(plans))
-            if actions:
-                self._executemany(cursor, self._sql_action_upsert, list(actions))
-            if steps:
-                self._executemany(cursor, self._sql_step_upsert, list(steps))
+        """Upsert encoded rows in one transaction: full plan rows first, then the rest.
+
+        A row given twice (by its key) is written once, with its last values. Inside a
+        `batched_transaction` the statements are held back (one multi-row statement a table
+        on PostgreSQL).
+        """
+        with self._statements() as out:
+            out.upsert(self._plan_upsert, full_plans)
+            out.upsert(self._plan_meta_upsert, plans)
+            out.upsert(self._action_upsert, actions)
+            out.upsert(self._step_upsert, steps)
 
     @wrap_errors("claim_plan")
     def claim_plan(
@@ -167,10 +170,8 @@ class Plans(Rows):
             f'UPDATE "{PLANS}" SET "state" = {param} '
             f'WHERE "uuid" = {param} AND "state" IN ({marks})'
         )
-        with self._write_atomic():
-            cursor = self._db.cursor()
-            cursor.execute(sql, (to_state, plan_id, *from_states))
-            return bool(cursor.rowcount == 1)
+        with self._statements() as out:  # in a batched transaction: one round trip
+            return bool(out.ask(sql, (to_state, plan_id, *from_states)).rowcount == 1)
 
     @wrap_errors("plan_exists")
     def plan_exists(self, plan_id: str) -> bool:
@@ -181,34 +182,15 @@ class Plans(Rows):
 
     @wrap_errors("delete_plans")
     def delete_plans(self, plan_ids: Iterable[str] | str) -> int:
-        """Delete plans with their actions, steps, chunks, delayed records and dependencies.
+        """Delete plans by id, in one transaction, with every row that belongs to them
+        (`pydynflow.storage.retention.delete_plan_rows`), whatever their state.
 
         Returns:
             how many plans were deleted (unknown ids are ignored).
         """
         ids = [plan_ids] if isinstance(plan_ids, str) else list(dict.fromkeys(map(str, plan_ids)))
-        deleted = 0
         with self._write_atomic():
-            cursor = self._db.cursor()
-            for start in range(0, len(ids), IN_CHUNK):
-                chunk = ids[start : start + IN_CHUNK]
-                marks = ", ".join([self._db.param] * len(chunk))
-                # The foreign keys cascade too; deleting explicitly also cleans a database
-                # whose connection was opened without foreign_keys=ON.
-                for table in CHILD_TABLES:
-                    cursor.execute(
-                        f'DELETE FROM "{table}" WHERE execution_plan_uuid IN ({marks})', chunk
-                    )
-                cursor.execute(
-                    "DELETE FROM dynflow_execution_plan_dependencies "
-                    f"WHERE execution_plan_uuid IN ({marks}) OR blocked_by_uuid IN ({marks})",
-                    chunk + chunk,
-                )
-                found = envelope_rows(cursor, self._db.param, self._sqlite, chunk)
-                delete_envelope_ids(cursor, self._db.param, [row[0] for row in found])
-                cursor.execute(f'DELETE FROM "{PLANS}" WHERE uuid IN ({marks})', chunk)
-                deleted += max(cursor.rowcount, 0)
-        return deleted
+            return delete_plan_rows(self._db.cursor(), self._db.param, self._sqlite, ids)
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -53,8 +53,8 @@ class Records(StoreBase):
             f"VALUES ({param}, {param}, {param}, {param}) "
             'ON CONFLICT ("id", "class") DO UPDATE SET "data" = excluded."data"'
         )
-        with self._write_atomic():
-            self._db.cursor().execute(sql, (record_id, record_class, owner_id, data))
+        with self._statements() as out:  # held back in a batched transaction
+            out.write(sql, (record_id, record_class, owner_id, data))
 
     @wrap_errors("record")
     def record(self, record_class: str, record_id: str) -> bytes | None:
@@ -79,6 +79,20 @@ class Records(StoreBase):
         )
         row = cursor.fetchone()
         return None if row is None else row[0]
+
+    @wrap_errors("records_of")
+    def records_of(self, record_class: str) -> list[tuple[str, str | None, bytes | None]]:
+        """Return ``(id, owner, data)`` of every coordinator record of ``record_class``."""
+        cursor = self._db.cursor()
+        cursor.execute(
+            f'SELECT "id", "owner_id", "data" FROM "{COORDINATOR}" '
+            f'WHERE "class" = {self._db.param} ORDER BY "id"',
+            (record_class,),
+        )
+        return [
+            (record_id, owner, None if data is None else bytes(data))
+            for record_id, owner, data in cursor.fetchall()
+        ]
 
     @wrap_errors("take_record")
     def take_record(
@@ -159,10 +173,8 @@ class Records(StoreBase):
         if owner_id is not None:
             sql += f' AND "owner_id" = {param}'
             values += (owner_id,)
-        with self._write_atomic():
-            cursor = self._db.cursor()
-            cursor.execute(sql, values)
-            return int(cursor.rowcount)
+        with self._statements() as out:  # in a batched transaction: one round trip
+            return int(out.ask(sql, values).rowcount)
 
     @wrap_errors("delete_records_of")
     def delete_records_of(self, record_class: str, owner_id: str) -> int:

@@ -1,7 +1,7 @@
 """Requests between worlds and their replies: ``dynflow_envelopes`` rows with a world inbox.
 
-A request is addressed to a world (``world:<id>``) or to any executor (``executors``); its
-reply goes to the sender's reply inbox (``reply:<id>``). On PostgreSQL, the transaction that
+A request is addressed to a world (``world:<id>``) or to any executor serving a queue
+(``executors`` for the ``default`` queue, ``executors:<queue>`` for another); its reply goes to the sender's reply inbox (``reply:<id>``). On PostgreSQL, the transaction that
 stores one also sends a ``NOTIFY`` on the receiver's channel (`channel`), delivered when it
 commits; on SQLite receivers poll. A request is deleted in the transaction that stores its
 reply, after it was applied: a receiver that dies in between finds it again.
@@ -17,10 +17,15 @@ from typing import Any
 from pydynflow.storage.codec import decode_at, encode
 from pydynflow.storage.sql import ENVELOPES, StoreBase, wrap_errors
 
-__all__ = ["ANY_EXECUTOR", "Requests", "channel", "reply_inbox", "world_inbox"]
+__all__ = ["ANY_EXECUTOR", "Requests", "channel", "executor_inbox", "reply_inbox", "world_inbox"]
 
 ANY_EXECUTOR = "executors"
-"""The inbox every executor world reads."""
+"""The inbox every executor world reads: that of the ``default`` queue, which all serve."""
+
+
+def executor_inbox(queue: str) -> str:
+    """Return the inbox read by every executor world that serves ``queue``."""
+    return ANY_EXECUTOR if queue == "default" else f"{ANY_EXECUTOR}:{queue}"
 
 
 def world_inbox(world_id: str) -> str:

@@ -8,7 +8,9 @@ taker takes it over, once its plan is stopped, or when its plan does not exist
 so a younger lock of a missing plan belongs to a planning in progress, an older one to a
 planning that died or whose plan was never stored. A plan lets go of its locks in the
 transaction that stops it or pauses it for a person (`release_requests`, carried by its
-change set).
+change set). When a world is invalidated, the locks it took for plans it never stored (a
+planning its death cut short) go at once (`release_unstored_of`), as Dynflow's invalidation
+releases a dead world's planning locks.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import functools
 import json
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydynflow.errors import DynflowError
 from pydynflow.mixins.singleton import already_active
@@ -30,6 +32,7 @@ __all__ = [
     "ORPHANED_AFTER",
     "check_singleton_lock",
     "release_requests",
+    "release_unstored_of",
     "take_singleton_lock",
 ]
 
@@ -76,6 +79,19 @@ def release_requests(
     return tuple((LOCK_CLASS, name, plan_id) for name in sorted(action_class_names))
 
 
+def release_unstored_of(storage: Storage, world_id: str) -> list[str]:
+    """Let go of the locks the world ``world_id`` took for plans that are not stored (call
+    it once that world is invalidated: its plannings will never store them); return the
+    action class names released. A stored plan keeps its lock: its recovery decides."""
+    released = []
+    for name, holder, data in storage.records_of(LOCK_CLASS):
+        if holder is None or _data(data).get("world_id") != world_id:
+            continue
+        if storage.step_state(holder) is None and storage.delete_record(LOCK_CLASS, name, holder):
+            released.append(name)
+    return released
+
+
 def _void(storage: Storage, holder: str | None, data: bytes | None) -> bool:
     """Return whether the lock ``holder`` holds is void (see the module)."""
     if holder is None:
@@ -88,8 +104,14 @@ def _void(storage: Storage, holder: str | None, data: bytes | None) -> bool:
 
 
 def _taken_at(data: bytes | None) -> float | None:
-    try:
-        taken_at = json.loads(data or b"{}").get("taken_at")
-    except (ValueError, AttributeError):
-        return None
+    taken_at = _data(data).get("taken_at")
     return float(taken_at) if isinstance(taken_at, int | float) else None
+
+
+def _data(data: bytes | None) -> dict[str, Any]:
+    """Return what a lock record says (empty if it says nothing readable)."""
+    try:
+        decoded = json.loads(data or b"{}")
+    except ValueError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}

@@ -3,21 +3,25 @@
 `StoreBase` holds the database and its dialect, opens write and read transactions and turns
 driver errors into `PersistenceError` (`wrap_errors`), dropping a connection they broke. Writes
 are upserts (``INSERT ... ON CONFLICT (...) DO UPDATE``, the same SQL on SQLite >= 3.24 and
-PostgreSQL) sent with ``executemany`` on the raw DB-API cursor, or ``execute_batch`` on
-psycopg2, whose ``executemany`` is one round trip per row.
+PostgreSQL) sent with ``executemany`` on the raw DB-API cursor on SQLite, as multi-row
+statements on PostgreSQL (`pydynflow.storage.batch`), where a batched transaction also holds
+its statements back to send them together (`StoreBase._batched`).
 """
 
 from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
 import peewee
 
 from pydynflow.errors import PersistenceError
+from pydynflow.storage.batch import Immediate, StatementBatch
 from pydynflow.storage.database import is_postgres, is_sqlite, redact_url
 from pydynflow.storage.times import naive_from_micros, naive_utc, sqlite_datetime, sqlite_text
 
@@ -122,6 +126,7 @@ class StoreBase:
         self._time_value: Callable[[int | None], Any] = (
             sqlite_text if self._sqlite else naive_from_micros
         )
+        self._local = threading.local()  # .batch: the thread's `StatementBatch`, if any
 
     def _write_atomic(self) -> Any:
         """Return a write transaction (a savepoint inside one); ``BEGIN IMMEDIATE`` on SQLite,
@@ -129,14 +134,63 @@ class StoreBase:
         failing on a lock upgrade."""
         if self._sqlite:
             return _Atomic(self._db.atomic(lock_type="IMMEDIATE"))
+        batch = getattr(self._local, "batch", None)
+        if batch is not None:  # the savepoint's statements go after those held back
+            batch.flush()
         return _Atomic(self._db.atomic())
 
     def _read_atomic(self) -> Any:
         """Return a read transaction: queries in it see one snapshot (``REPEATABLE READ`` on
         PostgreSQL)."""
         if self._postgres:
+            batch = getattr(self._local, "batch", None)
+            if batch is not None:  # a read sees the writes held back
+                batch.flush()
             return self._db.atomic(isolation_level="REPEATABLE READ")
         return self._db.atomic()
+
+    @contextmanager
+    def _statements(self) -> Iterator[StatementBatch | Immediate]:
+        """Yield where a write's statements go: held back in this thread's batched
+        transaction, or else executed at once in a transaction of their own (a savepoint
+        inside one)."""
+        batch = getattr(self._local, "batch", None)
+        if batch is not None:
+            yield batch
+            return
+        with self._write_atomic():
+            yield Immediate(self._db.cursor(), self._postgres)
+
+    @contextmanager
+    def _batched(self) -> Iterator[None]:
+        """Run the block in one write transaction whose statements are sent together.
+
+        On PostgreSQL, outside any transaction: the writes that go through `_statements`
+        are held back (`StatementBatch`) and sent with ``BEGIN`` and ``COMMIT`` in one round
+        trip, or with the first statement whose result is needed (`StatementBatch.ask`), or
+        just before a statement that does not go through `_statements` (a savepoint, a read
+        transaction). Elsewhere (SQLite, inside a transaction) it is `_write_atomic`. Inside
+        it, read only through `_read_atomic`: a bare query on the cursor would not see the
+        writes held back.
+        """
+        if not self._postgres or self._db.in_transaction():
+            with self._write_atomic():
+                yield
+            return
+        batch = StatementBatch(self._db.cursor())
+        self._local.batch = batch
+        self._db.push_transaction(batch)  # peewee: a nested atomic block is a savepoint
+        try:
+            try:
+                yield
+            finally:
+                self._local.batch = None
+            batch.commit()
+        except BaseException:
+            batch.abort()
+            raise
+        finally:
+            self._db.pop_transaction()
 
     def _executemany(self, cursor: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if self._postgres and psycopg2 is not None:

@@ -3,9 +3,11 @@
 Its parts: plans with their steps and actions (`pydynflow.storage.plans`, rebuilt by
 `pydynflow.storage.assembly`), their snapshots and rows (`pydynflow.storage.rows`), events for
 steps (`pydynflow.storage.envelopes`), coordinator records (`pydynflow.storage.records`),
-output chunks (`pydynflow.storage.chunks`), the worlds sharing the database
-(`pydynflow.storage.worlds`) and their requests (`pydynflow.storage.requests`), over what they
-share (`pydynflow.storage.sql`).
+output chunks (`pydynflow.storage.chunks`), delayed plans and their chains
+(`pydynflow.storage.delayed`), the worlds sharing the database (`pydynflow.storage.worlds`)
+and their requests (`pydynflow.storage.requests`), deleting plans in batches
+(`pydynflow.storage.retention`), plan lists for consoles (`pydynflow.storage.listing`),
+over what they share (`pydynflow.storage.sql`).
 `Storage` combines them as mixins, so a call costs no delegation, and adds the lifecycle:
 opening, migrating, closing, and `Storage.transaction`. Every payload goes through
 `pydynflow.storage.codec`. The design: docs/internals/persistence.md.
@@ -21,18 +23,24 @@ import peewee
 from pydynflow.errors import PersistenceError
 from pydynflow.storage.chunks import Chunks
 from pydynflow.storage.database import close_database, open_database, redact_url
+from pydynflow.storage.delayed import Delayed
 from pydynflow.storage.envelopes import Envelopes
+from pydynflow.storage.listing import Listing
 from pydynflow.storage.migrations import migrate as _migrate
 from pydynflow.storage.plans import ORDERABLE_COLUMNS, Plans
 from pydynflow.storage.records import Records
 from pydynflow.storage.requests import Requests
+from pydynflow.storage.retention import Retention
 from pydynflow.storage.sql import DRIVER_ERRORS, wrap_errors
+from pydynflow.storage.sub_plans import SubPlans
 from pydynflow.storage.worlds import Worlds
 
 __all__ = ["ORDERABLE_COLUMNS", "Storage"]
 
 
-class Storage(Plans, Envelopes, Records, Chunks, Worlds, Requests):
+class Storage(
+    Plans, Envelopes, Records, Chunks, Worlds, Requests, SubPlans, Delayed, Listing, Retention
+):
     """Execution plans in a SQLite file, an in-memory SQLite database or PostgreSQL.
 
     Each public write (`save_plan`, `save_steps`, ...) is atomic on its own; inside
@@ -152,5 +160,30 @@ class Storage(Plans, Envelopes, Records, Chunks, Worlds, Requests):
                 f"transaction failed ({self._describe()}): {type(exc).__name__}: {exc}"
             ) from exc
         except PersistenceError:  # a write inside failed: its connection may be gone too
+            self._after_driver_error()
+            raise
+
+    @contextmanager
+    def batched_transaction(self) -> Iterator[Storage]:
+        """Return a context manager like `transaction`, whose statements are sent together.
+
+        On PostgreSQL the rows written inside (`write_rows`, `put_record_data`) are held back
+        and sent with ``BEGIN`` and ``COMMIT`` in one round trip, or with the first write
+        whose answer is needed (`claim_plan`, the events' and records' writes, which open no
+        savepoint here); the commit is as durable as `transaction`'s. Read inside only
+        through the storage's methods that open a read transaction. On SQLite, and nested in
+        another transaction, it is `transaction`.
+        """
+        if self._closed:
+            raise PersistenceError(f"transaction: the storage is closed ({self._describe()})")
+        try:
+            with self._batched():
+                yield self
+        except DRIVER_ERRORS as exc:
+            self._after_driver_error()
+            raise PersistenceError(
+                f"transaction failed ({self._describe()}): {type(exc).__name__}: {exc}"
+            ) from exc
+        except PersistenceError:
             self._after_driver_error()
             raise

@@ -20,6 +20,7 @@ import math
 import numbers
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from pydynflow.clock import ClockClosedError, Timer, check_callback, normalize_delay
 
@@ -29,10 +30,15 @@ __all__ = ["ManagedClock"]
 class ManagedClock:
     """A `pydynflow.clock.Clock` whose time is moved by the test, with no threads."""
 
-    def __init__(self, start: float = 0.0) -> None:
-        """Make a clock that reads ``start`` (virtual seconds) until advanced."""
+    def __init__(self, start: float = 0.0, *, wall: datetime | None = None) -> None:
+        """Make a clock that reads ``start`` (virtual seconds) until advanced.
+
+        ``wall``: the date and time (aware) `utcnow` reads at ``start``; default: now.
+        """
         self._lock = threading.Lock()
         self._now = float(start)
+        self._start = float(start)
+        self._wall = (wall or datetime.now(UTC)).astimezone(UTC)
         self._heap: list[tuple[float, int, Timer]] = []
         self._sequence = itertools.count()
         self._closed = False
@@ -40,6 +46,11 @@ class ManagedClock:
     def now(self) -> float:
         """The virtual time in seconds."""
         return self._now
+
+    def utcnow(self) -> datetime:
+        """The virtual date and time (aware UTC): ``wall`` moved by the virtual seconds
+        elapsed since ``start`` (delayed plans fall due by it)."""
+        return self._wall + timedelta(seconds=self._now - self._start)
 
     def schedule(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Arm ``callback()`` for virtual time ``now() + max(delay, 0)``.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from contextlib import suppress
 from functools import partial
 from typing import Any
@@ -31,6 +32,7 @@ from pydynflow.logging import get_logger
 from pydynflow.middleware import WorldMiddleware
 from pydynflow.mixins import is_cancellable
 from pydynflow.mixins.singleton import singleton_classes
+from pydynflow.mixins.sub_plans import wake_caller
 from pydynflow.outcome import failed_outcome
 from pydynflow.phases import (
     FINALIZE,
@@ -49,7 +51,8 @@ from pydynflow.storage.singleton_lock import check_singleton_lock
 from pydynflow.storage.writer import ThreadWriter
 from pydynflow.testing.clock import ManagedClock
 from pydynflow.triggered import Triggered
-from pydynflow.world import World, normalize_event
+from pydynflow.world import World
+from pydynflow.world_operations import normalize_event
 
 __all__ = ["InThreadTriggered", "InThreadWorld"]
 
@@ -220,7 +223,21 @@ class InThreadWorld:
         ``.planned`` is False and ``.error`` says why. Called from a step (a sub-plan), the
         execution is queued instead and runs after the current step.
         """
-        plan = self.plan(action_class, *args, **kwargs)
+        return self.trigger_with_caller(action_class, args, kwargs)
+
+    def trigger_with_caller(
+        self,
+        action_class: type[Action],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        caller_action: Action | None = None,
+    ) -> Triggered:
+        """`trigger` with the ``caller_action`` whose sub-plan this is (`WithSubPlans`)."""
+        self._check_open("trigger")
+        plan = self.client.plan_with_options(
+            action_class, args=args, kwargs=kwargs, caller_action=caller_action
+        )
         if plan.state != PlanState.PLANNED:
             future: Promise[ExecutionPlan] = Promise()
             future.set_result(plan)
@@ -428,6 +445,8 @@ class InThreadWorld:
         self._writer.write([request_of(message)])
         if message.hooks is not None:
             run_hook_calls(message.hooks, self.log)
+            if message.hooks.caller is not None:
+                wake_caller(self, message.hooks)
 
     def _pump(self, advance: bool | None = None) -> None:
         """Process queued work until none is left; with ``advance``, also move the clock

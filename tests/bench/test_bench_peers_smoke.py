@@ -34,7 +34,13 @@ def test_small_pydynflow_run_reports_every_workload(tmp_path: Path) -> None:
     w4 = [row for row in rows if row["workload"] == "W4"]
     assert {row["variant"] for row in w4} == {"callback", "async"}
     assert all(row["n"] == report["size"]["w4_n"] and row["threads"] >= 1 for row in w4)
-    assert report["ratios"] == {} and report["claims"] == []  # no peer ran
+    assert report["ratios"] == {}  # no peer ran: only the claim against the floor
+    assert [claim["claim"] for claim in report["claims"]] == [
+        "pydynflow W1 >= 3x the one-row-commit floor"
+    ]
+    floor = report["floors"]["median_commits_per_s"]["wal"]
+    w1 = min((row for row in rows if row["workload"] == "W1"), key=lambda row: row["wall_s"])
+    assert report["claims"][0]["measured"] == pytest.approx(w1["steps_per_s"] / floor)
     assert "| W1 | pydynflow |" in run.stdout and f"results: {out}" in run.stdout
     leftovers = [p for p in tmp_path.iterdir() if p != out]
     assert leftovers == [], leftovers  # the databases are removed unless --keep

@@ -141,10 +141,15 @@ def test_a_client_triggers_and_waits_for_a_plan(client: World) -> None:
 def test_an_event_from_a_client_reaches_a_suspended_step(client: World) -> None:
     triggered = client.trigger(AwaitApproval)
     step_id = suspended_step(client, triggered.id)
-    assert client.event(triggered.id, step_id, {"approved": True}) is True
+    assert client.event(triggered.id, step_id, {"approved": True}, by="ops-oncall") is True
     plan = triggered.wait(TIMEOUT)
     assert (plan.state, plan.result) == ("stopped", "success")
     assert plan.steps[step_id].output == {"approval": {"approved": True}}
+    # An operator's event (``by``) is named in the history: who, from which world and host.
+    (sent,) = [e for e in client.load(triggered.id).history if e.name == "event"]
+    assert sent.details is not None
+    assert (sent.details["user"], sent.details["world"]) == ("ops-oncall", client.name)
+    assert (sent.details["step_id"], sent.details["call"]) == (step_id, "event")
     # The step is done: the executor rejects more, and the client raises it here.
     with pytest.raises(EventRejected, match=f"step {step_id} of execution plan"):
         client.event(triggered.id, step_id, {"approved": False})

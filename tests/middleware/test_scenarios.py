@@ -1,12 +1,13 @@
 """Dynflow's middleware scenarios (MW-01..MW-09), held against `World` and `InThreadWorld`.
 
-``world.delay`` does not exist yet: the delay parts of MW-01 and MW-09 run the delay chain
-directly, through `WorldMiddleware.execute`, the call ``world.delay`` will make.
+The delay parts of MW-01 and MW-09 delay plans (`World.delay`): `World` only.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -141,33 +142,55 @@ def test_mw08_a_hook_reads_the_running_action(open_world: Opener) -> None:
     assert ex.calls == ["input#message:hello", "run", "output#message:finished"]
 
 
+def delayed_run(world: World, action_class: type, *args: Any) -> Any:
+    """Delay a plan due a minute ago; let the world's delayed executor plan and run it."""
+    start_at = datetime.now(UTC) - timedelta(seconds=60)
+    delayed = world.delay(action_class, {"start_at": start_at}, *args)
+    assert delayed.state == PlanState.SCHEDULED
+    assert world._delayed is not None and world._delayed.wait_for_poll(TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while (plan := world.load(delayed.id)).state != PlanState.STOPPED:
+        assert time.monotonic() < deadline, f"plan {plan.id} is still {plan.state}"
+        time.sleep(0.01)  # the executor's progress, seen through storage (noqa: sleep-ok)
+    assert plan.result == Result.SUCCESS, plan.error
+    return plan
+
+
+def test_mw01_delayed_wraps_every_call_in_order(sqlite_url: str) -> None:
+    ex.calls.clear()
+    with World(sqlite_url, auto_execute=False) as world:
+        delayed_run(world, ex.LoggingAction, {})
+    assert ex.calls == [
+        "LogMiddleware::before_delay",
+        "delay",
+        "LogMiddleware::after_delay",
+        "LogMiddleware::before_plan_phase",
+        "LogMiddleware::before_plan",
+        "plan",
+        "LogMiddleware::after_plan",
+        "LogMiddleware::after_plan_phase",
+        "LogMiddleware::before_run",
+        "run",
+        "LogMiddleware::after_run",
+        "LogMiddleware::before_finalize_phase",
+        "LogMiddleware::before_finalize",
+        "finalize",
+        "LogMiddleware::after_finalize",
+        "LogMiddleware::after_finalize_phase",
+    ]
+
+
 def test_mw09_delay_middleware_sets_the_input_that_planning_and_running_see(
-    open_world: Opener,
+    sqlite_url: str,
 ) -> None:
-    world = open_world()
-    world.middleware.use(ex.AnotherObservingMiddleware, replace=ex.LogRunMiddleware)
-    world_id = world.client.id if isinstance(world, InThreadWorld) else world.id
-    action = ex.LoggedRun(phase="plan")
-    action.world = world.client if isinstance(world, InThreadWorld) else world
-    args = world.middleware.execute("delay", action, lambda options, *a: a, {"start_at": None}, {})
-    assert args == ({},)  # what the future world.delay stores to plan with
-    run(world, ex.LoggedRun, action.input)
-    hooks = ["delay#set-input", "plan#input", "input#message"]
-    expected = [*(f"{hook}:{world_id}" for hook in hooks), "run", "output#message:finished"]
+    ex.calls.clear()
+    with World(sqlite_url, auto_execute=False) as world:
+        world.middleware.use(ex.AnotherObservingMiddleware, replace=ex.LogRunMiddleware)
+        plan = delayed_run(world, ex.LoggedRun, {})
+        hooks = ["delay#set-input", "plan#input", "input#message"]
+        expected = [*(f"{hook}:{world.id}" for hook in hooks), "run", "output#message:finished"]
     assert ex.calls == expected
-
-
-def test_mw01_delay_part_runs_the_delay_hooks_around_the_actions_delay() -> None:
-    world = World("sqlite:///:memory:", executor=False)
-    try:
-        ex.calls.clear()
-        action = ex.LoggingAction(phase="plan")
-        options = {"start_at": None, "start_before": None, "frozen": False}
-        args = world.middleware.execute("delay", action, action.delay, options, {"a": 1})
-    finally:
-        world.stop()
-    assert args == ({"a": 1},)
-    assert ex.calls == ["LogMiddleware::before_delay", "delay", "LogMiddleware::after_delay"]
+    assert plan.actions[1].input == {"message": world.id}
 
 
 class SkipsTheRest(Middleware):

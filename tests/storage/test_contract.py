@@ -1036,6 +1036,13 @@ class StorageContract:
         void.add(None)
         assert storage.take_record("Lock", "c", "p3", stale=stale) == "p3"
 
+    def test_the_records_of_a_class_are_listed_with_their_owners(self, storage: Storage) -> None:
+        storage.put_record("Lock", "b", b"two", owner_id="p2")
+        storage.put_record("Lock", "a", None)
+        storage.put_record("World", "c", b"other", owner_id="w1")
+        assert storage.records_of("Lock") == [("a", None, None), ("b", "p2", b"two")]
+        assert storage.records_of("Nothing") == []
+
 
 class TestSqliteFile(StorageContract):
     @pytest.fixture

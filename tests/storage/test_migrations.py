@@ -73,8 +73,12 @@ def test_migrated_columns_and_indexes_are_what_the_models_declare(
     plan_indexes = {
         tuple(index.columns) for index in database.get_indexes("dynflow_execution_plans")
     }
-    for column in ("state", "result", "label", "started_at", "ended_at"):
-        assert (column,) in plan_indexes
+    assert ("label",) in plan_indexes
+    for column in ("state", "result"):  # schema 6: each with the list's default order
+        assert (column, "started_at", "uuid") in plan_indexes
+        assert (column,) not in plan_indexes
+    for column in ("started_at", "ended_at"):
+        assert (column, "uuid") in plan_indexes
     action_indexes = {tuple(index.columns) for index in database.get_indexes("dynflow_actions")}
     assert ("caller_execution_plan_id", "caller_action_id") in action_indexes
     step_indexes = {tuple(index.columns) for index in database.get_indexes("dynflow_steps")}
@@ -223,10 +227,15 @@ def test_a_schema_1_database_is_upgraded_and_its_plans_still_load(url: str) -> N
         db.execute_sql('CREATE INDEX "dynflow_steps_state" ON "dynflow_steps" ("state")')
         db.execute_sql('ALTER TABLE "dynflow_steps" DROP COLUMN "retries"')
         db.execute_sql('DROP TABLE "dynflow_worlds"')
+        for name, _ in migrations.MIGRATION_6_INDEXES:
+            db.execute_sql(f'DROP INDEX "{name}"')
+        for name in migrations.MIGRATION_6_DROPPED:
+            column = name.removeprefix("dynflow_execution_plans_")
+            db.execute_sql(f'CREATE INDEX "{name}" ON "dynflow_execution_plans" ("{column}")')
         db.execute_sql("UPDATE dynflow_schema_info SET version = 1")
         assert current_version(db) == 1
     with Storage(url) as upgraded:
-        assert current_version(upgraded.database) == LATEST_VERSION == 5
+        assert current_version(upgraded.database) == LATEST_VERSION == 6
         indexes = {index.name for index in upgraded.database.get_indexes("dynflow_steps")}
         assert "dynflow_steps_state" not in indexes
         columns = {column.name for column in upgraded.database.get_columns("dynflow_steps")}

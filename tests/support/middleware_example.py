@@ -100,11 +100,8 @@ class AnotherObservingMiddleware(ObservingMiddleware):
         return result
 
     def plan(self, call_next: Any, *args: Any, **kwargs: Any) -> Any:
-        # After planning, not before as in Dynflow: until delayed plans store the input the
-        # delay hook set, planning gets it as its argument.
-        result = call_next(*args, **kwargs)
-        log(f"plan#input:{self.action.input.get('message')}")
-        return result
+        log(f"plan#input:{self.action.input.get('message')}")  # what the delay hook set
+        return call_next(*args, **kwargs)
 
 
 class LoggingAction(Action):

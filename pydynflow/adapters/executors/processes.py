@@ -33,6 +33,7 @@ import multiprocess
 from multiprocess import forkserver
 from multiprocess.connection import wait
 
+from pydynflow.adapters import telemetry
 from pydynflow.logging import configure_logging, worker_settings
 from pydynflow.outcome import PhaseOutcome
 from pydynflow.wire.code import dumps, loads, point_at_main
@@ -271,6 +272,8 @@ class ProcessWorkers:
                 self._idle.remove(worker)
             job, worker.job = worker.job, None
             worker.process.close()
+        if worker.stop_deadline is None:  # not asked to stop: `_top_up` replaces it
+            telemetry.current().worker_restarted("step")
         if job is not None:
             self._call(job[1], None, died)
         elif worker.stop_deadline is None and not worker.replied:  # it cannot start up

@@ -81,7 +81,7 @@ def write_requests(
     meta: dict[str, PlanSnapshot] = {}
     steps: dict[tuple[str, int], StepSnapshot] = {}
     actions: dict[tuple[str, int], ActionSnapshot] = {}
-    with storage.transaction():
+    with storage.batched_transaction():  # PostgreSQL: the rows go together, with COMMIT
         for index, request in enumerate(requests):
             claim = request.claim
             if claim is not None:
