@@ -8,6 +8,7 @@ import getpass
 import os
 import socket
 import threading
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from pydynflow.actors.messages import CancelPlan, DeliverEvent, HaltPlan, NotRunningHere
@@ -169,7 +170,7 @@ class OperationsMixin:
                 step_id=step_id,
                 payload=encode_event(payload),
                 optional=optional,
-                event_id=event_id,
+                event_id=event_id or _request_event_id(),
                 note=note,
             )
             return bool(accepted)
@@ -190,7 +191,7 @@ class OperationsMixin:
                         step_id=step_id,
                         payload=encode_event(payload),
                         optional=optional,
-                        event_id=event_id,
+                        event_id=event_id or _request_event_id(),
                         note=note,
                     )
                 )
@@ -290,6 +291,13 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+def _request_event_id() -> str:
+    """Return an id for an event sent through the database without one: the request may
+    be applied twice (a world killed after applying it, before deleting it), and its
+    receiver recognises the id the second time (as it does a sender's own `event_id`)."""
+    return "request-" + uuid.uuid4().hex
 
 
 def normalize_event(payload: Any) -> Any:

@@ -145,6 +145,10 @@ def test_an_event_from_a_client_reaches_a_suspended_step(client: World) -> None:
     plan = triggered.wait(TIMEOUT)
     assert (plan.state, plan.result) == ("stopped", "success")
     assert plan.steps[step_id].output == {"approval": {"approved": True}}
+    # Sent through the database, it carries an id its receiver keeps: a request applied a
+    # second time (its executor killed before deleting it) is recognised, not applied again.
+    kept = client.storage.chosen_event_ids(triggered.id)
+    assert [event_id.startswith("request-") for step, event_id in kept if step == step_id] == [True]
     # An operator's event (``by``) is named in the history: who, from which world and host.
     (sent,) = [e for e in client.load(triggered.id).history if e.name == "event"]
     assert sent.details is not None
