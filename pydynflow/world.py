@@ -44,6 +44,8 @@ from pydynflow.dispatch import (
     RequestClient,
     WorldRegistry,
 )
+from pydynflow.dispatch.operations import OperationsMixin
+from pydynflow.dispatch.sharing import SharingMixin
 from pydynflow.errors import (
     DynflowError,
     PersistenceError,
@@ -65,9 +67,7 @@ from pydynflow.storage.singleton_lock import take_singleton_lock
 from pydynflow.storage.world_lock import WorldLock
 from pydynflow.storage.writer import ThreadWriter
 from pydynflow.triggered import Triggered
-from pydynflow.world_operations import OperationsMixin
 from pydynflow.world_service import ServiceMixin, Wakeup
-from pydynflow.world_sharing import SharingMixin
 
 DEFAULT_DB = "sqlite:///pydynflow.db"
 DISPATCHER_THREADS = 2  # actor code is short and CPU-bound: more threads only fight the GIL

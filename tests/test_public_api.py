@@ -102,16 +102,7 @@ def _pydynflow_imports(path: Path) -> set[str]:
 DOMAIN = sorted(
     path
     for path in PACKAGE.glob("*.py")
-    # world_sharing.py and world_operations.py are parts of `World`, as world.py is
-    if path.name
-    not in (
-        "__init__.py",
-        "world.py",
-        "world_sharing.py",
-        "world_operations.py",
-        "phases.py",
-        "logging.py",
-    )
+    if path.name not in ("__init__.py", "world.py", "phases.py", "logging.py")
 )
 
 

@@ -70,7 +70,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT)
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(0.01)  # another thread's progress, seen in the database (noqa: sleep-ok)
 
 
 def run_step(plan: ExecutionPlan) -> Any:

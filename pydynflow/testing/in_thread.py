@@ -24,6 +24,7 @@ from pydynflow.action import Action, is_async_run
 from pydynflow.actors.hook_runner import HookRunner
 from pydynflow.actors.persistence import changes, request_of
 from pydynflow.clock import ClockClosedError, Timer
+from pydynflow.dispatch.operations import normalize_event
 from pydynflow.errors import DynflowError, EventRejected, UnknownPlan, UnknownStep
 from pydynflow.events import Abort, Cancel, Skip
 from pydynflow.execution import Advance, NotRunnable, PlanExecution
@@ -52,7 +53,6 @@ from pydynflow.storage.writer import ThreadWriter
 from pydynflow.testing.clock import ManagedClock
 from pydynflow.triggered import Triggered
 from pydynflow.world import World
-from pydynflow.world_operations import normalize_event
 
 __all__ = ["InThreadTriggered", "InThreadWorld"]
 

@@ -73,7 +73,7 @@ class DummyWorld:
             UnknownStep: ``step_id`` is not the action's run step.
             SerializationError: ``payload`` is neither an engine event nor JSON-shaped data.
         """
-        from pydynflow.world_operations import normalize_event
+        from pydynflow.dispatch.operations import normalize_event
 
         payload = normalize_event(payload)
         action = self.action

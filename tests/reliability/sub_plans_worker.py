@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
         ):
             if time.monotonic() > deadline:
                 raise SystemExit("no progress")
-            time.sleep(0.005)
+            time.sleep(0.005)  # progress read from the database (noqa: sleep-ok)
         emit("progress")
     else:
         parent_id = parents[0].id
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
         while (plan := world.load(parent_id)).state not in ("stopped", "paused"):
             if time.monotonic() > deadline:
                 raise SystemExit(f"the parent is still {plan.state}")
-            time.sleep(0.01)
+            time.sleep(0.01)  # progress read from the database (noqa: sleep-ok)
     emit(f"done {plan.state} {plan.result}")
     world.stop()
     return 0

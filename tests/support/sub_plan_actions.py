@@ -92,7 +92,7 @@ class SlowChild(Action):
 
     def run(self) -> None:
         """Sleep ``pace`` seconds (a stand-in for real work)."""
-        time.sleep(self.input["pace"])
+        time.sleep(self.input["pace"])  # stands in for real work (noqa: sleep-ok)
         self.output["index"] = self.input["index"]
 
 

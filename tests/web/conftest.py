@@ -50,7 +50,7 @@ def wait_until(condition: Any, timeout: float = DEADLINE, what: str = "condition
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)  # polling a condition with a deadline
+        time.sleep(0.02)  # polling a condition with a deadline (noqa: sleep-ok)
 
 
 class Served:

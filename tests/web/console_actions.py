@@ -24,7 +24,7 @@ class Work(Action):
     def run(self) -> None:
         ticks = int(self.input["ticks"])
         for tick in range(ticks):
-            time.sleep(self.input["seconds"] / ticks)  # stands in for real work
+            time.sleep(self.input["seconds"] / ticks)  # stands in for real work (noqa: sleep-ok)
             self.output_chunk({"line": f"{self.input['name']}: {tick + 1}/{ticks}"}, "stdout")
         self.output["done"] = self.input["name"]
 

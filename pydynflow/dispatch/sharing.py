@@ -14,13 +14,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydynflow.dispatch import (
-    DispatchThread,
-    Invalidator,
-    RequestClient,
-    RequestServer,
-    WorldRegistry,
-)
+from pydynflow.dispatch.client import RequestClient
+from pydynflow.dispatch.invalidation import Invalidator
+from pydynflow.dispatch.registry import WorldRegistry
+from pydynflow.dispatch.server import RequestServer
+from pydynflow.dispatch.thread import DispatchThread
 from pydynflow.errors import DynflowError, PersistenceError, UnknownPlan
 from pydynflow.events import encode_event
 from pydynflow.execution import recover_plan
