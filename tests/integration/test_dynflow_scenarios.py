@@ -98,6 +98,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import threading
 import time
 import uuid
@@ -208,6 +209,36 @@ def register_silent_world(storage: Storage, world_id: str, *, silent_for: float)
         )
 
 
+def freeze(process: ExecutorProcess, url: str) -> None:
+    """Stop a process with SIGSTOP between two of its transactions.
+
+    On SQLite a process stopped inside a write transaction keeps the database locked for
+    every other world until it goes on (a real deployment's frozen process does too, and
+    the others then fail with "database is locked"): the scenarios are about a frozen
+    world, not a locked database, so it is let go on and stopped again until the write
+    lock is free while it is stopped.
+    """
+    for _ in range(100):
+        os.kill(process.process.pid, signal.SIGSTOP)
+        if not url.startswith("sqlite") or _write_lock_free(url):
+            return
+        os.kill(process.process.pid, signal.SIGCONT)
+        time.sleep(0.01)  # noqa: sleep-ok (let it finish the transaction it is in)
+    raise AssertionError("the frozen process kept the SQLite write lock 100 times in a row")
+
+
+def _write_lock_free(url: str) -> bool:
+    connection = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0.5)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+        return True
+    except sqlite3.OperationalError:  # "database is locked": the stopped process holds it
+        return False
+    finally:
+        connection.close()
+
+
 def thaw(process: ExecutorProcess) -> None:
     """Let a process stopped with SIGSTOP go on (if it still runs)."""
     if process.process.poll() is None:
@@ -270,7 +301,7 @@ def test_an_invalidated_executor_s_plan_goes_on_elsewhere_and_its_world_writes_n
         triggered = client.trigger(AwaitApproval)  # the only executor runs it
         suspended_step(client, triggered.id)
         other = start(opened, url)
-        os.kill(frozen.process.pid, signal.SIGSTOP)
+        freeze(frozen, url)
         assert client.invalidate(frozen.world_id) is True
         eventually(
             lambda: _executing_worlds(client.load(triggered.id))[-1] == other.id,
@@ -321,7 +352,7 @@ def test_an_invalidated_executor_s_plan_is_paused_when_no_other_executor_lives(
         client = start(opened, url, executor=False)
         triggered = client.trigger(AwaitApproval)
         suspended_step(client, triggered.id)
-        os.kill(frozen.process.pid, signal.SIGSTOP)
+        freeze(frozen, url)
         assert client.invalidate(frozen.world_id) is True
         plan = client.load(triggered.id)
         assert plan.state == PlanState.PAUSED, plan.state
