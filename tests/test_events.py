@@ -466,3 +466,74 @@ def test_an_event_for_a_plan_whose_supervisor_just_stopped_is_answered(sqlite_ur
     finally:
         # The executor never hears of the stopped supervisor's end: do not wait for it.
         world.stop(timeout=1)
+
+
+class CollectsEvents(Action):
+    """An async run that takes ``count`` events one after the other, in a list."""
+
+    async def run(self) -> None:
+        got = []
+        for _ in range(self.input["count"]):
+            got.append(await self.wait_for_event())
+        self.output["got"] = got
+
+
+@pytest.mark.parametrize("senders", [1, 4])
+def test_events_to_a_parked_step_are_applied_once_each_in_the_order_accepted(
+    world: World, senders: int
+) -> None:
+    """An event for a parked, idle step goes to it before it is stored (its envelope is
+    written with the step's move to running): events sent one after the other, or from
+    several threads at once, each change the step once, in the order `event` accepted
+    them, and none is left stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    count = 40
+    triggered = world.trigger(CollectsEvents, {"count": count})
+    accepted: list[int] = []
+    lock = threading.Lock()
+
+    def send(n: int) -> None:
+        with lock:  # the order accepted is the order `event` returns in, one at a time
+            assert world.event(triggered.id, 2, n) is True
+            accepted.append(n)
+
+    with ThreadPoolExecutor(senders) as pool:
+        list(pool.map(send, range(count)))
+    finished = triggered.wait(TIMEOUT)
+    assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS)
+    assert finished.steps[2].output == {"got": accepted}
+    assert world.storage.envelopes(triggered.id) == []
+    assert not [e for e in finished.history if e.name == "event not delivered"]
+
+
+class HoldsTheWorker(Action):
+    """Block the worker it runs on until the test lets it go."""
+
+    started = threading.Event()
+    release = threading.Event()
+
+    def run(self) -> None:
+        HoldsTheWorker.started.set()
+        assert HoldsTheWorker.release.wait(TIMEOUT)
+
+
+def test_an_event_is_stored_and_answered_while_no_worker_is_free(sqlite_url: str) -> None:
+    """The step an event is for waits for a worker; `event` does not: it returns once the
+    event is stored, and the step runs with it when the worker is free."""
+    HoldsTheWorker.started.clear()
+    HoldsTheWorker.release.clear()
+    with World(sqlite_url, pool_size=1, auto_execute=False) as world:
+        parked, step_id = park(world, "no-worker")
+        holder = world.trigger(HoldsTheWorker)
+        try:
+            assert HoldsTheWorker.started.wait(TIMEOUT)
+            assert world.event(parked.id, step_id, "go") is True
+            assert [e[1] for e in world.storage.envelopes(parked.id)] == [step_id]
+            assert world.load(parked.id).steps[step_id].state == StepState.SUSPENDED
+        finally:
+            HoldsTheWorker.release.set()
+        finished = parked.wait(TIMEOUT)
+        assert finished.steps[step_id].output == {"runs": 1, "event": "go"}
+        assert holder.wait(TIMEOUT).result == Result.SUCCESS
+        assert world.storage.envelopes(parked.id) == []

@@ -125,11 +125,17 @@ class Wind:
 
 @dataclass(slots=True)
 class Event:
-    """An event for a step actor; ``persisted`` when it is stored as an envelope."""
+    """An event for a step actor; ``persisted`` when it is stored as an envelope.
+
+    ``held``: accepted for a parked step but not stored yet; its envelope goes into the
+    commit that moves the step back to ``running`` if the step takes it at once (see
+    `HeldEvent`), else the step answers `StoreHeld`.
+    """
 
     payload: Any
     persisted: bool = False
     token: int | None = None  # a wait_for_event timeout: stale once that wait is over
+    held: bool = False
 
 
 @dataclass(slots=True)
@@ -139,10 +145,21 @@ class Parked:
 
 @dataclass(slots=True)
 class Resume:
-    """A parked step has an event: commit its move to ``running`` (and drop the envelope)."""
+    """A parked step has an event: commit its move to ``running`` (and drop the envelope).
+
+    ``held``: the event is the one its supervisor holds unstored for it.
+    """
 
     step_id: int
     persisted: bool
+    held: bool = False
+
+
+@dataclass(slots=True)
+class StoreHeld:
+    """A step cannot take the held event at once (it runs, or has others queued): store it."""
+
+    step_id: int
 
 
 @dataclass(slots=True)

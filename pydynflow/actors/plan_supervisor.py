@@ -35,6 +35,7 @@ from pydynflow.actors.messages import (
     PlanDone,
     Resume,
     StepOutcome,
+    StoreHeld,
     Wind,
 )
 from pydynflow.actors.persistence import changes, store_plan
@@ -95,6 +96,7 @@ class PlanSupervisor(PooledActor):
     holding: dict[int, SlotClaim] = _NO_SLOTS
     handoffs: list[SlotClaim] | tuple[()] = ()
     singletons: frozenset[str] = frozenset()  # its `Singleton` classes: their steps' locks
+    held: dict[int, HeldEvent] | None = None  # events handed to parked steps, not stored yet
 
     def __init__(
         self,
@@ -193,7 +195,9 @@ class PlanSupervisor(PooledActor):
         elif isinstance(message, _RetryStep):
             self._apply(self.core.retry_due(message.step_id))
         elif isinstance(message, Resume):
-            self._apply(self.core.wake(message.step_id, message.persisted))
+            self._resume(message)
+        elif isinstance(message, StoreHeld):
+            self._store_held(message.step_id)
         elif isinstance(message, DeliverEvent) and not message.durable:
             self._wake_up(message.step_id, message.payload, message.reply)
         elif isinstance(message, DeliverEvent):
@@ -247,8 +251,14 @@ class PlanSupervisor(PooledActor):
 
     # -- driving the core ----------------------------------------------------------------
 
-    def _apply(self, advance: Advance) -> None:
-        """Carry out a decision: find workers, commit, then act on what the commit allows."""
+    def _apply(
+        self, advance: Advance, then: Callable[[BaseException | None], object] | None = None
+    ) -> None:
+        """Carry out a decision: find workers, commit, then act on what the commit allows.
+
+        ``then``: called with the commit's error (or None) on the thread that acknowledges
+        it, before anything else happens (it answers the sender of an event held for it).
+        """
         if self.broken is not None:
             return
         self._withdraw(advance.withdraw, advance)
@@ -265,9 +275,11 @@ class PlanSupervisor(PooledActor):
             # The ack comes on the writer's reply thread, which has nothing else to do for
             # this plan: the supervisor goes on right there if it is idle, instead of a
             # dispatcher thread being woken for it.
-            on_commit = (
+            on_commit: Callable[[BaseException | None], object] | None = (
                 (lambda error: tell_and_run(me, _Committed(advance, error))) if after else None
             )
+            if then is not None:
+                on_commit = _first(then, on_commit)
             self._send(advance, on_commit=on_commit)
         elif after:
             self._committed(advance, None)
@@ -325,6 +337,7 @@ class PlanSupervisor(PooledActor):
         if advance.launch:
             self._launch(advance.launch)
         if advance.stop_parked:
+            self._store_all_held()
             for child in children.values():  # parked steps: they stay suspended
                 stop_if_alive(child)
             children.clear()
@@ -545,6 +558,17 @@ class PlanSupervisor(PooledActor):
             details = {**note, "step_id": step_id, "event_id": event_id}
             self.plan.note("event", self.runtime.world_id, details)
             advance.plan_row = True
+        elif self._may_hold(step_id):
+            # A parked step with nothing else to do: it takes the event at once, and the
+            # envelope is written with its move to running (one commit, not two).
+            held = HeldEvent(advance, reply)
+            if self.held is None:
+                self.held = {}
+            self.held[step_id] = held
+            if tell_if_alive(self.children[step_id], Event(payload, persisted=True, held=True)):
+                return
+            del self.held[step_id]
+        self._store_held(step_id)  # an event held for this step is older: it is stored first
         me = self.actor_ref
 
         def on_commit(error: BaseException | None) -> None:
@@ -556,6 +580,58 @@ class PlanSupervisor(PooledActor):
             reply.set_result(True)
 
         self._send(advance, on_commit=on_commit)
+
+    def _may_hold(self, step_id: int) -> bool:
+        """Return whether an event just accepted for ``step_id`` may go to its actor
+        unstored: the step is parked, its actor lives, and no other event of it is
+        accepted and not consumed (its envelope would be the older one)."""
+        core = self.core
+        if step_id not in core.parked or core.winding_down or step_id not in self.children:
+            return False
+        if (core.waking and step_id in core.waking) or (self.held and step_id in self.held):
+            return False
+        pending = core.events.get(step_id) if core.events is not None else None
+        return pending is not None and len(pending) == 1
+
+    def _resume(self, message: Resume) -> None:
+        """A parked step has an event to run with: it moves to ``running`` once a worker is
+        free for it. A held event's envelope goes into that commit if the step gets its
+        worker at once; else it is stored now, and its sender answered."""
+        step_id = message.step_id
+        held = self.held.pop(step_id, None) if message.held and self.held else None
+        advance = self.core.wake(step_id, message.persisted)
+        if held is None:
+            self._apply(advance)
+            return
+        self._grant(advance)  # an async run has no worker to wait for
+        if step_id in advance.launch:
+            advance.envelope_add = [*held.advance.envelope_add, *advance.envelope_add]
+            self._apply(advance, then=held.answer)
+        else:
+            self._send_held(held)
+            self._apply(advance)
+
+    def _store_held(self, step_id: int) -> None:
+        """Store the event held for ``step_id``, if any (the step could not take it at once,
+        or another event for it came)."""
+        held = self.held.pop(step_id, None) if self.held else None
+        if held is not None:
+            self._send_held(held)
+
+    def _store_all_held(self) -> None:
+        """Store every held event (their steps stay suspended: the next run gets them)."""
+        for step_id in list(self.held or ()):
+            self._store_held(step_id)
+
+    def _send_held(self, held: HeldEvent) -> None:
+        me = self._actor_ref
+
+        def on_commit(error: BaseException | None) -> None:
+            held.answer(error)
+            if error is not None:
+                tell_if_alive(me, _Committed(Advance(), error))
+
+        self._send(held.advance, on_commit=on_commit)
 
     def _wake_up(self, step_id: int, payload: Any, reply: Any) -> None:
         """Hand a wake-up (`Ping`) to a step without storing it: it only asks the step to
@@ -652,6 +728,7 @@ class PlanSupervisor(PooledActor):
         plan = self.plan
         if enabled(logging.INFO):
             self.log.info("plan finished", state=plan.state, result=plan.result)
+        self._store_all_held()  # none, usually: a held event's step is parked
         self._release_all()
         # Usually on the writer's reply thread (see `_apply`): the executor takes the news
         # there too if it is idle, instead of a dispatcher thread being woken for it.
@@ -664,6 +741,9 @@ class PlanSupervisor(PooledActor):
             return
         self.broken = error
         self.log.error("a commit failed: the plan is handed back to be recovered", error=str(error))
+        held, self.held = self.held, None
+        for event in (held or {}).values():
+            event.answer(error)
         if self.claims:
             self._withdraw(list(self.claims), Advance())
         for step_id in self.core.parked:
@@ -733,6 +813,37 @@ class _EventStored:
 
     step_id: int
     event: Event
+
+
+class HeldEvent:
+    """An event accepted for a parked step and handed to it before being stored: its
+    envelope (``advance``) is committed with the step's wake-up, or on its own; then its
+    sender is answered through ``reply``."""
+
+    __slots__ = ("advance", "reply")
+
+    def __init__(self, advance: Advance, reply: Any) -> None:
+        self.advance = advance
+        self.reply = reply
+
+    def answer(self, error: BaseException | None) -> None:
+        """Answer the sender once the envelope's commit is done (or failed)."""
+        if error is not None:
+            self.reply.set_exception(error)
+        else:
+            self.reply.set_result(True)
+
+
+def _first(
+    then: Callable[[BaseException | None], object],
+    rest: Callable[[BaseException | None], object] | None,
+) -> Callable[[BaseException | None], None]:
+    def on_commit(error: BaseException | None) -> None:
+        then(error)
+        if rest is not None:
+            rest(error)
+
+    return on_commit
 
 
 class _Ignore:

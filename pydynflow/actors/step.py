@@ -8,7 +8,8 @@ sends each outcome to the supervisor, which commits it. A step that suspends sta
 holding no thread: its mailbox carries the events sent to it. An event that arrives while
 the code runs waits in the queue and is delivered, one at a time and in order, once the
 step is parked; each delivery waits for a worker and is committed (``running``) before
-``run(event)`` starts.
+``run(event)`` starts. An event for a parked, idle step comes unstored (``held``): its
+envelope is written in that same commit, so it costs the step one commit, not two.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydynflow.actors.messages import (
     PhaseDone,
     Resume,
     StepOutcome,
+    StoreHeld,
 )
 from pydynflow.actors.pooled import PooledActor, tell_and_run, tell_if_alive
 from pydynflow.actors.runtime import Runtime
@@ -153,6 +155,9 @@ class StepActor(PooledActor):
     # -- events --------------------------------------------------------------------------
 
     def _event(self, event: Event) -> None:
+        if event.held:
+            self._held_event(event)
+            return
         if event.token is not None and (event.token != self.wait_token or self.waiter is None):
             return  # the timeout of a wait that is already over
         if not event.persisted and isinstance(event.payload, Ping) and self._ping_pending():
@@ -160,6 +165,18 @@ class StepActor(PooledActor):
         self.pending.append(event)
         if self.state == "parked":
             self._next()
+
+    def _held_event(self, event: Event) -> None:
+        """An event its supervisor has not stored yet: take it now if parked and idle (its
+        envelope then goes with the step's move to ``running``), else ask for it to be
+        stored and queue it like any stored event."""
+        if self.state == "parked" and not self.pending:
+            self.current = event
+            self.state = "resuming"
+            self.supervisor.tell(Resume(self.step_id, True, held=True))
+            return
+        self.supervisor.tell(StoreHeld(self.step_id))
+        self.pending.append(Event(event.payload, persisted=True))
 
     def _ping_pending(self) -> bool:
         return any(not e.persisted and isinstance(e.payload, Ping) for e in self.pending)
