@@ -126,7 +126,7 @@ class StoreBase:
         self._time_value: Callable[[int | None], Any] = (
             sqlite_text if self._sqlite else naive_from_micros
         )
-        self._local = threading.local()  # .batch: the thread's `StatementBatch`, if any
+        self._local = threading.local()  # .batch: where `_batched` writes go, if inside one
 
     def _write_atomic(self) -> Any:
         """Return a write transaction (a savepoint inside one); ``BEGIN IMMEDIATE`` on SQLite,
@@ -165,17 +165,27 @@ class StoreBase:
     def _batched(self) -> Iterator[None]:
         """Run the block in one write transaction whose statements are sent together.
 
-        On PostgreSQL, outside any transaction: the writes that go through `_statements`
-        are held back (`StatementBatch`) and sent with ``BEGIN`` and ``COMMIT`` in one round
+        Outside any transaction, on SQLite, the writes that go through `_statements` run
+        at once without a savepoint each. On PostgreSQL they are held back (`StatementBatch`) and sent with ``BEGIN`` and ``COMMIT`` in one round
         trip, or with the first statement whose result is needed (`StatementBatch.ask`), or
         just before a statement that does not go through `_statements` (a savepoint, a read
-        transaction). Elsewhere (SQLite, inside a transaction) it is `_write_atomic`. Inside
-        it, read only through `_read_atomic`: a bare query on the cursor would not see the
-        writes held back.
+        transaction). Inside a transaction it is `_write_atomic`. Inside it, read only
+        through `_read_atomic`: a bare query on the cursor would not see the writes held
+        back.
         """
-        if not self._postgres or self._db.in_transaction():
+        if self._db.in_transaction():
             with self._write_atomic():
                 yield
+            return
+        if not self._postgres:
+            # SQLite: statements run at once, on one cursor, without the savepoint each
+            # `_statements` block would open: a failure rolls the whole transaction back.
+            with self._write_atomic():
+                self._local.batch = Immediate(self._db.cursor(), False)
+                try:
+                    yield
+                finally:
+                    self._local.batch = None
             return
         batch = StatementBatch(self._db.cursor())
         self._local.batch = batch
