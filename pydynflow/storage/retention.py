@@ -234,7 +234,8 @@ class Retention(StoreBase):
         while stop is None or not stop():
             limit = size + len(skipped)
             chosen = self._choose(where, params, limit)
-            ids = [plan_id for plan_id in chosen if plan_id not in skipped][:size]
+            fresh = [plan_id for plan_id in chosen if plan_id not in skipped]
+            ids = fresh[:size]
             if not ids:
                 break
             if before_delete is not None:
@@ -249,8 +250,11 @@ class Retention(StoreBase):
             total += deleted
             if progress is not None:
                 progress(DeletedBatch(deleted, seconds, total))
-            if len(chosen) < limit:
-                break  # that was the last of them
+            # The last of them: the query saw every plan left, and this batch took them
+            # all. (A skipped plan another deletion took is no longer there to be counted:
+            # fewer rows than the limit alone does not mean that nothing is left.)
+            if len(chosen) < limit and len(fresh) <= size:
+                break
             size = next_batch_size(size, seconds, batch_size, target_seconds)
             if self._sqlite:  # let the writers waiting for the lock in (see the module)
                 time.sleep(min(max(seconds / 2, SQLITE_PAUSE[0]), SQLITE_PAUSE[1]))
