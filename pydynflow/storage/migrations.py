@@ -251,6 +251,26 @@ def _migration_6(database: peewee.Database) -> None:
         database.execute_sql(statement)
 
 
+POSTGRES_ONLY_INDEXES = {"dynflow_envelopes": "dynflow_envelopes_receiver_id_prefix"}
+"""Indexes a migration creates on PostgreSQL only (the models, shared by both databases,
+do not declare them): table -> index name."""
+
+
+def _migration_7(database: peewee.Database) -> None:
+    """PostgreSQL: index ``dynflow_envelopes.receiver_id`` for prefix matches.
+
+    A plan's events are read with ``receiver_id LIKE '<plan id>:%'``, which the plain index
+    serves only under the ``C`` collation; under any other (``C.UTF-8``, ``en_US``) each read
+    scanned every stored event. A ``varchar_pattern_ops`` index serves it in any collation.
+    SQLite reads them as a range of the plain index: nothing to do there.
+    """
+    if is_postgres(database):
+        name = POSTGRES_ONLY_INDEXES["dynflow_envelopes"]
+        database.execute_sql(
+            f'CREATE INDEX "{name}" ON "dynflow_envelopes" ("receiver_id" varchar_pattern_ops)'
+        )
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "create the dynflow_* tables", _migration_1),
     (2, "plan-phase steps in one column of the plan row", _migration_2),
@@ -258,6 +278,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (4, "Retry attempts per step", _migration_4),
     (5, "the worlds sharing a database", _migration_5),
     (6, "indexes for the console's plan list", _migration_6),
+    (7, "PostgreSQL: events found by their plan in any collation", _migration_7),
 ]
 """Every migration, in order: ``(number, description, function(database))``."""
 

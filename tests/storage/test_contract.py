@@ -1189,3 +1189,21 @@ def test_envelopes_are_found_under_a_linguistic_collation(postgres_url: str) -> 
         assert storage.delete_plans(["plan1"]) == 0
         assert storage.envelopes("plan1") == []
         assert storage.envelopes("plan10") == [(ids["plan10"], 5, "plan10")]
+
+
+def test_a_plans_events_are_found_through_an_index_on_postgres(postgres_url: str) -> None:
+    """``receiver_id LIKE '<plan>:%'`` (how a plan's events are read) uses migration 7's
+    index in the server's collation, whatever it is (the plain index serves only ``C``)."""
+    with Storage(postgres_url) as storage:
+        for n in range(50):
+            storage.add_envelope(f"plan-{n}", 2, {"n": n})
+        db = storage.database
+        db.execute_sql("SET enable_seqscan = off")  # a tiny table: the index if usable
+        plan = db.execute_sql(
+            "EXPLAIN SELECT id FROM dynflow_envelopes WHERE receiver_id LIKE %s ESCAPE '!'",
+            ("plan-7:%",),
+        ).fetchall()
+        db.execute_sql("RESET enable_seqscan")
+        text = "\n".join(row[0] for row in plan)
+        assert "dynflow_envelopes_receiver_id_prefix" in text, text
+        assert [payload for _, _, payload in storage.envelopes("plan-7")] == [{"n": 7}]
