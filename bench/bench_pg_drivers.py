@@ -119,7 +119,7 @@ def _upserts() -> dict[str, dict[str, str]]:
             "head": upsert._head,
             "row": upsert._row,
             "tail": upsert._tail,
-            "json": upsert._json,
+            "json": upsert.json_sql,
             "columns": list(columns),
         }
     return sql

@@ -4,12 +4,10 @@ On PostgreSQL each statement is a round trip to the server, and a round trip cos
 wake-up and a client wake-up, more than the statement's own work for the few rows a group
 commit writes. So the writer's transactions send their statements together:
 
-* `Upsert` writes many rows of one table in one ``INSERT ... ON CONFLICT`` statement instead
-  of one statement per row: the rows go as one JSON array, a single parameter that the server
-  unpacks (``json_populate_recordset``), which costs the client a ``json.dumps`` where
-  binding every value would cost a call each; rows JSON cannot carry (a NaN) go as
-  ``VALUES (...), (...)``. Either way psycopg2 binds the parameters: nothing is interpolated
-  by hand.
+* `Upsert` writes many rows of one table in one ``INSERT ... ON CONFLICT`` statement: the
+  rows go as one JSON array that the server unpacks (``json_populate_recordset``), through a
+  statement prepared once per connection; rows JSON cannot carry (a NaN) go as ``VALUES``.
+  psycopg2 binds every parameter: nothing is interpolated by hand.
 * `StatementBatch` holds back a transaction's statements, ``BEGIN`` first, and sends them as
   one query string: with ``COMMIT`` at the end, or with the first statement whose result is
   needed (a conditional update's row count, an inserted id). A transaction with no such
@@ -25,6 +23,8 @@ import contextlib
 import datetime as dt
 import json
 import operator
+import weakref
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,7 +44,18 @@ class Upsert:
         param: the driver's placeholder (``?`` or ``%s``).
     """
 
-    __slots__ = ("_columns", "_head", "_json", "_key", "_row", "_tail", "sql")
+    __slots__ = (
+        "_columns",
+        "_execute",
+        "_head",
+        "_key",
+        "_prepare",
+        "_row",
+        "_tail",
+        "json_sql",
+        "name",
+        "sql",
+    )
 
     def __init__(
         self, table: str, columns: tuple[str, ...], key: tuple[str, ...], param: str
@@ -61,13 +72,27 @@ class Upsert:
         )
         self.sql = self._head + self._row + self._tail
         """The statement for one row."""
-        self._json = (
+        from_json = (
             f'INSERT INTO "{table}" ({names}) SELECT {names} '
-            f'FROM json_populate_recordset(NULL::"{table}", {param}){self._tail}'
+            f'FROM json_populate_recordset(NULL::"{table}", $1){self._tail}'
         )
+        self.json_sql = from_json.replace("$1", param)
+        """The rows-as-JSON statement, unprepared (one parameter: the JSON array)."""
+        self.name = f"pydynflow_upsert_{zlib.crc32(from_json.encode()):08x}"
+        """The prepared statement's name (the same statement has the same name anywhere)."""
+        self._prepare = f'PREPARE "{self.name}"(json) AS {from_json}'.encode()
+        self._execute = f'EXECUTE "{self.name}"({param})'
+
+    def preparation(self, cursor: Any) -> bytes | None:
+        """Return the ``PREPARE`` that `statements` needs first on ``cursor``'s connection,
+        or None if the connection has it (see `prepared`)."""
+        if self.name in _prepared.get(cursor.connection, ()):
+            return None
+        return self._prepare
 
     def statements(self, cursor: Any, rows: Sequence[Sequence[Any]]) -> list[bytes]:
-        """Return the multi-row statements writing ``rows``, bound by psycopg2's ``cursor``.
+        """Return the multi-row statements writing ``rows``, bound by psycopg2's ``cursor``
+        (after `preparation`, once per connection).
 
         A key given twice is written once, with its last row: one statement may not update
         a row twice, and the last of several upserts of a row is what they leave.
@@ -89,8 +114,20 @@ class Upsert:
                 sql = self._head + ", ".join([self._row] * len(part)) + self._tail
                 statements.append(cursor.mogrify(sql, [value for row in part for value in row]))
             else:
-                statements.append(cursor.mogrify(self._json, (document,)))
+                statements.append(cursor.mogrify(self._execute, (document,)))
         return statements
+
+
+_prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+"""The prepared statements of each PostgreSQL connection (a new connection has none)."""
+
+
+def prepared(connection: Any, name: str) -> None:
+    """Note that ``connection`` has the prepared statement ``name``: only once the
+    ``PREPARE`` has run. (A query string that failed before it did not run it; one that
+    failed after it did, for a rollback does not undo a ``PREPARE``: `StatementBatch.abort`
+    asks the server which.)"""
+    _prepared.setdefault(connection, set()).add(name)
 
 
 def _json_value(value: Any) -> str:
@@ -130,6 +167,10 @@ class Immediate:
         if not rows:
             return
         if self._many:
+            preparation = upsert.preparation(self.cursor)
+            if preparation is not None:
+                self.cursor.execute(preparation)
+                prepared(self.cursor.connection, upsert.name)
             for statement in upsert.statements(self.cursor, rows):
                 self.cursor.execute(statement)
         else:
@@ -145,13 +186,14 @@ class StatementBatch:
     (peewee's), so that the ``BEGIN`` and ``COMMIT`` sent are the transaction's bounds.
     """
 
-    __slots__ = ("began", "cursor", "pending")
+    __slots__ = ("began", "cursor", "pending", "preparing")
 
     def __init__(self, cursor: Any) -> None:
         self.cursor = cursor
         self.pending: list[bytes] = [b"BEGIN"]
         self.began = False
         """Whether ``BEGIN`` was sent (a rollback is then due if the transaction fails)."""
+        self.preparing: list[str] = []  # prepared statements held back, not yet sent
 
     def write(self, sql: str, params: Sequence[Any]) -> None:
         """Hold back ``sql`` with its ``params`` bound."""
@@ -159,8 +201,13 @@ class StatementBatch:
 
     def upsert(self, upsert: Upsert, rows: Sequence[Sequence[Any]]) -> None:
         """Hold back the statements upserting ``rows``."""
-        if rows:
-            self.pending.extend(upsert.statements(self.cursor, rows))
+        if not rows:
+            return
+        preparation = upsert.preparation(self.cursor)
+        if preparation is not None and upsert.name not in self.preparing:
+            self.pending.append(preparation)
+            self.preparing.append(upsert.name)
+        self.pending.extend(upsert.statements(self.cursor, rows))
 
     def ask(self, sql: str, params: Sequence[Any]) -> Any:
         """Send what is held back and ``sql`` in one round trip; return the cursor, which
@@ -187,11 +234,22 @@ class StatementBatch:
         the one to report, and the server rolls back a transaction whose connection is gone.
         """
         self.pending = []
+        unsure, self.preparing = self.preparing, []
         if self.began:
             with contextlib.suppress(Exception):
                 self.cursor.execute("ROLLBACK")
+                if unsure:  # sent with the query string that failed: did they run?
+                    self.cursor.execute(
+                        "SELECT name FROM pg_prepared_statements WHERE name = ANY(%s)", (unsure,)
+                    )
+                    for (name,) in self.cursor.fetchall():
+                        prepared(self.cursor.connection, name)
 
     def _send(self) -> None:
         statements, self.pending = self.pending, []
         self.began = True  # a failure from here on may have left the transaction open
         self.cursor.execute(b";".join(statements))
+        if self.preparing:
+            for name in self.preparing:
+                prepared(self.cursor.connection, name)
+            self.preparing = []

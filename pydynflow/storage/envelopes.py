@@ -59,25 +59,56 @@ class Envelopes(StoreBase):
             SerializationError: if ``payload`` cannot be encoded.
             PersistenceError: if the database refuses the write.
         """
+        with self._statements() as out:
+            sql, params = self._envelope_statements(
+                out, plan_id, step_id, payload, event_id, chosen
+            )
+            if self._sqlite:
+                return int(out.ask(sql, params).lastrowid)
+            return int(out.ask(sql + ' RETURNING "id"', params).fetchone()[0])
+
+    @wrap_errors("write_envelope")
+    def write_envelope(
+        self,
+        plan_id: str,
+        step_id: int,
+        payload: Any,
+        event_id: str | None = None,
+        chosen: bool = False,
+    ) -> None:
+        """`add_envelope` without reading its id back: in a batched transaction (the
+        writer's) its statements go with the others, in the transaction's one round trip."""
+        with self._statements() as out:
+            sql, params = self._envelope_statements(
+                out, plan_id, step_id, payload, event_id, chosen
+            )
+            out.write(sql, params)
+
+    def _envelope_statements(
+        self,
+        out: Any,
+        plan_id: str,
+        step_id: int,
+        payload: Any,
+        event_id: str | None,
+        chosen: bool,
+    ) -> tuple[str, tuple[Any, ...]]:
+        """Write the chosen id's record (if any) to ``out``; return the envelope's INSERT."""
         plan_id, step_id = str(plan_id), int(step_id)
         envelope = {"plan_id": plan_id, "step_id": step_id, "payload": payload}
         if event_id is not None:
             envelope["event_id"] = str(event_id)
         data = encode(envelope)
         param = self._db.param
+        if chosen and event_id is not None:
+            out.write(
+                f'INSERT INTO "{COORDINATOR}" ("id", "class", "owner_id", "data") '
+                f"VALUES ({param}, {param}, {param}, NULL) "
+                'ON CONFLICT ("id", "class") DO NOTHING',
+                (_chosen_key(plan_id, step_id, str(event_id)), CHOSEN_EVENT_IDS, plan_id),
+            )
         sql = f'INSERT INTO "{ENVELOPES}" ("receiver_id", "data") VALUES ({param}, {param})'
-        params = (f"{plan_id}:{step_id}", data)
-        with self._statements() as out:  # in a batched transaction: one round trip
-            if chosen and event_id is not None:
-                out.write(
-                    f'INSERT INTO "{COORDINATOR}" ("id", "class", "owner_id", "data") '
-                    f"VALUES ({param}, {param}, {param}, NULL) "
-                    'ON CONFLICT ("id", "class") DO NOTHING',
-                    (_chosen_key(plan_id, step_id, str(event_id)), CHOSEN_EVENT_IDS, plan_id),
-                )
-            if self._sqlite:
-                return int(out.ask(sql, params).lastrowid)
-            return int(out.ask(sql + ' RETURNING "id"', params).fetchone()[0])
+        return sql, (f"{plan_id}:{step_id}", data)
 
     @wrap_errors("keep_event")
     def keep_event(
@@ -180,21 +211,38 @@ class Envelopes(StoreBase):
         Returns:
             how many were deleted (0 or 1).
         """
+        with self._statements() as out:
+            return int(out.ask(*self._pop_statement(plan_id, step_id)).rowcount)
+
+    @wrap_errors("drop_oldest_envelope")
+    def drop_oldest_envelope(self, plan_id: str, step_id: int) -> None:
+        """`pop_envelope` without reading the count back (see `write_envelope`)."""
+        with self._statements() as out:
+            out.write(*self._pop_statement(plan_id, step_id))
+
+    def _pop_statement(self, plan_id: str, step_id: int) -> tuple[str, tuple[str]]:
         param = self._db.param
-        receiver = f"{plan_id}:{int(step_id)}"
         sql = (
             f'DELETE FROM "{ENVELOPES}" WHERE "id" = (SELECT MIN("id") FROM "{ENVELOPES}" '
             f'WHERE "receiver_id" = {param})'
         )
-        with self._statements() as out:  # in a batched transaction: one round trip
-            return int(out.ask(sql, (receiver,)).rowcount)
+        return sql, (f"{plan_id}:{int(step_id)}",)
 
     @wrap_errors("clear_envelopes")
     def clear_envelopes(self, plan_id: str, step_id: int) -> int:
         """Delete every envelope of a step (its events die with it); return how many."""
+        with self._statements() as out:
+            return int(out.ask(*self._clear_statement(plan_id, step_id)).rowcount)
+
+    @wrap_errors("drop_envelopes")
+    def drop_envelopes(self, plan_id: str, step_id: int) -> None:
+        """`clear_envelopes` without reading the count back (see `write_envelope`)."""
+        with self._statements() as out:
+            out.write(*self._clear_statement(plan_id, step_id))
+
+    def _clear_statement(self, plan_id: str, step_id: int) -> tuple[str, tuple[str]]:
         sql = f'DELETE FROM "{ENVELOPES}" WHERE "receiver_id" = {self._db.param}'
-        with self._statements() as out:  # in a batched transaction: one round trip
-            return int(out.ask(sql, (f"{plan_id}:{int(step_id)}",)).rowcount)
+        return sql, (f"{plan_id}:{int(step_id)}",)
 
 
 def envelope_rows(

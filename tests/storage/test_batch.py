@@ -146,6 +146,68 @@ def test_a_transaction_of_rows_is_one_round_trip_on_postgresql(
         storage.close()
 
 
+def _prepared_statements(storage: Storage) -> set[str]:
+    """The prepared statements of the storage's connection (this thread's), by name."""
+    rows = storage.database.execute_sql("SELECT name FROM pg_prepared_statements").fetchall()
+    return {str(name) for (name,) in rows}
+
+
+@pytest.mark.postgres
+def test_upserts_are_prepared_once_per_connection_then_executed(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server parses and plans a table's upsert once per connection: the first
+    transaction that writes steps prepares it, the next ones only execute it."""
+    storage = Storage(postgres_url)
+    try:
+        plan = stored_plan(storage)
+        texts: list[bytes] = []
+        send = batch.StatementBatch._send
+
+        def recorded(this: batch.StatementBatch) -> None:
+            texts.extend(this.pending)
+            send(this)
+
+        monkeypatch.setattr(batch.StatementBatch, "_send", recorded)
+        for state in ("running", "success"):
+            rows = [storage.step_row_of(r._replace(state=state)) for r in run_steps(storage, plan)]
+            with storage.batched_transaction():
+                storage.write_rows(steps=rows)
+        prepares = [t for t in texts if t.startswith(b"PREPARE")]
+        executes = [t for t in texts if t.startswith(b"EXECUTE")]
+        assert len(executes) == 2 and len(prepares) <= 1  # at most once (none if prepared)
+        assert storage._step_upsert.name in _prepared_statements(storage)
+        assert run_states(storage, plan) == ["success"] * 3
+    finally:
+        storage.close()
+
+
+@pytest.mark.postgres
+def test_a_transaction_that_fails_before_its_prepare_prepares_again_next_time(
+    postgres_url: str,
+) -> None:
+    """A query string that fails before its ``PREPARE`` ran leaves no prepared statement:
+    the next transaction on the connection prepares it. (One that fails after it leaves it
+    prepared, and the next one executes it: `test_a_failing_statement_rolls_all_back...`.)"""
+    storage = Storage(postgres_url)
+    try:
+        plan = stored_plan(storage)
+        storage.database.execute_sql("DEALLOCATE ALL")  # a connection that prepared nothing
+        batch._prepared.pop(storage.database.connection(), None)
+        rows = [storage.step_row_of(r._replace(state="success")) for r in run_steps(storage, plan)]
+        with pytest.raises(PersistenceError), storage.batched_transaction():
+            storage.put_record_data("test.Record", "r1", b"x", owner_id="me")
+            storage._local.batch.write("SELECT 1/0", ())  # fails before the upsert's PREPARE
+            storage.write_rows(steps=rows)
+        assert storage._step_upsert.name not in _prepared_statements(storage)
+        with storage.batched_transaction():
+            storage.write_rows(steps=rows)
+        assert storage._step_upsert.name in _prepared_statements(storage)
+        assert run_states(storage, plan) == ["success"] * 3
+    finally:
+        storage.close()
+
+
 @pytest.mark.postgres
 def test_a_claim_is_sent_with_the_rows_before_it_and_sees_them(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch

@@ -114,12 +114,13 @@ def write_requests(
                 continue
             if request.chunks:
                 storage.add_output_chunks(request.chunks)
+            # Nothing read back: on PostgreSQL they go with the rest, in one round trip.
             for envelope in request.envelope_add:
-                storage.add_envelope(*envelope)
+                storage.write_envelope(*envelope)
             for plan_id, step_id in request.envelope_pop:
-                storage.pop_envelope(plan_id, step_id)
+                storage.drop_oldest_envelope(plan_id, step_id)
             for plan_id, step_id in request.envelope_clear:
-                storage.clear_envelopes(plan_id, step_id)
+                storage.drop_envelopes(plan_id, step_id)
             for record_class, record_id, owner_id in request.records_delete:
                 storage.delete_record(record_class, record_id, owner_id)
         if after is not None:  # in the same transaction (see `pydynflow.storage.writer.ledger`)
