@@ -28,11 +28,12 @@ lint: $(VENV)/.installed-dev
 
 # Two pytest workers (pytest-xdist): most tests wait on subprocesses, fsync and PostgreSQL,
 # so two run side by side in about 0.65x the time of one on a 2-CPU machine. Every test has
-# its own SQLite file or PostgreSQL schema; PYTEST_WORKERS=0 runs them one at a time.
+# its own SQLite file or PostgreSQL schema; tests that share something else are marked with
+# one `xdist_group` (run on one worker). PYTEST_WORKERS=0 runs them all one at a time.
 PYTEST_WORKERS ?= 2
 
 test: lint
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_planning.py

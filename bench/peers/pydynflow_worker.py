@@ -25,7 +25,7 @@ import bench_workloads  # noqa: E402
 from common import BenchFailure, run_worker, sqlite_settings, steps_of  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
-    "W1": ["threads16", "serial"],
+    "W1": ["threads16", "serial", "pool32"],
     "W2": ["default"],
     "W3": ["default"],
     "W4": ["callback", "async"],
@@ -35,6 +35,7 @@ VARIANTS: dict[str, list[str]] = {
 LABELS = {
     ("W1", "threads16"): "World.trigger from 16 threads, then wait all",
     ("W1", "serial"): "World.trigger one by one from one thread, then wait all",
+    ("W1", "pool32"): "World.trigger from 16 threads, pool_size=32, then wait all",
     ("W2", "default"): "one plan: concurrence of 1,000 actions, then a join",
     ("W3", "default"): "all plans triggered from 16 threads, pool_size=50",
     ("W4", "callback"): "suspend(callback), world.event from 16 threads",
@@ -88,7 +89,16 @@ def run(
     if workload in ("W1", "W2", "W3"):
         sizes = {**bench_workloads.SIZES["full"], **size}
         if workload == "W1":
-            run = bench_workloads.w1(workdir, sizes, parallel=variant == "threads16", url=url)
+            run = bench_workloads.w1(
+                workdir,
+                sizes,
+                parallel=variant != "serial",
+                # A step holds one of the pool's workers from its start to its commit: the
+                # pool bounds the steps in flight (each DBOS workflow runs on a thread of its
+                # own), so 32 is what a deployment of many short steps would choose.
+                pool_size=32 if variant == "pool32" else 5,
+                url=url,
+            )
         elif workload == "W2":
             run = bench_workloads.w2(workdir, sizes, url=url)
         else:

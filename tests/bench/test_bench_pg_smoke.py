@@ -18,7 +18,9 @@ import pytest
 
 from tests.bench.run import ROOT
 
-pytestmark = pytest.mark.postgres
+# One after the other on one pytest worker (`make test` runs `--dist loadgroup`): each
+# checks that the server's set of databases is what it was before it ran.
+pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("server-databases")]
 
 
 def databases(admin: Any) -> set[str]:
