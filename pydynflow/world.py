@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -632,6 +632,7 @@ class World(OperationsMixin, SchedulingMixin, SharingMixin, ServiceMixin, Retent
         call: str = "execute",
         quiet: bool = False,
         inbox: str | None = None,
+        store: Callable[[str, dict[str, Any]], object] | None = None,
     ) -> Triggered:
         if not self.executor:
             self._require_remote(call)
@@ -639,7 +640,9 @@ class World(OperationsMixin, SchedulingMixin, SharingMixin, ServiceMixin, Retent
                 inbox = self._execution_inbox(plan_id)
             future = self._client.wait_plan(plan_id)
             try:
-                self._client.call(call, inbox=inbox, plan_id=plan_id, note=note, quiet=quiet)
+                self._client.call(
+                    call, inbox=inbox, store=store, plan_id=plan_id, note=note, quiet=quiet
+                )
             except BaseException as exc:
                 self._client.fail_wait(plan_id, future, exc)
                 raise
@@ -656,14 +659,18 @@ class World(OperationsMixin, SchedulingMixin, SharingMixin, ServiceMixin, Retent
         new: bool = False,
         steps: Iterable[Step] = (),
         actions: Iterable[ActionRecord] = (),
+        posts: tuple[tuple[str, dict[str, Any]], ...] = (),
     ) -> None:
-        """Commit changes to ``plan``: its row, and the given steps and actions.
+        """Commit changes to ``plan``: its row, and the given steps and actions, with the
+        requests for other worlds of ``posts`` (``(inbox, request)``).
 
         ``new``: the plan was never stored (written whole). Through the persistence actor
         when the world runs, else in a transaction of this thread; either way the same
         change set (`changes`), so that nothing is written that did not change.
         """
-        message = changes(self.storage, plan=plan, new=new, steps=steps, actions=actions)
+        message = changes(
+            self.storage, plan=plan, new=new, steps=steps, actions=actions, posts=posts
+        )
         runtime = self._runtime
         if runtime is None:  # not started: write directly, on this thread
             ThreadWriter(self.storage).write([request_of(message)])

@@ -52,6 +52,7 @@ class Persist:
     envelope_clear: tuple[tuple[str, int], ...] = ()
     records_delete: tuple[tuple[str, str, str], ...] = ()  # class, id, owner id
     hooks: HookCalls | None = None  # execution-plan hooks to run once this is committed
+    posts: tuple[tuple[str, dict[str, Any]], ...] = ()  # requests for other worlds: inbox, data
 
 
 @dataclass(slots=True)

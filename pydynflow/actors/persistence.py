@@ -55,6 +55,7 @@ def changes(
     envelope_add: tuple[tuple[Any, ...], ...] = (),
     envelope_pop: tuple[tuple[str, int], ...] = (),
     envelope_clear: tuple[tuple[str, int], ...] = (),
+    posts: tuple[tuple[str, dict[str, Any]], ...] = (),
 ) -> Persist:
     """Snapshot a plan row, steps and actions now into a `Persist` message.
 
@@ -63,8 +64,8 @@ def changes(
     carries: see `pydynflow.storage.Storage.plan_snapshot`), else only its metadata.
 
     Also: output ``chunks`` rows to append, events to store (``envelope_add``), the oldest
-    stored event of a step to drop (``envelope_pop``) and all of a step's (``envelope_clear``).
-    A plan row that stops the plan or pauses it for a person carries the release of the
+    stored event of a step to drop (``envelope_pop``) and all of a step's (``envelope_clear``),
+    and requests for other worlds (``posts``: ``(inbox, request)``). A plan row that stops the plan or pauses it for a person carries the release of the
     plan's singleton locks, so that they go in the same transaction; one that stores
     transitions carries the execution-plan hooks they call (`take_hook_calls`).
     """
@@ -92,6 +93,7 @@ def changes(
         envelope_clear,
         released,
         hooks,
+        posts,
     )
 
 
@@ -241,6 +243,7 @@ def request_of(message: Persist) -> ChangeSet:
             message.envelope_pop,
             message.envelope_clear,
             message.records_delete,
+            message.posts,
         )
     )
 

@@ -53,9 +53,17 @@ class RequestClient:
         self._plans: dict[str, list[Promise[ExecutionPlan]]] = {}
         self._since: dict[str, float] = {}  # when the oldest wait of each plan began
 
-    def call(self, kind: str, *, inbox: str = ANY_EXECUTOR, **fields: Any) -> Any:
+    def call(
+        self,
+        kind: str,
+        *,
+        inbox: str = ANY_EXECUTOR,
+        store: Callable[[str, dict[str, Any]], object] | None = None,
+        **fields: Any,
+    ) -> Any:
         """Send a request to an executor world (``inbox``: one world's, or any executor's)
-        and return its reply's value.
+        and return its reply's value. ``store(inbox, request)``: how the request is stored
+        (default: a transaction of its own; a trigger stores it with its plan).
 
         Raises:
             DynflowError: the executor's error, as the class it raised when it is one of
@@ -70,7 +78,7 @@ class RequestClient:
         with self._lock:
             self._replies[token] = reply
         try:
-            self.storage.post_request(inbox, request)
+            (store or self.storage.post_request)(inbox, request)
         except BaseException:
             with self._lock:
                 self._replies.pop(token, None)
@@ -88,10 +96,19 @@ class RequestClient:
             raise _error(answer["error"])
         return answer.get("ok")
 
-    def post(self, kind: str, *, inbox: str = ANY_EXECUTOR, **fields: Any) -> None:
+    def post(
+        self,
+        kind: str,
+        *,
+        inbox: str = ANY_EXECUTOR,
+        store: Callable[[str, dict[str, Any]], object] | None = None,
+        **fields: Any,
+    ) -> None:
         """Store a request for an executor world without waiting for its reply (there may
-        be no executor yet: the next one to read its inbox applies it)."""
-        self.storage.post_request(inbox, {"kind": kind, "sender": self.world_id, **fields})
+        be no executor yet: the next one to read its inbox applies it); ``store``: as for
+        `call`."""
+        request = {"kind": kind, "sender": self.world_id, **fields}
+        (store or self.storage.post_request)(inbox, request)
 
     def wait_plan(self, plan_id: str) -> Promise[ExecutionPlan]:
         """Return a promise resolved with the plan once it is ``stopped``, or ``paused``

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydynflow.dispatch.client import RequestClient
@@ -78,6 +78,7 @@ class SharingMixin:
             new: bool = False,
             steps: Iterable[Step] = (),
             actions: Iterable[ActionRecord] = (),
+            posts: tuple[tuple[str, dict[str, Any]], ...] = (),
         ) -> None: ...
         def _stored(self, plan_id: str) -> ExecutionPlan: ...
         def _execute(
@@ -89,6 +90,7 @@ class SharingMixin:
             call: str = "execute",
             quiet: bool = False,
             inbox: str | None = None,
+            store: Callable[[str, dict[str, Any]], object] | None = None,
         ) -> Triggered: ...
         def _operator(self, call: str, by: str | None = None) -> dict[str, Any]: ...
         def _stop_fatally(self, error: BaseException) -> None: ...
@@ -258,17 +260,42 @@ class SharingMixin:
         one included), as Dynflow sends executions to any executor: the sub-plans of one
         parent spread over the executor processes."""
         plan = self._plan(action_class, args, kwargs, caller_action=caller_action)
-        self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
         if plan.state != PlanState.PLANNED:
-            future: Promise[ExecutionPlan] = Promise()
-            future.set_result(plan)
-            return Triggered(
-                plan.id, future, planned=False, error=plan.error, present=self._present_shared
-            )
+            return self._not_planned(plan)
         self._client.post(
-            "execute", inbox=executor_inbox(plan.queue), plan_id=plan.id, note=None, quiet=True
+            "execute",
+            inbox=executor_inbox(plan.queue),
+            store=self._with_plan(plan),
+            plan_id=plan.id,
+            note=None,
+            quiet=True,
         )
         return Triggered(plan.id, functools.partial(self._client.wait_plan, plan.id))
+
+    def _not_planned(self, plan: ExecutionPlan) -> Triggered:
+        """Store a plan whose planning failed; return its `Triggered`, already over."""
+        self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
+        future: Promise[ExecutionPlan] = Promise()
+        future.set_result(plan)
+        return Triggered(
+            plan.id, future, planned=False, error=plan.error, present=self._present_shared
+        )
+
+    def _with_plan(self, plan: ExecutionPlan) -> Callable[[str, dict[str, Any]], None]:
+        """Return how a request naming a fresh plan is stored: in one transaction with the
+        plan, so that a world dying in between leaves neither a plan no executor hears of
+        nor a request for a plan that does not exist."""
+
+        def store(inbox: str, request: dict[str, Any]) -> None:
+            self._save(
+                plan,
+                new=True,
+                steps=plan.steps.values(),
+                actions=plan.actions.values(),
+                posts=((inbox, request),),
+            )
+
+        return store
 
     def _trigger_elsewhere(
         self,
@@ -281,21 +308,17 @@ class SharingMixin:
         alive, the plan waits ``planned`` (the request stays stored for the next one)."""
         self._require_remote("trigger", live_executor=False)
         plan = self._plan(action_class, args, kwargs, caller_action=caller_action)
-        self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
         if plan.state != PlanState.PLANNED:
-            future: Promise[ExecutionPlan] = Promise()
-            future.set_result(plan)
-            return Triggered(
-                plan.id, future, planned=False, error=plan.error, present=self._present_shared
-            )
+            return self._not_planned(plan)
         note = self._operator("trigger")
         queue = plan.queue
         inbox = executor_inbox(queue)
         # Quiet: an executor that starts now may run the plan first (auto_execute); that
         # the request then finds it running or done is no error for this caller.
+        store = self._with_plan(plan)
         if any(queue in info.queues for info in self._registry.live_executors()):
             return self._execute(
-                plan.id, None, "resume", note, call="execute", quiet=True, inbox=inbox
+                plan.id, None, "resume", note, call="execute", quiet=True, inbox=inbox, store=store
             )
         self.log.warning(
             "no executor world serving the plan's queue is alive: the plan waits planned",
@@ -303,7 +326,13 @@ class SharingMixin:
             queue=queue,
         )
         future = self._client.wait_plan(plan.id)
-        self._client.post("execute", inbox=inbox, plan_id=plan.id, note=note, quiet=True)
+        try:
+            self._client.post(
+                "execute", inbox=inbox, store=store, plan_id=plan.id, note=note, quiet=True
+            )
+        except BaseException as exc:
+            self._client.fail_wait(plan.id, future, exc)
+            raise
         return Triggered(plan.id, future)
 
     def _keep_for_later(

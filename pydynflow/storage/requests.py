@@ -52,6 +52,20 @@ class Requests(StoreBase):
         with self._write_atomic():
             return self._insert(inbox, data)
 
+    @wrap_errors("write_request")
+    def write_request(self, inbox: str, data: dict[str, Any]) -> None:
+        """`post_request` in the caller's transaction (the writer's), without reading the
+        envelope's id back: on PostgreSQL it goes with the transaction's other statements,
+        and its reader is woken when the transaction commits."""
+        param = self._db.param
+        with self._statements() as out:
+            out.write(
+                f'INSERT INTO "{ENVELOPES}" ("receiver_id", "data") VALUES ({param}, {param})',
+                (inbox, encode(data)),
+            )
+            if self._postgres:
+                out.write("SELECT pg_notify(%s, '')", (channel(inbox),))
+
     @wrap_errors("post_requests")
     def post_requests(self, envelopes: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Store ``(inbox, data)`` envelopes in one transaction and wake their readers."""

@@ -303,6 +303,30 @@ def test_write_requests_store_events_and_answer_claims_in_one_transaction(
     assert storage.record("test.Lock", "l1") is None
 
 
+def test_a_change_set_s_requests_are_stored_with_its_rows_or_not_at_all(
+    storage: Storage,
+) -> None:
+    """A client world stores a fresh plan and the request that has it executed as one
+    change set: both are committed, or (a change of the transaction failing) neither."""
+    fresh = plan_action(Hops, (2,))
+    request = {"kind": "execute", "sender": "client", "plan_id": fresh.id}
+    snapshot = storage.plan_snapshot(fresh, full=True, new=True)
+    write_requests(storage, [ChangeSet(plans=(snapshot,), posts=(("executors", request),))])
+    assert storage.load_plan(fresh.id).state == PlanState.PLANNED
+    assert [data for _, _, data in storage.inbox(["executors"])] == [request]
+
+    other = plan_action(Hops, (2,))
+    orphan = run_steps(storage, other)[0]  # its plan row is not written: a foreign key fails
+    failing = ChangeSet(
+        plans=(),
+        steps=(orphan,),
+        posts=(("executors", {**request, "plan_id": other.id}),),
+    )
+    with pytest.raises(PersistenceError):
+        write_requests(storage, [failing])
+    assert [data for _, _, data in storage.inbox(["executors"])] == [request]
+
+
 @pytest.mark.postgres
 def test_a_connection_lost_in_a_batched_transaction_is_a_passing_failure(
     postgres_url: str,

@@ -1,7 +1,8 @@
 """`ChangeSet`: one state change as a writer takes it, and how a batch of them is written.
 
 A change set holds snapshots (`pydynflow.storage.rows`), a claim, events and output to store,
-and coordinator records to delete (locks a plan lets go of); the persistence actor makes one
+coordinator records to delete (locks a plan lets go of) and requests for other worlds to
+store; the persistence actor makes one
 per state change. `write_requests` writes a batch of
 them in one transaction: later changes to a row win, a plan's full row goes before the
 metadata-only updates of it, and a change whose claim is refused writes nothing.
@@ -44,6 +45,9 @@ class ChangeSet(NamedTuple):
     """Steps whose stored events to delete, all of them: (plan id, step id)."""
     records_delete: tuple[tuple[str, str, str], ...] = ()
     """Coordinator records to delete while their owner holds them: (class, id, owner id)."""
+    posts: tuple[tuple[str, dict[str, Any]], ...] = ()
+    """Requests for other worlds to store: (inbox, request) (a client's execute request,
+    stored with the plan it names)."""
 
 
 make_change_set = cast(
@@ -123,6 +127,8 @@ def write_requests(
                 storage.drop_envelopes(plan_id, step_id)
             for record_class, record_id, owner_id in request.records_delete:
                 storage.delete_record(record_class, record_id, owner_id)
+            for inbox, data in request.posts:
+                storage.write_request(inbox, data)
         if after is not None:  # in the same transaction (see `pydynflow.storage.writer.ledger`)
             after(refused)
     return refused

@@ -67,6 +67,7 @@ def dumps_requests(requests: Sequence[ChangeSet]) -> bytes:
             envelope_pop,
             envelope_clear,
             records_delete,
+            posts,
         )
         for (
             steps,
@@ -78,6 +79,7 @@ def dumps_requests(requests: Sequence[ChangeSet]) -> bytes:
             envelope_pop,
             envelope_clear,
             records_delete,
+            posts,
         ) in requests
     ]
     return wire.dumps(plain)
@@ -118,6 +120,7 @@ def _named(values: tuple[Any, ...]) -> ChangeSet:
         envelope_pop,
         envelope_clear,
         records_delete,
+        posts,
     ) = values
     return make_change_set(
         (
@@ -130,6 +133,7 @@ def _named(values: tuple[Any, ...]) -> ChangeSet:
             envelope_pop,
             envelope_clear,
             records_delete,
+            posts,
         )
     )
 
