@@ -23,10 +23,12 @@ from pydynflow.actors.executor import ExecutorActor
 from pydynflow.actors.hook_runner import HookRunner
 from pydynflow.actors.messages import (
     Abandon,
+    Claim,
     ExecutePlan,
     Terminate,
 )
 from pydynflow.actors.persistence import (
+    ClaimRefused,
     Sync,
     changes,
     persist_and_wait,
@@ -660,20 +662,32 @@ class World(OperationsMixin, SchedulingMixin, SharingMixin, ServiceMixin, Retent
         steps: Iterable[Step] = (),
         actions: Iterable[ActionRecord] = (),
         posts: tuple[tuple[str, dict[str, Any]], ...] = (),
+        claim: Claim | None = None,
     ) -> None:
         """Commit changes to ``plan``: its row, and the given steps and actions, with the
-        requests for other worlds of ``posts`` (``(inbox, request)``).
+        requests for other worlds of ``posts`` (``(inbox, request)``); only if ``claim``
+        holds, if given (else `ClaimRefused` is raised and nothing is written).
 
         ``new``: the plan was never stored (written whole). Through the persistence actor
         when the world runs, else in a transaction of this thread; either way the same
         change set (`changes`), so that nothing is written that did not change.
         """
         message = changes(
-            self.storage, plan=plan, new=new, steps=steps, actions=actions, posts=posts
+            self.storage,
+            plan=plan,
+            new=new,
+            steps=steps,
+            actions=actions,
+            posts=posts,
+            claim=claim,
         )
         runtime = self._runtime
         if runtime is None:  # not started: write directly, on this thread
-            ThreadWriter(self.storage).write([request_of(message)])
+            if ThreadWriter(self.storage).write([request_of(message)]):
+                assert claim is not None
+                raise ClaimRefused(
+                    f"execution plan {claim.plan_id} is not in {'/'.join(claim.from_states)}"
+                )
             if message.hooks is not None:
                 self._hooks.submit(message.hooks)
             return

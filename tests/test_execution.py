@@ -162,6 +162,34 @@ def test_skip_needs_a_paused_plan_and_a_failed_step(world: World) -> None:
     world.execute(plan.id).wait(TIMEOUT)
 
 
+class DeletesWhatItReads(World):
+    """A world whose every read of a plan to change is followed by that plan's deletion by
+    someone else (retention with ``include_paused``), before the change is written."""
+
+    def _stored(self, plan_id: str) -> Any:
+        plan = super()._stored(plan_id)
+        assert self.storage.delete_plans([plan_id]) == 1
+        return plan
+
+
+def test_a_skip_racing_a_deletion_writes_nothing(sqlite_url: str) -> None:
+    """The plan was deleted between the skip's read and its write: the skip fails and
+    writes nothing (it used to write the plan's row back, half a plan)."""
+    with World(sqlite_url, auto_execute=False) as world:
+        plan = world.plan(IncomingIssues, trolling_issues())
+        assert world.execute(plan.id).wait(TIMEOUT).state == PlanState.PAUSED
+    with DeletesWhatItReads(sqlite_url, auto_execute=False) as racing:
+        with pytest.raises(DynflowError, match="no longer paused, or was deleted"):
+            racing.skip(plan.id, 13)
+        db = racing.storage.database
+        assert not racing.storage.plan_exists(plan.id)
+        (steps,) = db.execute_sql(
+            f"SELECT count(*) FROM dynflow_steps WHERE execution_plan_uuid = {db.param}",
+            (plan.id,),
+        ).fetchone()
+        assert steps == 0
+
+
 def test_exec12_empty_flows(world: World) -> None:
     plan = world.plan(ex.Dummy, {"text": "dummy"})
     assert plan.run_flow.size() == 0 and plan.finalize_flow.size() == 0

@@ -27,10 +27,13 @@ class NotRunningHere(EventRejected):
 
 @dataclass(slots=True)
 class Claim:
-    """Move a plan row to ``state`` only if it is in one of ``from_states`` (else fail)."""
+    """Move a plan row to ``to_state`` only if it is in one of ``from_states`` (else write
+    nothing of the change). ``to_state`` may be the state it is in: a guard that the plan is
+    still there, in that state, when the change is written."""
 
     plan_id: str
     from_states: tuple[str, ...]
+    to_state: str = "running"
 
 
 @dataclass(slots=True)

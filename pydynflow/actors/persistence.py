@@ -100,6 +100,11 @@ def changes(
 _LETTING_GO = (PlanState.STOPPED, PlanState.PAUSED)  # states whose row may release locks
 
 
+class ClaimRefused(PersistenceError):
+    """A change's `Claim` found its plan in none of its states (or gone): nothing of the
+    change was written."""
+
+
 @dataclass(frozen=True, slots=True)
 class Sync:
     """Ask for a reply once everything sent before it is committed."""
@@ -220,7 +225,7 @@ def _acknowledge(
         if reply is None and index in refused:
             claim = message.claim
             assert claim is not None
-            reply = PersistenceError(
+            reply = ClaimRefused(
                 f"execution plan {claim.plan_id} is not in {'/'.join(claim.from_states)}"
             )
         try:
@@ -237,7 +242,7 @@ def request_of(message: Persist) -> ChangeSet:
             message.steps,
             message.actions,
             message.plans,
-            None if claim is None else (claim.plan_id, claim.from_states),
+            None if claim is None else (claim.plan_id, claim.from_states, claim.to_state),
             message.chunks,
             message.envelope_add,
             message.envelope_pop,

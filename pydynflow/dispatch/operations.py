@@ -11,7 +11,8 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from pydynflow.actors.messages import CancelPlan, DeliverEvent, HaltPlan, NotRunningHere
+from pydynflow.actors.messages import CancelPlan, Claim, DeliverEvent, HaltPlan, NotRunningHere
+from pydynflow.actors.persistence import ClaimRefused
 from pydynflow.errors import DynflowError, EventRejected, UnknownPlan, UnknownStep
 from pydynflow.events import EngineEvent, encode_event
 from pydynflow.promise import Promise
@@ -54,6 +55,8 @@ class OperationsMixin:
             new: bool = False,
             steps: Iterable[Step] = (),
             actions: Iterable[ActionRecord] = (),
+            posts: tuple[tuple[str, dict[str, Any]], ...] = (),
+            claim: Claim | None = None,
         ) -> None: ...
         def _cancel_scheduled(self, plan_id: str, note: dict[str, Any] | None) -> bool: ...
         def _halt_scheduled(self, plan_id: str, note: dict[str, Any] | None) -> bool: ...
@@ -98,7 +101,16 @@ class OperationsMixin:
             raise DynflowError(f"step {step_id} has to be a failed run step to be skipped")
         changed = skip_plan_steps(plan, step)
         plan.note("skip", self.id, {**(note or {}), "step_id": step_id})
-        self._save(plan, steps=changed)
+        paused = PlanState.PAUSED.value
+        try:
+            # Written only if the plan is still stored paused: one resumed or deleted since
+            # it was read here is not written over (nor brought back, half, if deleted).
+            self._save(plan, steps=changed, claim=Claim(plan_id, (paused,), paused))
+        except ClaimRefused:
+            raise DynflowError(
+                f"execution plan {plan_id} changed while its step was being skipped (it is "
+                "no longer paused, or was deleted): nothing was skipped"
+            ) from None
 
     def event(
         self,

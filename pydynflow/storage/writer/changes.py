@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ChangeSet", "ClaimValues", "write_requests"]
 
-ClaimValues = tuple[str, tuple[str, ...]]
-"""A claim as a change set carries it: (plan id, the states it may be claimed from)."""
+ClaimValues = tuple[str, tuple[str, ...], str]
+"""A claim as a change set carries it: (plan id, the states it may be claimed from, the state
+it moves to)."""
 
 
 class ChangeSet(NamedTuple):
@@ -32,9 +33,10 @@ class ChangeSet(NamedTuple):
     steps: tuple[StepSnapshot, ...] = ()
     actions: tuple[ActionSnapshot, ...] = ()
     plans: tuple[PlanSnapshot, ...] = ()
-    claim: ClaimValues | None = None
-    """Move the plan to ``running`` first (`pydynflow.storage.Storage.claim_plan`); if it is
-    not in one of the states, nothing of this change set is written."""
+    claim: ClaimValues | tuple[str, tuple[str, ...]] | None = None
+    """Move the plan to a state first (`pydynflow.storage.Storage.claim_plan`; ``running``
+    unless a third value names another); if it is not in one of the states, nothing of this
+    change set is written."""
     chunks: tuple[tuple[str, int, Any, str | None, datetime], ...] = ()
     """Output chunks to append (`pydynflow.storage.Storage.add_output_chunks`)."""
     envelope_add: tuple[tuple[Any, ...], ...] = ()
@@ -89,11 +91,11 @@ def write_requests(
         for index, request in enumerate(requests):
             claim = request.claim
             if claim is not None:
-                plan_id, from_states = claim
+                plan_id, from_states, *to_state = claim
                 # A claim sees the plan as the requests before it in this transaction left
                 # it (a recovery pausing it, then the claim that runs it again).
                 _write_plan_rows(storage, full.pop(plan_id, None), meta.pop(plan_id, None))
-                if not storage.claim_plan(plan_id, from_states):
+                if not storage.claim_plan(plan_id, from_states, *to_state):
                     refused.add(index)
                     continue
             for plan in request.plans:
