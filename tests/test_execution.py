@@ -269,14 +269,18 @@ class ThreeSteps(Action):
 
 
 def test_thousand_plans_at_once_with_bounded_threads(world: World) -> None:
-    before = threading.active_count()
-    peak = [before]
+    before = set(threading.enumerate())  # the world's, and any other tests may leave ending
+
+    def added() -> int:
+        return len(set(threading.enumerate()) - before)
+
+    peak = [0]
     triggered = [world.trigger(ThreeSteps, n) for n in range(1000)]
-    peak.append(threading.active_count())
+    peak.append(added())
     finished = [t.wait(TIMEOUT * 4) for t in triggered]
-    peak.append(threading.active_count())
+    peak.append(added())
     assert all(plan.result == Result.SUCCESS for plan in finished)
-    assert max(peak) <= world.pool_size + 16, peak
+    assert max(peak) <= world.pool_size + 8, peak  # its lazy threads, not one per plan
     assert world.plans(state="stopped", limit=None).__len__() == 1000
 
 

@@ -152,11 +152,12 @@ def test_a_world_whose_writer_cannot_start_fails_to_start_and_leaves_nothing_run
         "pydynflow.actors.persistence.writer_for",
         lambda storage, owner, **_: ProcessWriter(broken),
     )
-    threads = threading.active_count()
+    threads = set(threading.enumerate())  # (other tests' may still be ending)
     world = World(sqlite_url, executor="processes", pool_size=1)  # workers start at once
     with pytest.raises(PersistenceError, match="could not open the database"):
         world.start()
-    assert threading.active_count() == threads  # no dispatcher, pool or writer left
+    left = set(threading.enumerate()) - threads
+    assert not left, sorted(t.name for t in left)  # no dispatcher, pool or writer left
 
 
 # -- the child's group commit ----------------------------------------------------------------
