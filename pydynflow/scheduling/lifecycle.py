@@ -175,11 +175,19 @@ def stop_delayed(
     return plan if stopped else None
 
 
-def plan_due(world: SchedulingMixin, due: DueDelayedPlan) -> Promise[None] | None:
+def plan_due(
+    world: SchedulingMixin,
+    due: DueDelayedPlan,
+    start: Callable[[ExecutionPlan], Any] | None = None,
+) -> Promise[None] | None:
     """Plan a delayed plan this world claimed (``planning``) and hand it to this world's
     executor; return the promise of its first commit (then its delayed record may go), or
     None if it was stored otherwise, its record deleted: stopped (a failed prerequisite,
-    planning failed), or planned and handed to the executors serving its queue."""
+    planning failed), or planned and handed to the executors serving its queue.
+
+    ``start(plan)``: how a planned plan, stored ``planned`` with its record deleted, is
+    executed instead (`pydynflow.testing.InThreadWorld` runs it in the calling thread).
+    """
     stored = world._stored(due.plan_id)
     failed = world.storage.failed_prerequisites(due.plan_id)
     if failed:
@@ -215,7 +223,7 @@ def plan_due(world: SchedulingMixin, due: DueDelayedPlan) -> Promise[None] | Non
         id=stored.id, label=stored.label, state=PlanState.SCHEDULED, history=list(stored.history)
     )
     world._plan_delayed_root(plan, record.action_class, args, kwargs, dict(record.input))
-    if plan.state == PlanState.PLANNED and plan.queue in world.queues:
+    if start is None and plan.state == PlanState.PLANNED and plan.queue in world.queues:
         return world._execute_fresh(plan)
     # Failed planning: stopped. A queue this world does not serve: stored planned, then
     # handed to the executors that serve it (the plan waits planned until one is alive).
@@ -225,7 +233,9 @@ def plan_due(world: SchedulingMixin, due: DueDelayedPlan) -> Promise[None] | Non
         claim=(PlanState.PLANNING.value, plan.state.value),
         after=lambda: world.storage.delete_delayed_plans([plan.id]),
     )
-    if written and plan.state == PlanState.PLANNED:
+    if written and plan.state == PlanState.PLANNED and start is not None:
+        start(plan)
+    elif written and plan.state == PlanState.PLANNED:
         world.storage.post_request(
             executor_inbox(plan.queue),
             {"kind": "execute", "plan_id": plan.id, "note": None, "quiet": True},

@@ -51,6 +51,7 @@ from pydynflow.storage import Storage
 from pydynflow.storage.singleton_lock import check_singleton_lock
 from pydynflow.storage.writer import ThreadWriter
 from pydynflow.testing.clock import ManagedClock
+from pydynflow.testing.scheduling import InThreadScheduling
 from pydynflow.triggered import Triggered
 from pydynflow.world import World
 
@@ -129,7 +130,7 @@ class InThreadTriggered(Triggered):
         return super().wait(timeout)
 
 
-class InThreadWorld:
+class InThreadWorld(InThreadScheduling):
     """A world whose plans run deterministically in the calling thread.
 
     Args:
@@ -201,6 +202,7 @@ class InThreadWorld:
         if self._stopped:
             return
         self._stopped = True
+        self._stop_scheduling()
         for execution in self._executions.values():
             execution.cancel_timers()
         self._executions.clear()
@@ -580,3 +582,4 @@ class InThreadWorld:
             "plan finished", plan_id=plan.id, state=str(plan.state), result=str(plan.result)
         )
         execution.future.set_result(plan)
+        self.run_due()  # the plans chained after it, if it was their last prerequisite
