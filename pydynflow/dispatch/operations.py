@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydynflow.actors.messages import CancelPlan, Claim, DeliverEvent, HaltPlan, NotRunningHere
 from pydynflow.actors.persistence import ClaimRefused
+from pydynflow.adapters import telemetry
 from pydynflow.errors import DynflowError, EventRejected, UnknownPlan, UnknownStep
 from pydynflow.events import EngineEvent, encode_event
 from pydynflow.promise import Promise
@@ -213,6 +214,7 @@ class OperationsMixin:
                 return True  # applied before
             if self._keep_for_later(plan_id, step_id, payload, event_id):
                 return True
+            telemetry.current().event_rejected()  # refused here: the plan runs nowhere
             if optional:
                 return False
             state = self.storage.step_state(plan_id, step_id)

@@ -46,6 +46,18 @@ def test_a_world_reports_commits_and_refused_events(stub: StubTelemetry, memory_
     assert [hook for hook, _ in stub.calls].count("event_rejected") == 1
 
 
+def test_an_event_refused_for_a_plan_that_runs_nowhere_is_counted(
+    stub: StubTelemetry, sqlite_url: str
+) -> None:
+    with World(sqlite_url) as world:
+        ended = world.trigger(Quick).wait(20)
+        step = next(s.id for s in ended.steps.values() if s.phase == "run")
+        with pytest.raises(EventRejected):
+            world.event(ended.id, step, {"too": "late"})  # its plan stopped
+        assert world.event(ended.id, step, {"too": "late"}, optional=True) is False
+    assert [hook for hook, _ in stub.calls].count("event_rejected") == 2
+
+
 def test_prometheus_records_finished_steps_events_and_batches(memory_url: str) -> None:
     registry = CollectorRegistry()
     recorder = PrometheusTelemetry(registry)
