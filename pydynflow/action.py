@@ -468,6 +468,13 @@ def run_accepts_event(action_class: type[Action]) -> bool:
     return found
 
 
+def runs_in_world(action_class: type[Action]) -> bool:
+    """Return whether ``action_class``'s run step needs the world that runs it (it triggers
+    sub-plans through it): with ``executor="processes"`` it runs on a thread of the world's
+    process instead of a worker process (a `WithSubPlans` sets ``_runs_in_world``)."""
+    return bool(getattr(action_class, "_runs_in_world", False))
+
+
 def is_async_run(action_class: type[Action]) -> bool:
     """Return whether ``action_class.run`` is an ``async def``."""
     found = _async_run.get(action_class)

@@ -110,6 +110,21 @@ def test_the_parent_counts_its_sub_plans(any_world: Any) -> None:
     assert plan.actions[1].output["planned_count"] == 2
 
 
+def test_a_parent_runs_in_the_world_s_process_under_the_process_executor(
+    sqlite_url: str,
+) -> None:
+    """With ``executor="processes"`` the children's steps run in worker processes, while
+    the parent's run step, which triggers them through the world, runs on a thread of the
+    world's process (it used to fail: no world in a worker process)."""
+    with World(sqlite_url, executor="processes", pool_size=2, auto_execute=False) as world:
+        plan = world.trigger(ParentAction, 7).wait(TIMEOUT)
+        assert (plan.state, plan.result) == ("stopped", "success"), run_step(plan).error
+        assert counts(world.load(plan.id))["success_count"] == 7
+        children = world.load(plan.id).sub_plans()
+        assert len(children) == 7
+        assert all(child.result == "success" for child in children)
+
+
 def test_a_failing_child_fails_the_parent(any_world: Any) -> None:
     """SUB-04: children failing in run fail the parent (paused/error), counted as failed."""
     fixtures.fail_in.add("run")

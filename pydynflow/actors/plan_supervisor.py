@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydynflow.action import is_async_run
+from pydynflow.action import is_async_run, runs_in_world
 from pydynflow.actors.messages import (
     CancelPlan,
     Claim,
@@ -468,7 +468,8 @@ class PlanSupervisor(PooledActor):
                     phase=step.phase,
                 )
             record = plan.actions[step.action_id]
-            in_process = not runtime.processes or is_async_run(record.action_class)
+            cls = record.action_class
+            in_process = not runtime.processes or is_async_run(cls) or runs_in_world(cls)
             world = runtime.world if in_process else None  # a world does not pickle
             action = new_action(record, RUN, world=world, middleware=runtime.middleware)
             action.error = step.error  # e.g. what a step being skipped failed with

@@ -35,6 +35,7 @@ class Runtime:
     _loop_thread: threading.Thread | None = field(default=None, repr=False)
     _loop_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _callbacks: Any = field(default=None, repr=False)
+    _in_world: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def world_for_workers(self) -> Any:
@@ -63,10 +64,24 @@ class Runtime:
                 self._callbacks = ThreadWorkers(2, name="pydynflow-callbacks")
             return self._callbacks
 
+    def in_world(self, queue: str) -> WorkerPool:
+        """Return where a run step that needs the world runs when user code otherwise runs
+        in worker processes (`pydynflow.action.runs_in_world`): threads of this process, as
+        many as the queue has workers (the step holds one of its slots all the same)."""
+        with self._loop_lock:
+            pool = self._in_world.get(queue)
+            if pool is None:
+                size = self.slots_of(queue).size
+                pool = self._in_world[queue] = ThreadWorkers(size, name=f"pydynflow-{queue}-world")
+            return pool
+
     def close_callbacks(self) -> None:
-        """Stop the callback threads of a process executor, if any were started."""
+        """Stop the callback threads and the in-world threads of a process executor, if any
+        were started."""
         if self._callbacks is not None:
             self._callbacks.shutdown(wait=False)
+        for pool in self._in_world.values():
+            pool.shutdown(wait=False)
 
     def pool(self, queue: str) -> WorkerPool:
         """Return the worker pool of ``queue`` (unknown queues fall back to ``default``)."""

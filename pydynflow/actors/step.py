@@ -18,7 +18,7 @@ import asyncio
 import functools
 from typing import Any
 
-from pydynflow.action import RUN, Action, SuspendedRef, is_async_run
+from pydynflow.action import RUN, Action, SuspendedRef, is_async_run, runs_in_world
 from pydynflow.actors.messages import (
     AwaitEvent,
     Event,
@@ -86,9 +86,12 @@ class StepActor(PooledActor):
             # outcome right here if it is idle (no dispatcher thread woken for it).
             tell_and_run(me, PhaseDone(outcome))
 
-        self.runtime.pool(self.queue).submit(
-            execute_run, (self.action, event, self.attempt), on_done
-        )
+        runtime = self.runtime
+        if runtime.processes and runs_in_world(type(self.action)):
+            pool = runtime.in_world(self.queue)  # it needs the world: not a worker process
+        else:
+            pool = runtime.pool(self.queue)
+        pool.submit(execute_run, (self.action, event, self.attempt), on_done)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, PhaseDone):

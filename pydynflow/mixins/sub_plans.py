@@ -56,6 +56,9 @@ class WithSubPlans(Cancellable):
     polling_interval: ClassVar[float] = 15.0
 
     _triggered: int = 0  # sub-plans triggered by this call of create_sub_plans
+    # Its run triggers sub-plans through the world (`pydynflow.action.runs_in_world`): under
+    # executor="processes" it runs on a thread of the world's process.
+    _runs_in_world: ClassVar[bool] = True
 
     # -- to define --------------------------------------------------------------------
 
@@ -85,7 +88,7 @@ class WithSubPlans(Cancellable):
         if world is None or not hasattr(world, "trigger_with_caller"):
             raise DynflowError(
                 f"{self.class_name()}: trigger_sub_plan() needs the world running this step "
-                "(a run step on a world with executor='threads')"
+                "(from its run step)"
             )
         triggered = world.trigger_with_caller(action_class, args, kwargs, caller_action=self)
         self._triggered += 1
@@ -280,7 +283,7 @@ class WithSubPlans(Cancellable):
         if storage is None:
             raise DynflowError(
                 f"{self.class_name()}: sub-plans need the world running this step "
-                "(a run step on a world with executor='threads', not in a worker process)"
+                "(from its run step)"
             )
         return storage
 
