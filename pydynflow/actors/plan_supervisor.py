@@ -533,7 +533,9 @@ class PlanSupervisor(PooledActor):
         chosen: str | None,
         note: dict[str, Any] | None = None,
     ) -> None:
-        """Store an event for a step, then hand it to its actor (or keep it for its start).
+        """Store an event for a step, then hand it to its actor (or keep it for its start);
+        for a parked, idle step, hand it over first and store it with the step's wake-up
+        (`_may_hold`). The sender is answered once the event is stored.
 
         ``note``: who sent it (an operator): an "event" history entry stored with it.
         """
@@ -561,7 +563,7 @@ class PlanSupervisor(PooledActor):
             advance.plan_row = True
         elif self._may_hold(step_id):
             # A parked step with nothing else to do: it takes the event at once, and the
-            # envelope is written with its move to running (one commit, not two).
+            # envelope is written in the commit that moves it to running (not one before).
             held = HeldEvent(advance, reply)
             if self.held is None:
                 self.held = {}
