@@ -2,7 +2,7 @@
 
 It drives the plan's `pydynflow.execution.PlanExecution` (which decides what happens next)
 and does what the decisions ask: commit each change set through the persistence actor, find
-a worker slot (`pydynflow.actors.slots`) for each step that wants one, start the step's
+a worker slot for each step that wants one (`pydynflow.actors.plan_slots`), start the step's
 actor once its move to ``running`` is committed, arm retry timers and run the finalize phase
 on a worker. A step counts as done only once its state is committed, and the commit of a
 step's outcome carries the move to ``running`` of the steps it unblocks when they get a
@@ -39,6 +39,7 @@ from pydynflow.actors.messages import (
     Wind,
 )
 from pydynflow.actors.persistence import changes, store_plan
+from pydynflow.actors.plan_slots import FINALIZE_SLOT, PlanSlots, SlotGranted
 from pydynflow.actors.pooled import (
     PooledActor,
     on_dispatcher_thread,
@@ -48,7 +49,6 @@ from pydynflow.actors.pooled import (
     tell_if_alive,
 )
 from pydynflow.actors.runtime import Runtime
-from pydynflow.actors.slots import SlotClaim
 from pydynflow.actors.step import StepActor
 from pydynflow.adapters import telemetry
 from pydynflow.clock import ClockClosedError
@@ -71,11 +71,8 @@ from pydynflow.plan import ExecutionPlan, StepError
 from pydynflow.states import PlanState, StepState
 from pydynflow.storage.singleton_lock import check_singleton_lock
 
-FINALIZE_SLOT = 0  # the claim key of the finalize phase (step ids start at 1)
-_NO_SLOTS: dict[int, SlotClaim] = {}  # never changed: `_hold` replaces it
 
-
-class PlanSupervisor(PooledActor):
+class PlanSupervisor(PlanSlots, PooledActor):
     """Run one execution plan: its run flow through step actors, then its finalize flow.
 
     ``mode``: ``"execute"`` (a planned plan), ``"resume"`` (a person resumes it: failed
@@ -88,13 +85,8 @@ class PlanSupervisor(PooledActor):
     # The stored events read at start (not a fresh plan): those stored by another world
     # between that read and the claim are looked for once the claim is committed.
     seen_envelopes: frozenset[int] | None = None
-    claims: dict[int, SlotClaim] | None = None  # slot requests waiting, by step id
     broken: BaseException | None = None  # a commit failed: stop driving the plan
     finalizing = False  # the finalize phase runs on a worker
-    # Step id (or FINALIZE_SLOT) -> the slot it holds; slots given back to other plans'
-    # waiting steps, to tell them. Empty while a plan waits: shared empties until used.
-    holding: dict[int, SlotClaim] = _NO_SLOTS
-    handoffs: list[SlotClaim] | tuple[()] = ()
     singletons: frozenset[str] = frozenset()  # its `Singleton` classes: their steps' locks
     held: dict[int, HeldEvent] | None = None  # events handed to parked steps, not stored yet
 
@@ -286,42 +278,6 @@ class PlanSupervisor(PooledActor):
         self._hand_off()
         self._arm_retries(advance)
 
-    def _grant(self, advance: Advance) -> None:
-        """Take a slot for each step that wants a worker; mark those that got one running."""
-        core = self.core
-        wanted, advance.want = advance.want, []
-        for step_id in wanted:
-            if not self._needs_slot(step_id):  # an async run: no worker, no slot
-                core.granted(step_id, advance)
-                continue
-            claim = self._claim(step_id)
-            if claim.slots.take(claim):
-                self._use(claim, advance)
-            else:
-                if self.claims is None:
-                    self.claims = {}
-                self.claims[step_id] = claim
-
-    def _slot_granted(self, step_id: int) -> None:
-        """A slot a waiting step claimed was handed to it."""
-        claim = self.claims.pop(step_id, None) if self.claims is not None else None
-        if claim is None:  # withdrawn meanwhile; `_withdraw` gave it back
-            return
-        advance = Advance()
-        self._use(claim, advance)
-        self._apply(advance)
-
-    def _use(self, claim: SlotClaim, advance: Advance) -> None:
-        """Put a slot just taken to work, or give it back if it is not needed after all."""
-        step_id = claim.step_id
-        self._hold(claim)
-        if self.broken is not None:
-            self._release(step_id, advance)
-        elif step_id == FINALIZE_SLOT:
-            self._run_finalize()
-        elif not self.core.granted(step_id, advance):
-            self._release(step_id, advance)
-
     def _committed(self, advance: Advance, error: BaseException | None) -> None:
         """A decision's changes are committed (or failed to be): do what follows."""
         if error is not None:
@@ -381,71 +337,6 @@ class PlanSupervisor(PooledActor):
                 self.runtime.clock.schedule(
                     delay, functools.partial(tell_if_alive, me, _RetryStep(step_id))
                 )
-
-    # -- slots ---------------------------------------------------------------------------
-
-    def _needs_slot(self, step_id: int) -> bool:
-        """Return whether a step's code runs on a worker (an async run runs on the loop)."""
-        return not is_async_run(self.plan.steps[step_id].action_class)
-
-    def _claim(self, step_id: int) -> SlotClaim:
-        queue = "default" if step_id == FINALIZE_SLOT else self.plan.steps[step_id].queue
-        return SlotClaim(self.runtime.slots_of(queue), self._actor_ref, self.plan.id, step_id)
-
-    def _release(self, step_id: int, advance: Advance) -> None:
-        """Give back the slot ``step_id`` holds: to a step of this plan waiting for one
-        (granted into ``advance``, so in the same commit), or to another plan's (told once
-        this plan's commit is sent, see `_hand_off`)."""
-        claim = self.holding.pop(step_id, None) if self.holding else None
-        if claim is None:
-            return
-        if not self.holding:
-            self.holding = _NO_SLOTS
-        successor = claim.slots.give_back(claim)
-        if successor is None:
-            return
-        if successor.supervisor is not self._actor_ref:
-            if not self.handoffs:
-                self.handoffs = []
-            self.handoffs.append(successor)  # type: ignore[union-attr]
-            return
-        if self.claims is not None:  # one of ours waited: it holds the slot now
-            self.claims.pop(successor.step_id, None)
-        self._use(successor, advance)
-
-    def _hand_off(self) -> None:
-        """Tell the other plans whose waiting steps got this plan's slots."""
-        while self.handoffs:
-            claim = self.handoffs.pop(0)  # type: ignore[union-attr]
-            if not tell_and_run(claim.supervisor, SlotGranted(claim.step_id)):
-                successor = claim.slots.give_back(claim)  # its plan ended: pass it on
-                if successor is not None:
-                    self.handoffs.append(successor)  # type: ignore[union-attr]
-        self.handoffs = ()
-
-    def _hold(self, claim: SlotClaim) -> None:
-        if self.holding is _NO_SLOTS:
-            self.holding = {}
-        self.holding[claim.step_id] = claim
-
-    def _withdraw(self, step_ids: Any, advance: Advance) -> None:
-        if not step_ids or self.claims is None:
-            return
-        for step_id in step_ids:
-            claim = self.claims.pop(step_id, None)
-            if claim is not None and not claim.slots.withdraw(claim):
-                # Handed to us meanwhile (its SlotGranted is on its way): give it back.
-                self._hold(claim)
-                self._release(step_id, advance)
-
-    def _release_all(self) -> None:
-        """Give back every slot held and withdraw every claim (the plan ends here)."""
-        advance = Advance()
-        if self.claims:
-            self._withdraw(list(self.claims), advance)
-        for step_id in list(self.holding):
-            self._release(step_id, advance)
-        self._hand_off()
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -778,13 +669,6 @@ class PlanSupervisor(PooledActor):
         reclaim = not isinstance(error, FatalPersistenceError)
         self.executor.tell(PlanDone(self.plan.id, None, error, reclaim=reclaim))
         self.stop_now()
-
-
-@dataclass(slots=True)
-class SlotGranted:
-    """A worker slot this plan's step waited for is now its own."""
-
-    step_id: int
 
 
 @dataclass(slots=True)
