@@ -597,13 +597,9 @@ class World(OperationsMixin, SchedulingMixin, SharingMixin, ServiceMixin, Retent
             return self._trigger_for_any(action_class, args, kwargs, caller_action)
         executor = self._require_executor("trigger")
         plan = self._plan(action_class, args, kwargs, caller_action=caller_action)
-        future: Promise[ExecutionPlan] = Promise()
         if plan.state != PlanState.PLANNED:
-            self._save(plan, new=True, steps=plan.steps.values(), actions=plan.actions.values())
-            future.set_result(plan)
-            return Triggered(
-                plan.id, future, planned=False, error=plan.error, present=self._present_shared
-            )
+            return self._not_planned(plan)
+        future: Promise[ExecutionPlan] = Promise()
         # One transaction stores the plan and starts it; return once it is committed. The
         # executor takes the plan on this thread if it is idle (its turn starts the plan's
         # supervisor and sends that transaction), instead of a dispatcher thread being woken.
