@@ -17,6 +17,7 @@ from pydynflow.errors import DynflowError
 from pydynflow.world import DEFAULT_DB, World
 
 __all__ = [
+    "db_option",
     "FAILURES",
     "by_option",
     "client_world",
@@ -37,11 +38,8 @@ def failure_message(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def common_options(command: F) -> F:
-    """Add ``--db URL`` (or ``PYDYNFLOW_DB``) and ``--json`` to a command."""
-    command = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(
-        command
-    )
+def db_option(command: F) -> F:
+    """Add ``--db URL`` (or ``PYDYNFLOW_DB``) to a command, as its ``db_url`` argument."""
     return click.option(
         "--db",
         "db_url",
@@ -52,6 +50,14 @@ def common_options(command: F) -> F:
         show_envvar=True,
         help="Database: sqlite:///path.db or postgresql://user@host/db.",
     )(command)
+
+
+def common_options(command: F) -> F:
+    """Add ``--db URL`` (or ``PYDYNFLOW_DB``) and ``--json`` to a command."""
+    command = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(
+        command
+    )
+    return db_option(command)
 
 
 def os_user() -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
+from pydynflow.cli._common import db_option
 from pydynflow.daemon import AppImportError, import_apps
-from pydynflow.world import DEFAULT_DB
 
 __all__ = ["DEFAULT_BIND", "TOKEN_ENV", "is_loopback", "parse_bind", "web"]
 
@@ -54,16 +54,7 @@ def _token(token_file: Path | None, ctx: click.Context) -> str | None:
 
 
 @click.command(short_help="Serve the web console.")
-@click.option(
-    "--db",
-    "db_url",
-    metavar="URL",
-    envvar="PYDYNFLOW_DB",
-    default=DEFAULT_DB,
-    show_default=True,
-    show_envvar=True,
-    help="Database: sqlite:///path.db or postgresql://user@host/db.",
-)
+@db_option
 @click.option(
     "--bind",
     metavar="HOST:PORT",

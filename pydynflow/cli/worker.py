@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from pydynflow.adapters import telemetry
+from pydynflow.cli._common import db_option
 from pydynflow.daemon import AppImportError, Supervisor, WorkerConfig, import_apps
-from pydynflow.world import DEFAULT_DB
 
 __all__ = ["prepare_metrics_dir", "worker"]
 
@@ -50,16 +50,7 @@ def _queues(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 
 
 @click.command(short_help="Run executor worlds as a supervised daemon.")
-@click.option(
-    "--db",
-    "db_url",
-    metavar="URL",
-    envvar="PYDYNFLOW_DB",
-    default=DEFAULT_DB,
-    show_default=True,
-    show_envvar=True,
-    help="Database: sqlite:///path.db or postgresql://user@host/db.",
-)
+@db_option
 @click.option(
     "--app",
     "apps",
