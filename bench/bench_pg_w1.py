@@ -58,12 +58,20 @@ def database_url(server: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
+DB_TAG_VARIABLE = "PYDYNFLOW_BENCH_DB_TAG"
+
+
 @contextlib.contextmanager
 def fresh_database(server: str, prefix: str = "pydynflow_bench") -> Iterator[str]:
-    """Create an empty database on ``server``, yield its URL, drop it afterwards."""
+    """Create an empty database on ``server``, yield its URL, drop it afterwards.
+
+    Its name is ``<prefix>_<tag><12 hex digits>``, the tag taken from ``PYDYNFLOW_BENCH_DB_TAG``
+    (empty by default): a caller that sets it can tell this run's databases from any other's
+    on the same server.
+    """
     import psycopg2
 
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{os.environ.get(DB_TAG_VARIABLE, '')}{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(server)
     admin.autocommit = True
     try:
