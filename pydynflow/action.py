@@ -77,6 +77,9 @@ class ReadOnlyDict(dict):  # type: ignore[type-arg]
         return (ReadOnlyDict, (dict(self),))
 
 
+_NO_INPUT = ReadOnlyDict()  # read-only, so one serves every action with an empty input
+
+
 class Action:
     """Base class of every action; subclass it and define ``plan``, ``run``, ``finalize``.
 
@@ -134,7 +137,7 @@ class Action:
         self.execution_plan_id = execution_plan_id
         self._phase = phase
         if phase != PLAN:
-            self._input: dict[str, Any] = ReadOnlyDict(input) if input else ReadOnlyDict()
+            self._input: dict[str, Any] = ReadOnlyDict(input) if input else _NO_INPUT
         else:
             self._input = dict(input) if input else {}
         self._output: dict[str, Any] = dict(output) if output else {}

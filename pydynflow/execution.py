@@ -31,6 +31,7 @@ from pydynflow.references import has_references, resolve_references
 from pydynflow.rescue import Fail, Pause, RescuePolicy, Retry, Skip, plan_rescue_strategy
 from pydynflow.skipping import skip_plan_steps
 from pydynflow.states import Phase, PlanState, StepState
+from pydynflow.step_ids import StepIds
 
 __all__ = [
     "ABNORMAL_TERMINATION",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 _NONE: frozenset[int] = frozenset()
+_NO_CHOSEN: frozenset[tuple[int, str]] = frozenset()
 _RUNNABLE = (StepState.PENDING, StepState.ERROR, StepState.SKIPPING, StepState.SUSPENDED)
 _DONE = (StepState.SUCCESS, StepState.SKIPPED)
 # A step takes events while it runs, waits for a worker, waits out a retry or is suspended;
@@ -160,8 +162,8 @@ class PlanExecution:
         self.world_id = world_id
         self.auto_rescue = auto_rescue
         self.graph = FlowGraph(plan.run_flow)
-        self.active: set[int] = set()  # granted and not finished: running or parked
-        self.parked: set[int] = set()  # suspended: their code returned, they wait for events
+        self.active = StepIds()  # granted and not finished: running or parked
+        self.parked = StepIds()  # suspended: their code returned, they wait for events
         self.winding_down = False
         self.halting = False
         self.finishing = False
@@ -171,7 +173,8 @@ class PlanExecution:
         self.waking: dict[int, bool] | None = None  # parked steps with an event, to wake
         self.rearm: frozenset[int] = _NONE  # continuing: failed steps a stop kept from a retry
         self.events: dict[int, list[str]] | None = None  # accepted, not consumed, per step
-        self.chosen_ids: set[tuple[int, str]] = set()  # (step, id) of ids senders chose
+        # (step, id) of ids senders chose; a set once there is one.
+        self.chosen_ids: set[tuple[int, str]] | frozenset[tuple[int, str]] = _NO_CHOSEN
         # Steps ready and waiting for a worker, and steps granted for their first run (their
         # start time is due from their outcome).
         self.wanting: set[int] | frozenset[int] = _NONE
@@ -467,7 +470,9 @@ class PlanExecution:
         advance = Advance()
         envelope: tuple[Any, ...] = (self.plan.id, step_id, encode_event(payload), event_id)
         if chosen:
-            self.chosen_ids.add((step_id, event_id))
+            if not self.chosen_ids:
+                self.chosen_ids = set()
+            self.chosen_ids.add((step_id, event_id))  # type: ignore[union-attr]
             envelope += (True,)
         _append(advance, "envelope_add", envelope)
         return advance

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pydynflow.flows import Atom, ComposedFlow, Concurrence, Flow, Sequence
+from pydynflow.step_ids import StepIds
 
 _NO_STEPS: frozenset[int] = frozenset()
 _NO_SUCCESSORS: tuple[int, ...] = ()
@@ -40,8 +41,8 @@ class FlowGraph:
         self._waiting: dict[int, int] = {}  # node -> predecessors not yet complete
         self._atoms: list[int] = []
         self._next_barrier = -1
-        self._completed: set[int] = set()
-        self._started: set[int] = set()
+        self._completed = StepIds()  # steps only: a barrier passes and is never asked about
+        self._started = StepIds()
         self._failed: frozenset[int] = _NO_STEPS  # rare: replaced, not grown in place
         self._build(flow)
 
@@ -144,7 +145,6 @@ class FlowGraph:
                 self._waiting[after] -= 1
                 if self._waiting[after] == 0:
                     if after < 0:  # a barrier passes through at once
-                        self._completed.add(after)
                         stack.append(after)
                     else:
                         unblocked.append(after)

@@ -1,8 +1,9 @@
 """`Promise`: a light, thread-safe future for answers one thread gives another.
 
 `concurrent.futures.Future` builds a `threading.Condition` per future, which every waiting
-plan would carry for nothing. A promise holds one lock, taken at birth and released when the
-answer is set, which is all a waiter needs. It offers the part of the
+plan would carry for nothing. A promise makes one lock only once a thread waits for it (many
+promises are only ever answered, or read after their answer): taken when made, released when
+the answer is set, which is all a waiter needs. It offers the part of the
 `concurrent.futures.Future` interface pydynflow uses.
 """
 
@@ -24,8 +25,7 @@ class Promise(Generic[T]):
     __slots__ = ("_callbacks", "_error", "_lock", "_value")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()  # released once the answer is in
+        self._lock: threading.Lock | None = None  # made by the first waiter; released by the answer
         self._value: Any = _UNSET
         self._error: BaseException | None = None
         self._callbacks: list[Callable[[Promise[T]], Any]] | None = None
@@ -67,9 +67,16 @@ class Promise(Generic[T]):
     def _wait(self, timeout: float | None) -> None:
         if self.done():
             return
-        if not self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+        with _callbacks_lock:
+            if self.done():
+                return
+            lock = self._lock
+            if lock is None:
+                lock = self._lock = threading.Lock()
+                lock.acquire()  # released once the answer is in
+        if not lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
             raise TimeoutError(f"no answer within {timeout} s")
-        self._lock.release()  # let the next waiter through
+        lock.release()  # let the next waiter through
 
     def _settle(self, value: Any, error: BaseException | None) -> None:
         with _callbacks_lock:
@@ -77,13 +84,14 @@ class Promise(Generic[T]):
                 raise RuntimeError("a promise is answered only once")
             self._value, self._error = value, error
             callbacks, self._callbacks = self._callbacks, None
-        if not wake_later(_RELEASE, self._lock):
-            self._lock.release()
+            lock = self._lock  # a waiter's: made under this lock, so seen here if there
+        if lock is not None and not wake_later(_RELEASE, lock):
+            lock.release()
         for fn in callbacks or ():
             fn(self)
 
 
-_callbacks_lock = threading.Lock()  # rare: only callback registration and settling
+_callbacks_lock = threading.Lock()  # brief: callback registration, settling, a first wait
 
 
 _RELEASE = type(threading.Lock()).release

@@ -49,11 +49,23 @@ def test_answered_only_once() -> None:
         promise.set_exception(ValueError())
 
 
+def test_a_promise_nobody_waits_for_makes_no_lock() -> None:
+    answered: Promise[int] = Promise()
+    seen: list[int] = []
+    answered.add_done_callback(lambda p: seen.append(p.result()))
+    answered.set_result(7)
+    assert answered.result() == 7 and seen == [7]
+    assert answered._lock is None  # read after its answer: no wait, no lock
+
+
 def test_waking_later_holds_the_wake_up_but_not_the_answer() -> None:
     from pydynflow.promise import waking_later
 
     first: Promise[int] = Promise()
     second: Promise[int] = Promise()
+    for promise in (first, second):  # a wait that times out leaves the waiters' lock made
+        with pytest.raises(TimeoutError):
+            promise.result(0)
     with waking_later():
         first.set_result(1)
         with waking_later():  # nested: the outer block wakes

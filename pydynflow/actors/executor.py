@@ -44,7 +44,7 @@ class ExecutorActor(PooledActor):
         super().__init__()
         self.runtime = runtime
         self.supervisors: dict[str, Any] = {}
-        self.waiting: dict[str, list[Any]] = {}
+        self.waiting: dict[str, Any] = {}  # plan id -> the future of its caller
         self.terminating: list[Any] | None = None
         self.log = get_logger(world_id=runtime.world_id, component="executor")
 
@@ -97,7 +97,7 @@ class ExecutorActor(PooledActor):
         if orphaned and not self._recover(plan) and mode != "resume":
             future.set_result(plan)  # paused for a person (max_recoveries)
             return
-        self.waiting[plan_id] = [future]
+        self.waiting[plan_id] = future
         self._start(plan, mode, message.note, message.stored)
 
     def _start(
@@ -154,11 +154,13 @@ class ExecutorActor(PooledActor):
         self.supervisors.pop(message.plan_id, None)
         if message.reclaim and self.terminating is None and self._reclaim(message.plan_id):
             return
-        for future in self.waiting.pop(message.plan_id, []):
-            if message.error is not None:
-                future.set_exception(message.error)
-            else:
-                future.set_result(message.plan)
+        future = self.waiting.pop(message.plan_id, None)
+        if future is None:
+            pass
+        elif message.error is not None:
+            future.set_exception(message.error)
+        else:
+            future.set_result(message.plan)
         if self.terminating is not None and not self.supervisors:
             self._answer_terminate()
 
@@ -185,9 +187,8 @@ class ExecutorActor(PooledActor):
         for supervisor in self.supervisors.values():
             stop_if_alive(supervisor)
         self.supervisors.clear()
-        for futures in self.waiting.values():
-            for future in futures:
-                future.set_exception(error)
+        for future in self.waiting.values():
+            future.set_exception(error)
         self.waiting.clear()
         self._answer_terminate()
 

@@ -75,6 +75,8 @@ class PlanSlots:
     def _slot_granted(self, step_id: int) -> None:
         """A slot a waiting step claimed was handed to it."""
         claim = self.claims.pop(step_id, None) if self.claims is not None else None
+        if not self.claims:
+            self.claims = None  # a popped dict keeps its size: many plans wait like this
         if claim is None:  # withdrawn meanwhile; `_withdraw` gave it back
             return
         advance = Advance()

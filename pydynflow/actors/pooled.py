@@ -362,6 +362,24 @@ _PYKKA_MESSAGES = (
 )
 
 
+class _PooledRef(ActorRef[Any]):
+    """pykka's `ActorRef` without a weak reference per actor (one per live actor adds up).
+
+    pykka keeps the weak reference only for `proxy`, to reach the actor object; a pooled
+    actor's mailbox holds its actor while it lives (and drops it when it stops), so the
+    reference asks the mailbox instead.
+    """
+
+    def __init__(self, actor: PooledActor) -> None:  # noqa: D107 - as pykka's
+        self.actor_class = actor.__class__
+        self.actor_urn = actor.actor_urn
+        self.actor_inbox = actor.actor_inbox
+        self.actor_stopped = actor.actor_stopped
+
+    def _actor_weakref(self) -> PooledActor | None:  # type: ignore[override]
+        return self.actor_inbox._actor  # type: ignore[attr-defined,no-any-return]
+
+
 class _StoppedFlag:
     """`threading.Event` as pykka uses `actor_stopped`, without a condition per actor.
 
@@ -422,7 +440,7 @@ class PooledActor(pykka.Actor):
         self.actor_urn = f"urn:pd:{next(_actor_ids)}"  # short: one per live actor
         self.actor_inbox = self._create_actor_inbox()
         self.actor_stopped = _StoppedFlag()  # type: ignore[assignment]
-        self._actor_ref = ActorRef(self)
+        self._actor_ref = _PooledRef(self)
 
     @classmethod
     def start(

@@ -15,7 +15,6 @@ envelope is written in that same commit, so it costs the step one commit, not tw
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 from pydynflow.action import RUN, Action, SuspendedRef, is_async_run, runs_in_world
@@ -67,11 +66,13 @@ class StepActor(PooledActor):
         self.step_id = step_id
         self.queue = queue
         self.action = action
-        self.pending: list[Event] = list(events)  # a list: an empty deque is far bigger
+        # Events waiting for the step: a list once there is one (an empty deque is far
+        # bigger, and most steps never get one while they run).
+        self.pending: list[Event] | tuple[()] = list(events) if events else ()
         self.attempt = attempt  # bound in the log context of its user code
         self.is_async = is_async_run(type(action))
         if self.is_async:
-            action._event_channel = functools.partial(_await_event, self.actor_ref)
+            action._event_channel = _EventChannel(self.actor_ref)
             runtime.loop.call_soon_threadsafe(_start_task, action, event, self.actor_ref, attempt)
         else:
             self._run(event)
@@ -137,7 +138,7 @@ class StepActor(PooledActor):
         me = self.actor_ref
         for event, delay in outcome.events:
             if delay is None:
-                self.pending.append(Event(event))
+                self._queue(Event(event))
             else:
                 self._schedule(delay, lambda e=event: tell_if_alive(me, Event(e)))
 
@@ -165,7 +166,7 @@ class StepActor(PooledActor):
             return  # the timeout of a wait that is already over
         if not event.persisted and isinstance(event.payload, Ping) and self._ping_pending():
             return  # "look again" is asked already: sub-plans ending together wake it once
-        self.pending.append(event)
+        self._queue(event)
         if self.state == "parked":
             self._next()
 
@@ -179,7 +180,13 @@ class StepActor(PooledActor):
             self.supervisor.tell(Resume(self.step_id, True, held=True))
             return
         self.supervisor.tell(StoreHeld(self.step_id))
-        self.pending.append(Event(event.payload, persisted=True))
+        self._queue(Event(event.payload, persisted=True))
+
+    def _queue(self, event: Event) -> None:
+        if self.pending:
+            self.pending.append(event)  # type: ignore[union-attr]
+        else:
+            self.pending = [event]
 
     def _ping_pending(self) -> bool:
         return any(not e.persisted and isinstance(e.payload, Ping) for e in self.pending)
@@ -187,7 +194,9 @@ class StepActor(PooledActor):
     def _next(self) -> None:
         if not self.pending:
             return
-        self.current = self.pending.pop(0)
+        self.current = self.pending.pop(0)  # type: ignore[union-attr]
+        if not self.pending:
+            self.pending = ()  # a popped list keeps its size: parked steps are many
         self.state = "resuming"
         self.supervisor.tell(Resume(self.step_id, self.current.persisted))
 
@@ -211,14 +220,22 @@ class StepActor(PooledActor):
         self._run(event.payload)
 
 
-def _await_event(step: Any, action: Action, timeout: float | None) -> asyncio.Future[Any]:
+class _EventChannel:
     """`Action.wait_for_event` of an async run: park the step; return the future of its next
-    event (a plain function, not a coroutine: a waiting step keeps no frame of it)."""
-    future = asyncio.get_running_loop().create_future()
-    outcome = snapshot_outcome(action)
-    action._planned_events, action._chunks = (), ()
-    step.tell(AwaitEvent(future, outcome, timeout))
-    return future
+    event (a call, not a coroutine: a waiting step keeps no frame of it). A slotted object,
+    not a `functools.partial`, which carries a keywords dict: one per waiting step."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+
+    def __call__(self, action: Action, timeout: float | None) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        outcome = snapshot_outcome(action)
+        action._planned_events, action._chunks = (), ()
+        self.step.tell(AwaitEvent(future, outcome, timeout))
+        return future
 
 
 def _start_task(action: Action, event: Any, step: Any, attempt: int | None = None) -> None:
@@ -229,12 +246,21 @@ def _start_task(action: Action, event: Any, step: Any, attempt: int | None = Non
     """
     task = asyncio.get_running_loop().create_task(execute_run_async(action, event, attempt))
     _tasks.add(task)  # the loop keeps only weak references to its tasks
+    task.add_done_callback(_ReportDone(step))
 
-    def done(finished: asyncio.Task[PhaseOutcome]) -> None:
+
+class _ReportDone:
+    """A task's done callback: tell its step actor the outcome. (Slotted: a closure takes a
+    function object and a cell per waiting step.)"""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+
+    def __call__(self, finished: asyncio.Task[PhaseOutcome]) -> None:
         _tasks.discard(finished)
-        tell_if_alive(step, PhaseDone(_outcome(finished)))
-
-    task.add_done_callback(done)
+        tell_if_alive(self.step, PhaseDone(_outcome(finished)))
 
 
 _tasks: set[asyncio.Task[PhaseOutcome]] = set()
