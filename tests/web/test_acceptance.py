@@ -2,7 +2,9 @@
 the plans, ``pydynflow web`` serves the console, and a browser logs in, watches a release
 move live, sends the approval event to its suspended step, skips the deploy step that
 failed, resumes, and the plan ends as those buttons said. The screenshots of the list and
-plan pages in docs/console.md are taken here, so they show what this test saw.
+plan pages in docs/console.md are taken here, so they show what this test saw: a run with
+``PYDYNFLOW_UPDATE_SCREENSHOTS=1`` writes them to docs/images, any other run to the test's
+temporary directory (a test run leaves the checkout as it was).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tests.web.console_actions import Release
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "docs" / "images"
+DOC_IMAGES = ROOT / "docs" / "images"
 
 
 def _free_port() -> int:
@@ -122,9 +124,18 @@ def services(tmp_path: Path) -> Iterator[dict[str, Any]]:
         assert "Traceback" not in text, f"{name}:\n{text[-3000:]}"
 
 
+def _screenshot_dir(tmp_path: Path) -> Path:
+    """docs/images when asked to refresh the documentation's screenshots, else a temporary
+    directory."""
+    if os.environ.get("PYDYNFLOW_UPDATE_SCREENSHOTS") == "1":
+        return DOC_IMAGES
+    return tmp_path / "images"
+
+
 def test_an_operator_approves_skips_and_resumes_a_release(
-    browser: Any, services: dict[str, Any]
+    browser: Any, services: dict[str, Any], tmp_path: Path
 ) -> None:
+    images = _screenshot_dir(tmp_path)
     client: World = services["client"]
     page = browser_login(browser, services["url"])
     page.wait_for_selector("#plan-list[data-live-state=on]")
@@ -155,8 +166,8 @@ def test_an_operator_approves_skips_and_resumes_a_release(
     page.click("#back-to-plan")
     page.wait_for_selector("#plan-state[data-state=paused]")
     assert "deploy to production failed on purpose" in page.inner_text("#failed-steps")
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMAGES / "console-plan.png"), full_page=True)
+    images.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(images / "console-plan.png"), full_page=True)
 
     page.click("button.skip[data-step='11']")
     assert "skipped step 11" in page.inner_text("#notice")
@@ -176,7 +187,9 @@ def test_an_operator_approves_skips_and_resumes_a_release(
 
     page.goto("/?state=any")
     page.wait_for_selector(f"{row}[data-state=stopped]")
-    page.screenshot(path=str(IMAGES / "console-plans.png"), full_page=True)
+    page.screenshot(path=str(images / "console-plans.png"), full_page=True)
+    for name in ("console-plan.png", "console-plans.png"):  # a PNG file, not an empty one
+        assert (images / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The worker daemon's metrics, through the console's /metrics (same host).
     scraped = page.context.request.get(f"{services['url']}/metrics")
