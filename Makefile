@@ -33,7 +33,7 @@ lint: $(VENV)/.installed-dev
 PYTEST_WORKERS ?= 2
 
 test: lint
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -rs -n $(PYTEST_WORKERS) --dist loadgroup
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/bench_planning.py
