@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pykka import ActorDeadError
+
 from pydynflow.action import RUN, Action, SuspendedRef, is_async_run, runs_in_world
 from pydynflow.actors.messages import (
     AwaitEvent,
@@ -234,7 +236,10 @@ class _EventChannel:
         future = asyncio.get_running_loop().create_future()
         outcome = snapshot_outcome(action)
         action._planned_events, action._chunks = (), ()
-        self.step.tell(AwaitEvent(future, outcome, timeout))
+        # On the loop's thread, which waits for this anyway: the step actor parks right here
+        # if it is idle (see `_ReportDone`).
+        if not tell_and_run(self.step, AwaitEvent(future, outcome, timeout)):
+            raise ActorDeadError(f"{self.step} not found")  # as `ActorRef.tell` says it
         return future
 
 
@@ -260,7 +265,10 @@ class _ReportDone:
 
     def __call__(self, finished: asyncio.Task[PhaseOutcome]) -> None:
         _tasks.discard(finished)
-        tell_if_alive(self.step, PhaseDone(_outcome(finished)))
+        # On the loop's thread: the step actor (and its supervisor, if idle) handle the
+        # outcome right here, as on a worker's thread (see `StepActor._run`), instead of
+        # waiting for a dispatcher thread to be woken. Their turns never block.
+        tell_and_run(self.step, PhaseDone(_outcome(finished)))
 
 
 _tasks: set[asyncio.Task[PhaseOutcome]] = set()
