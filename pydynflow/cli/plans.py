@@ -38,6 +38,19 @@ def plans() -> None:
     """List, show and operate execution plans."""
 
 
+# The filters `plans list` and `plans delete` share (their --state differs: its default).
+_result_filter = click.option(
+    "--result",
+    "results",
+    multiple=True,
+    type=click.Choice(_RESULTS),
+    help="Only plans with this result (repeat for several).",
+)
+_label_filter = click.option(
+    "--label", "labels", multiple=True, help="Only plans with this label (repeat for several)."
+)
+
+
 @plans.command("list")
 @click.option(
     "--state",
@@ -46,16 +59,8 @@ def plans() -> None:
     type=click.Choice(_STATES),
     help="Only plans in this state (repeat for several).",
 )
-@click.option(
-    "--result",
-    "results",
-    multiple=True,
-    type=click.Choice(_RESULTS),
-    help="Only plans with this result (repeat for several).",
-)
-@click.option(
-    "--label", "labels", multiple=True, help="Only plans with this label (repeat for several)."
-)
+@_result_filter
+@_label_filter
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -216,16 +221,8 @@ class Duration(click.ParamType):
     help="Only plans in this state (repeat for several); default: stopped (and paused with "
     "--include-paused). Running plans are never deleted.",
 )
-@click.option(
-    "--result",
-    "results",
-    multiple=True,
-    type=click.Choice(_RESULTS),
-    help="Only plans with this result (repeat for several).",
-)
-@click.option(
-    "--label", "labels", multiple=True, help="Only plans with this label (repeat for several)."
-)
+@_result_filter
+@_label_filter
 @click.option(
     "--older-than",
     type=Duration(),
