@@ -175,8 +175,9 @@ class Requests(StoreBase):
         param = self._db.param
         with self._write_atomic():
             cursor = self._db.cursor()
+            from_inbox_rows = self._in_id_order(f'"receiver_id" = {param}')
             cursor.execute(
-                f'UPDATE "{ENVELOPES}" SET "receiver_id" = {param} WHERE "receiver_id" = {param}',
+                f'UPDATE "{ENVELOPES}" SET "receiver_id" = {param} WHERE {from_inbox_rows}',
                 (to_inbox, from_inbox),
             )
             moved = int(cursor.rowcount)
@@ -191,9 +192,23 @@ class Requests(StoreBase):
         param = self._db.param
         with self._write_atomic():
             cursor = self._db.cursor()
-            cursor.execute(
-                f'DELETE FROM "{ENVELOPES}" '
-                f'WHERE "receiver_id" IN ({", ".join([param] * len(names))})',
-                names,
-            )
+            receivers = f'"receiver_id" IN ({", ".join([param] * len(names))})'
+            cursor.execute(f'DELETE FROM "{ENVELOPES}" WHERE {self._in_id_order(receivers)}', names)
             return int(cursor.rowcount)
+
+    def _in_id_order(self, condition: str) -> str:
+        """Return a condition selecting the envelopes that meet ``condition``, locked in id
+        order on PostgreSQL (SQLite locks the whole database).
+
+        An update or a delete by receiver locks rows in the order it finds them in the table,
+        which is where their latest version was written, not their ids'. A world answers the
+        requests it took in id order: the two must take their locks in one order, or each
+        may hold a row the other waits for (PostgreSQL then fails one of them as a deadlock).
+        That happens when one world moves or clears the inbox of another it found dead which
+        is in fact still at work.
+        """
+        if not self._postgres:
+            return condition
+        return (
+            f'"id" IN (SELECT "id" FROM "{ENVELOPES}" WHERE {condition} ORDER BY "id" FOR UPDATE)'
+        )
