@@ -155,12 +155,11 @@ class ExecutorActor(PooledActor):
         if message.reclaim and self.terminating is None and self._reclaim(message.plan_id):
             return
         future = self.waiting.pop(message.plan_id, None)
-        if future is None:
-            pass
-        elif message.error is not None:
-            future.set_exception(message.error)
-        else:
-            future.set_result(message.plan)
+        if future is not None:
+            if message.error is not None:
+                future.set_exception(message.error)
+            else:
+                future.set_result(message.plan)
         if self.terminating is not None and not self.supervisors:
             self._answer_terminate()
 
