@@ -103,3 +103,74 @@ def test_attempts_is_one_after_a_first_successful_run(sqlite_url: str) -> None:
     with World(sqlite_url, auto_execute=False) as world:
         plan = world.load(world.trigger(WantsTheWorker).wait(TIMEOUT).id)
     assert (plan.steps[2].state, plan.steps[2].attempts) == (StepState.SUCCESS, 1)
+
+
+# -- a plan's next step and the worker its step frees ------------------------------------
+
+ORDER: list[str] = []
+
+
+class Noted(Action):
+    """Notes its name when its code runs."""
+
+    def run(self, event: object = None) -> None:
+        ORDER.append(self.input["name"])
+
+
+class FirstHoldsTheWorker(Action):
+    """Holds the only worker until the test lets it go, then two quick steps follow."""
+
+    def plan(self) -> None:
+        with self.sequence():
+            self.plan_action(HoldsTheWorker)
+            self.plan_action(Noted, {"name": "second"})
+            self.plan_action(Noted, {"name": "third"})
+
+
+class WaitsForTheWorker(Action):
+    """A step of another plan that waits for the worker, beside a signal that says so."""
+
+    def plan(self) -> None:
+        with self.concurrence():
+            self.plan_action(Noted, {"name": "other"})
+            self.plan_action(Signals)
+
+
+def _run_with_one_waiting(sqlite_url: str) -> list[str]:
+    """The first plan's step holds the only worker while another plan's step waits for it;
+    return the order in which the steps after it ran."""
+    ORDER.clear()
+    HoldsTheWorker.started.clear()
+    HoldsTheWorker.release.clear()
+    Signals.running.clear()
+    with World(sqlite_url, pool_size=1, queues={"signals": 1}, auto_execute=False) as world:
+        first = world.trigger(FirstHoldsTheWorker)
+        try:
+            assert HoldsTheWorker.started.wait(TIMEOUT)
+            other = world.trigger(WaitsForTheWorker)
+            assert Signals.running.wait(TIMEOUT)  # its step's claim on the worker is queued
+        finally:
+            HoldsTheWorker.release.set()
+        for triggered in (first, other):
+            plan = triggered.wait(TIMEOUT)
+            assert (plan.state, plan.result) == (PlanState.STOPPED, Result.SUCCESS)
+    return list(ORDER)
+
+
+def test_a_plan_keeps_the_worker_for_its_next_steps_within_the_quantum(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydynflow.actors import slots
+
+    monkeypatch.setattr(slots, "QUANTUM", 3600.0)
+    # Its next step moves to running in the commit of the step before it, on the same worker.
+    assert _run_with_one_waiting(sqlite_url) == ["second", "third", "other"]
+
+
+def test_once_its_quantum_is_spent_the_worker_goes_to_the_step_that_waited(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydynflow.actors import slots
+
+    monkeypatch.setattr(slots, "QUANTUM", 0.0)
+    assert _run_with_one_waiting(sqlite_url) == ["other", "second", "third"]  # in turn

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydynflow.action import is_async_run
 from pydynflow.actors.pooled import tell_and_run
-from pydynflow.actors.slots import SlotClaim
+from pydynflow.actors.slots import SlotClaim, WorkerSlots
 from pydynflow.execution import Advance
 
 if TYPE_CHECKING:
@@ -99,8 +99,11 @@ class PlanSlots:
         return not is_async_run(self.plan.steps[step_id].action_class)
 
     def _claim(self, step_id: int) -> SlotClaim:
+        return SlotClaim(self._queue_slots(step_id), self._actor_ref, self.plan.id, step_id)
+
+    def _queue_slots(self, step_id: int) -> WorkerSlots:
         queue = "default" if step_id == FINALIZE_SLOT else self.plan.steps[step_id].queue
-        return SlotClaim(self.runtime.slots_of(queue), self._actor_ref, self.plan.id, step_id)
+        return self.runtime.slots_of(queue)
 
     def _release(self, step_id: int, advance: Advance) -> None:
         """Give back the slot ``step_id`` holds: to a step of this plan waiting for one
@@ -122,6 +125,23 @@ class PlanSlots:
         if self.claims is not None:  # one of ours waited: it holds the slot now
             self.claims.pop(successor.step_id, None)
         self._use(successor, advance)
+
+    def _pass_on_or_release(self, step_id: int, advance: Advance) -> None:
+        """``step_id``'s code returned: hand its slot to a step of this plan that wants one of
+        the same queue in ``advance`` (it moves to ``running`` in this same commit), if the
+        slot's quantum allows (`WorkerSlots.pass_on`); else `_release` it."""
+        claim = self.holding.get(step_id) if self.holding else None
+        if claim is not None and advance.want:
+            for wanted in advance.want:
+                if self._needs_slot(wanted) and self._queue_slots(wanted) is claim.slots:
+                    successor = claim.slots.pass_on(claim, wanted)
+                    if successor is not None:
+                        del self.holding[step_id]
+                        advance.want.remove(wanted)
+                        self._use(successor, advance)
+                        return
+                    break  # its quantum is spent: the slot goes to the first waiting
+        self._release(step_id, advance)
 
     def _hand_off(self) -> None:
         """Tell the other plans whose waiting steps got this plan's slots."""

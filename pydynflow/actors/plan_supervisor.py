@@ -6,7 +6,8 @@ a worker slot for each step that wants one (`pydynflow.actors.plan_slots`), star
 actor once its move to ``running`` is committed, arm retry timers and run the finalize phase
 on a worker. A step counts as done only once its state is committed, and the commit of a
 step's outcome carries the move to ``running`` of the steps it unblocks when they get a
-worker at once: one commit per step carries a sequence forward.
+worker at once (the worker it freed, within its quantum: `pydynflow.actors.slots`): one
+commit per step carries a sequence forward.
 
 If a commit fails, the supervisor stops driving the plan (what is stored is the truth),
 waits for its running steps' code to return, and hands the plan back to the executor, which
@@ -408,9 +409,10 @@ class PlanSupervisor(PlanSlots, PooledActor):
             self._maybe_done_broken()
             return
         self.core.outcome(step_id, outcome, advance)
-        # Its code returned: the worker is free. A step of this plan that waited for it
-        # moves to running in this same commit; another plan's is told after it is sent.
-        self._release(step_id, advance)
+        # Its code returned: the worker is free. This plan's next step keeps it, or a step
+        # of this plan that waited for it, and moves to running in this same commit; else
+        # another plan's is told after it is sent.
+        self._pass_on_or_release(step_id, advance)
         self._apply(advance)
 
     # -- events --------------------------------------------------------------------------

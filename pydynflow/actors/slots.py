@@ -9,25 +9,37 @@ first served, as Dynflow's work queue does.
 A slot is handed over, never dropped: the holder that gives it back learns which waiter
 takes it next and tells that step's supervisor (after committing its own outcome, so the
 next step's ``running`` is stored in the same transaction or a later one).
+
+A plan whose step ends may keep the slot for its own next step (`pass_on`), which then moves
+to ``running`` in the commit of the step before it: one commit per step of a sequence, where
+a step that waits in turn needs one of its own. It may do so for `QUANTUM` seconds from when
+the slot left the queue, however many steps that is; after that, if others wait, the slot
+goes to the first of them and the plan's next step waits in turn. A step that waits gets
+its slot at most a quantum per slot later than strictly first come, first served.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Any
+
+QUANTUM = 0.02
+"""Seconds a plan may pass a slot on to its own next steps while other steps wait for one."""
 
 
 class SlotClaim:
     """One step's claim on a slot of ``slots``: who to tell (its supervisor), which step."""
 
-    __slots__ = ("plan_id", "slots", "step_id", "supervisor")
+    __slots__ = ("plan_id", "since", "slots", "step_id", "supervisor")
 
     def __init__(self, slots: WorkerSlots, supervisor: Any, plan_id: str, step_id: int) -> None:
         self.slots = slots
         self.supervisor = supervisor
         self.plan_id = plan_id
         self.step_id = step_id
+        self.since = 0.0  # when its slot left the queue (`time.monotonic`), once it holds one
 
     def __repr__(self) -> str:
         return f"<SlotClaim {self.plan_id}/{self.step_id}>"
@@ -49,6 +61,7 @@ class WorkerSlots:
             if self._free:
                 self._free -= 1
                 self._holders.add(claim)
+                claim.since = time.monotonic()
                 return True
             self._waiting.append(claim)
             return False
@@ -62,9 +75,24 @@ class WorkerSlots:
             if self._waiting:
                 successor = self._waiting.popleft()
                 self._holders.add(successor)
+                successor.since = time.monotonic()
                 return successor
             self._free += 1
             return None
+
+    def pass_on(self, claim: SlotClaim, step_id: int) -> SlotClaim | None:
+        """Hand ``claim``'s slot to step ``step_id`` of the same plan if its quantum allows
+        (see the module); return the new holder's claim, or None (then give it back)."""
+        with self._lock:
+            if claim not in self._holders:
+                return None
+            if self._waiting and time.monotonic() - claim.since >= QUANTUM:
+                return None
+            self._holders.discard(claim)
+            successor = SlotClaim(self, claim.supervisor, claim.plan_id, step_id)
+            successor.since = claim.since
+            self._holders.add(successor)
+            return successor
 
     def withdraw(self, claim: SlotClaim) -> bool:
         """Take a waiting ``claim`` out of the queue; False if it is not waiting."""
