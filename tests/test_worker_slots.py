@@ -73,11 +73,17 @@ class WaitsBesideASignal(Action):
             self.plan_action(Signals)
 
 
-def test_a_ready_step_waiting_for_a_worker_is_stored_pending(sqlite_url: str) -> None:
+def _one_worker(sqlite_url: str) -> World:
+    """A world with one worker for the default queue, the signals' queue beside it, and
+    the gates of the actions above closed."""
     HoldsTheWorker.started.clear()
     HoldsTheWorker.release.clear()
     Signals.running.clear()
-    with World(sqlite_url, pool_size=1, queues={"signals": 1}, auto_execute=False) as world:
+    return World(sqlite_url, pool_size=1, queues={"signals": 1}, auto_execute=False)
+
+
+def test_a_ready_step_waiting_for_a_worker_is_stored_pending(sqlite_url: str) -> None:
+    with _one_worker(sqlite_url) as world:
         holding = world.trigger(HoldsTheWorker)
         try:
             assert HoldsTheWorker.started.wait(TIMEOUT)
@@ -140,10 +146,7 @@ def _run_with_one_waiting(sqlite_url: str) -> list[str]:
     """The first plan's step holds the only worker while another plan's step waits for it;
     return the order in which the steps after it ran."""
     ORDER.clear()
-    HoldsTheWorker.started.clear()
-    HoldsTheWorker.release.clear()
-    Signals.running.clear()
-    with World(sqlite_url, pool_size=1, queues={"signals": 1}, auto_execute=False) as world:
+    with _one_worker(sqlite_url) as world:
         first = world.trigger(FirstHoldsTheWorker)
         try:
             assert HoldsTheWorker.started.wait(TIMEOUT)
