@@ -21,7 +21,7 @@ from pydynflow.middleware import check_action_class
 from pydynflow.references import OutputReference
 from pydynflow.registry import class_name, lookup, register
 from pydynflow.rescue import Pause, RescuePolicy
-from pydynflow.serialization import normalize
+from pydynflow.serialization import copy_plain, normalize
 
 if TYPE_CHECKING:
     from pydynflow.middleware import Spec, Stack
@@ -137,10 +137,14 @@ class Action:
         self.execution_plan_id = execution_plan_id
         self._phase = phase
         if phase != PLAN:
-            self._input: dict[str, Any] = ReadOnlyDict(input) if input else _NO_INPUT
+            self._input: dict[str, Any] = (
+                ReadOnlyDict(copy_plain(dict(input))) if input else _NO_INPUT
+            )
         else:
             self._input = dict(input) if input else {}
-        self._output: dict[str, Any] = dict(output) if output else {}
+        # Copies that share no list or dict with the record (`copy_plain`): a change made in
+        # place must show as a change, or it would never be stored.
+        self._output: dict[str, Any] = copy_plain(dict(output)) if output else {}
         if trigger is not None:
             self.trigger = trigger
         if error is not None:

@@ -39,6 +39,25 @@ def normalize(value: Any, *, owner: Any, field: str, allow_references: bool = Fa
     return _normalize(value, owner, field, allow_references, ())
 
 
+def copy_plain(value: Any) -> Any:
+    """Return a copy of JSON-plain data (normalized) that shares no dict or list with it.
+
+    An action's ``output`` is a copy of what its record holds: code that changes a list
+    in it in place must not change the record, or the change would look stored already.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {
+            key: copy_plain(item) if type(item) in _CONTAINERS else item
+            for key, item in value.items()
+        }
+    if kind is list:
+        return [copy_plain(item) if type(item) in _CONTAINERS else item for item in value]
+    return value
+
+
+_CONTAINERS = (dict, list)
+
 # Exact types whose values are returned as they are (floats are checked for finiteness).
 _PLAIN = frozenset({str, int, bool, type(None)})
 

@@ -537,3 +537,27 @@ def test_an_event_is_stored_and_answered_while_no_worker_is_free(sqlite_url: str
         assert finished.steps[step_id].output == {"runs": 1, "event": "go"}
         assert holder.wait(TIMEOUT).result == Result.SUCCESS
         assert world.storage.envelopes(parked.id) == []
+
+
+class CollectsInPlace(Action):
+    """Appends each event to a list in its output, in place, until it has ``n``."""
+
+    def run(self, event: Any = None) -> None:
+        got = self.output.setdefault("got", [])
+        if event is not None:
+            got.append(event)
+        if len(got) < self.input["n"]:
+            self.suspend()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_output_changed_in_place_by_each_event_is_stored(world: World, n: int) -> None:
+    """Each event's append must reach the store (it used to be lost every other time: the
+    action's list was the record's own, so the change looked stored already)."""
+    triggered = world.trigger(CollectsInPlace, {"n": n})
+    for i in range(n):
+        assert world.event(triggered.id, 2, f"e{i}")
+    plan = triggered.wait(TIMEOUT)
+    expected = [f"e{i}" for i in range(n)]
+    assert plan.actions[1].output["got"] == expected
+    assert world.load(triggered.id).actions[1].output["got"] == expected  # as stored

@@ -77,3 +77,14 @@ def test_normalize_matches_its_plain_definition(value: Any) -> None:
 @given(values)
 def test_has_references_matches_iter_references(value: Any) -> None:
     assert has_references(value) == any(True for _ in iter_references(value))
+
+
+def test_copy_plain_shares_no_list_or_dict() -> None:
+    from pydynflow.serialization import copy_plain
+
+    value = {"a": [1, {"b": [2]}], "c": "x", "d": {"e": []}}
+    copied = copy_plain(value)
+    assert copied == value
+    copied["a"][1]["b"].append(3)
+    copied["d"]["e"].append(1)
+    assert value == {"a": [1, {"b": [2]}], "c": "x", "d": {"e": []}}

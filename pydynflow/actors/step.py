@@ -37,6 +37,7 @@ from pydynflow.events import Ping, Timeout
 from pydynflow.logging import get_logger
 from pydynflow.outcome import PhaseOutcome, failed_outcome
 from pydynflow.phases import execute_run, execute_run_async, snapshot_outcome
+from pydynflow.serialization import copy_plain
 from pydynflow.states import StepState
 
 
@@ -136,7 +137,7 @@ class StepActor(PooledActor):
     def _park(self, outcome: PhaseOutcome) -> None:
         self.state = "parking"
         if not self.is_async:  # an async run keeps its own action object across waits
-            self.action._output = dict(outcome.output)
+            self.action._output = copy_plain(outcome.output)  # the record keeps the outcome's
         me = self.actor_ref
         for event, delay in outcome.events:
             if delay is None:
