@@ -195,11 +195,18 @@ class StepActor(PooledActor):
         return any(not e.persisted and isinstance(e.payload, Ping) for e in self.pending)
 
     def _next(self) -> None:
+        while True:
+            if not self.pending:
+                self.pending = ()  # a popped list keeps its size: parked steps are many
+                return
+            event = self.pending.pop(0)  # type: ignore[union-attr]
+            # A wait's timeout queued while an event was already on its way to that wait: it
+            # belongs to a wait that is over, and must not end the next one.
+            if event.token is None or event.token == self.wait_token:
+                break
         if not self.pending:
-            return
-        self.current = self.pending.pop(0)  # type: ignore[union-attr]
-        if not self.pending:
-            self.pending = ()  # a popped list keeps its size: parked steps are many
+            self.pending = ()
+        self.current = event
         self.state = "resuming"
         self.supervisor.tell(Resume(self.step_id, self.current.persisted))
 
