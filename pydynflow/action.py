@@ -137,14 +137,12 @@ class Action:
         self.execution_plan_id = execution_plan_id
         self._phase = phase
         if phase != PLAN:
-            self._input: dict[str, Any] = (
-                ReadOnlyDict(copy_plain(dict(input))) if input else _NO_INPUT
-            )
+            self._input: dict[str, Any] = ReadOnlyDict(copy_plain(input)) if input else _NO_INPUT
         else:
             self._input = dict(input) if input else {}
         # Copies that share no list or dict with the record (`copy_plain`): a change made in
         # place must show as a change, or it would never be stored.
-        self._output: dict[str, Any] = copy_plain(dict(output)) if output else {}
+        self._output: dict[str, Any] = copy_plain(output) if output else {}
         if trigger is not None:
             self.trigger = trigger
         if error is not None:

@@ -45,13 +45,12 @@ def copy_plain(value: Any) -> Any:
     An action's ``output`` is a copy of what its record holds: code that changes a list
     in it in place must not change the record, or the change would look stored already.
     """
-    kind = type(value)
-    if kind is dict:
+    if isinstance(value, dict):  # a `ReadOnlyDict` input too: a plain dict comes back
         return {
             key: copy_plain(item) if type(item) in _CONTAINERS else item
             for key, item in value.items()
         }
-    if kind is list:
+    if type(value) is list:
         return [copy_plain(item) if type(item) in _CONTAINERS else item for item in value]
     return value
 
