@@ -26,6 +26,7 @@ from tests.support.dummy_example import (
     PlanEventsAction,
     PollingExample,
 )
+from tests.support.gates import HoldsTheWorker
 
 TIMEOUT = 30
 
@@ -507,22 +508,10 @@ def test_events_to_a_parked_step_are_applied_once_each_in_the_order_accepted(
     assert not [e for e in finished.history if e.name == "event not delivered"]
 
 
-class HoldsTheWorker(Action):
-    """Block the worker it runs on until the test lets it go."""
-
-    started = threading.Event()
-    release = threading.Event()
-
-    def run(self) -> None:
-        HoldsTheWorker.started.set()
-        assert HoldsTheWorker.release.wait(TIMEOUT)
-
-
 def test_an_event_is_stored_and_answered_while_no_worker_is_free(sqlite_url: str) -> None:
     """The step an event is for waits for a worker; `event` does not: it returns once the
     event is stored, and the step runs with it when the worker is free."""
-    HoldsTheWorker.started.clear()
-    HoldsTheWorker.release.clear()
+    HoldsTheWorker.reset()
     with World(sqlite_url, pool_size=1, auto_execute=False) as world:
         parked, step_id = park(world, "no-worker")
         holder = world.trigger(HoldsTheWorker)

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from pydynflow import Action, PlanState, Result, StepState, World
+from tests.support.gates import HoldsTheWorker
 
 TIMEOUT = 30
 WORK = 0.3
@@ -39,17 +40,6 @@ def test_one_worker_runs_two_steps_one_after_the_other(sqlite_url: str) -> None:
     assert first_ended <= second_started  # the [started_at, ended_at] spans do not overlap
 
 
-class HoldsTheWorker(Action):
-    """Holds the default queue's only worker until the test lets it go."""
-
-    started = threading.Event()
-    release = threading.Event()
-
-    def run(self) -> None:
-        HoldsTheWorker.started.set()
-        assert HoldsTheWorker.release.wait(TIMEOUT)
-
-
 class WantsTheWorker(Action):
     def run(self) -> None:
         self.output["ran"] = True
@@ -76,8 +66,7 @@ class WaitsBesideASignal(Action):
 def _one_worker(sqlite_url: str) -> World:
     """A world with one worker for the default queue, the signals' queue beside it, and
     the gates of the actions above closed."""
-    HoldsTheWorker.started.clear()
-    HoldsTheWorker.release.clear()
+    HoldsTheWorker.reset()
     Signals.running.clear()
     return World(sqlite_url, pool_size=1, queues={"signals": 1}, auto_execute=False)
 
