@@ -140,6 +140,7 @@ class PlanExecution:
         "chosen_ids",
         "active",
         "auto_rescue",
+        "consuming",
         "continuing",
         "events",
         "finishing",
@@ -173,6 +174,9 @@ class PlanExecution:
         self.waking: dict[int, bool] | None = None  # parked steps with an event, to wake
         self.rearm: frozenset[int] = _NONE  # continuing: failed steps a stop kept from a retry
         self.events: dict[int, list[str]] | None = None  # accepted, not consumed, per step
+        # Steps running on a stored event: its envelope is dropped with the run's outcome,
+        # so a crash while the run works on it leaves it stored for the step's next run.
+        self.consuming: frozenset[int] = _NONE
         # (step, id) of ids senders chose; a set once there is one.
         self.chosen_ids: set[tuple[int, str]] | frozenset[tuple[int, str]] = _NO_CHOSEN
         # Steps ready and waiting for a worker, and steps granted for their first run (their
@@ -304,7 +308,7 @@ class PlanExecution:
         step.transition(StepState.RUNNING)
         advance.steps.append(step)
         if persisted:
-            _append(advance, "envelope_pop", (self.plan.id, step.id))
+            self.consuming |= {step.id}
             pending = self.events.get(step.id) if self.events is not None else None
             if pending:
                 pending.pop(0)
@@ -330,6 +334,9 @@ class PlanExecution:
         record = plan.actions[step.action_id]
         step.execution_time += outcome.execution_time
         step.progress_done = outcome.progress
+        if step_id in self.consuming:  # the event it ran on is consumed with this outcome
+            self.consuming -= {step_id}
+            _append(advance, "envelope_pop", (plan.id, step_id))
         if step_id in self.first_runs:
             self.first_runs = self.first_runs - {step_id} if len(self.first_runs) > 1 else _NONE
             if outcome.started_at is not None:

@@ -12,7 +12,9 @@ must not happen twice) unless ``output["requested"]`` says it already did, and t
 ``wait_for_event``: ``output["event"]`` is what it gets.
 
 Only the child gets ``PYDYNFLOW_TEST_BLOCK_RUN=1``: ``run(None)`` then prints
-``running <plan> <step>``, sets `RUNNING` and blocks forever before it suspends.
+``running <plan> <step>``, sets `RUNNING` and blocks forever before it suspends. With
+``PYDYNFLOW_TEST_BLOCK_EVENT=1`` (the child only too), both actions print
+``handling <plan> <step>`` once they have their event, and block forever before they finish.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydynflow import Action
 from pydynflow.action import SuspendedRef
 
 BLOCK_RUN = "PYDYNFLOW_TEST_BLOCK_RUN"
+BLOCK_EVENT = "PYDYNFLOW_TEST_BLOCK_EVENT"
 
 PARKED: queue.Queue[tuple[str, int, int]] = queue.Queue()
 RUNNING = threading.Event()
@@ -41,11 +44,19 @@ def emit(line: str) -> None:
         sys.stdout.flush()
 
 
+def block_on_event(action: Action) -> None:
+    """With `BLOCK_EVENT` set, say the action has its event, then block (to be killed)."""
+    if os.environ.get(BLOCK_EVENT) == "1":
+        emit(f"handling {action.execution_plan_id} {action.run_step_id}")
+        threading.Event().wait()
+
+
 class Approval(Action):
     """Suspend until an event arrives; count the runs that started from ``run(None)``."""
 
     def run(self, event: Any = None) -> None:
         if event is not None:
+            block_on_event(self)
             self.output["event"] = event
             return
         runs = self.output["runs"] = self.output.get("runs", 0) + 1
@@ -71,4 +82,6 @@ class AsyncApproval(Action):
             with open(self.input["ledger"], "a", encoding="utf-8") as ledger:
                 ledger.write(f"request from {os.getpid()}\n")
             self.output["requested"] = True
-        self.output["event"] = await self.wait_for_event()
+        event = await self.wait_for_event()
+        block_on_event(self)
+        self.output["event"] = event

@@ -10,6 +10,12 @@ MODE ``event``: with ``PYDYNFLOW_TEST_BLOCK_RUN=1``, trigger one `Approval` plan
 ``{"approved": True}`` to the running step; once ``world.event`` returned (the event is
 stored), print ``event-accepted``. Then wait to be killed.
 
+MODE ``event-in-run`` (with ``PYDYNFLOW_TEST_BLOCK_EVENT=1``): trigger one `Approval` plan
+(prints ``plan <id>``); once its step is parked, send it the event ``{"approved": True}``
+and print ``event-accepted <result>``; its ``run(event)`` prints ``handling <plan> <step>``
+and blocks. MODE ``async-event-in-run``: the same with an `AsyncApproval` plan (prints
+``plan <id> <step>``), once its step is stored ``suspended``.
+
 MODE ``async``: trigger one `AsyncApproval` plan with ``ledger`` ``requests.log`` next to the
 database (prints ``plan <id> <step>``); once its step is stored ``suspended`` (awaiting
 ``wait_for_event``), print ``waiting``. Then wait to be killed.
@@ -34,23 +40,30 @@ EVENT = {"approved": True}
 def main(argv: list[str]) -> int:
     mode, path = argv
     world = World(f"sqlite:///{path}").start()
-    if mode == "async":
+    if mode in ("async", "async-event-in-run"):
         ledger = Path(path).parent / "requests.log"
         triggered = world.trigger(AsyncApproval, {"ledger": str(ledger)})
         step_id = world.load(triggered.id).actions[1].run_step_id
+        assert step_id is not None
         emit(f"plan {triggered.id} {step_id}")
         deadline = time.monotonic() + TIMEOUT
         while world.storage.step_state(triggered.id, step_id) != "suspended":
             if time.monotonic() > deadline:
                 return 1
             threading.Event().wait(0.01)  # the child may poll; the test only reads lines
-        emit("waiting")
+        if mode == "async":
+            emit("waiting")
+        else:
+            emit(f"event-accepted {world.event(triggered.id, step_id, EVENT)}")
         threading.Event().wait(TIMEOUT)  # the test kills us here
         return 1
     triggered = world.trigger(Approval)
     emit(f"plan {triggered.id}")
     if mode == "park":
         PARKED.get(timeout=TIMEOUT)
+    elif mode == "event-in-run":
+        _, step_id, _ = PARKED.get(timeout=TIMEOUT)
+        emit(f"event-accepted {world.event(triggered.id, step_id, EVENT)}")
     elif mode == "event":
         if not RUNNING.wait(TIMEOUT):
             return 1

@@ -6,6 +6,9 @@ Acceptance criteria of suspend and events:
   the output it had persisted, and completes when the event comes;
 * an event accepted (``world.event`` returned) just before a crash is not lost: it is
   delivered from storage once the step runs again;
+* an event a step was working on when the process was killed (``run(event)`` had it, its
+  outcome was not stored) is not lost either: it stays stored, and the step's next run gets it
+  again (at least once, like the run itself);
 * an async run parked in ``wait_for_event`` starts again from the top after a kill, with its
   persisted output: what it recorded before the await is not done twice.
 
@@ -25,7 +28,13 @@ import pytest
 from pydynflow import PlanState, Result, StepState, World
 from pydynflow.storage import Storage
 from tests.reliability.child import running_child
-from tests.reliability.suspend_actions import BLOCK_RUN, PARKED, Approval, AsyncApproval
+from tests.reliability.suspend_actions import (
+    BLOCK_EVENT,
+    BLOCK_RUN,
+    PARKED,
+    Approval,
+    AsyncApproval,
+)
 from tests.reliability.suspend_worker import EVENT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +48,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 def _fresh_here(monkeypatch: pytest.MonkeyPatch) -> None:
     """Steps never block in this process; no parked note is left over from another test."""
     monkeypatch.delenv(BLOCK_RUN, raising=False)
+    monkeypatch.delenv(BLOCK_EVENT, raising=False)
     while not PARKED.empty():
         PARKED.get_nowait()
 
@@ -144,6 +154,82 @@ def test_an_event_accepted_before_a_kill_is_delivered_after_the_restart(tmp_path
         assert step.state == StepState.SUCCESS and step.error is None
         assert step.output == {"runs": 1, "pids": [os.getpid()], "event": EVENT}
         assert world.storage.envelopes(plan_id) == []  # delivered once, then gone
+
+
+def killed_while_handling(worker: Any, step_id: int) -> None:
+    """Wait until the child's step has the event and its sender was answered; kill it."""
+    wanted = {"event-accepted True", f"handling {worker.plan_id} {step_id}"}
+    while wanted:
+        wanted.discard(worker.read_until(lambda line: line in wanted))
+    worker.sigkill()
+
+
+def paused_with_the_event_stored(world: World, plan_id: str, step_id: int) -> None:
+    """The restarted world pauses the plan (the killed run is never re-run blindly), and
+    the event the run was working on is still stored."""
+    continued = {triggered.id: triggered for triggered in world.auto_executed}
+    assert continued[plan_id].wait(TIMEOUT).state == PlanState.PAUSED
+    failed = world.load(plan_id).steps[step_id]
+    assert failed.state == StepState.ERROR
+    assert failed.error is not None and failed.error.message == ABNORMAL
+    assert [payload for _, _, payload in world.storage.envelopes(plan_id)] == [EVENT]
+
+
+def test_an_event_a_run_was_handling_at_a_kill_is_delivered_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pydynflow.db'}"
+    with child("event-in-run", tmp_path, **{BLOCK_EVENT: "1"}) as worker:
+        worker.plan_id = worker.read_until(lambda line: line.startswith("plan ")).split()[1]
+        _, _, step_text, _ = worker.read_until(lambda line: line.startswith("parked ")).split()
+        step_id = int(step_text)
+        child_pid = worker.proc.pid
+        killed_while_handling(worker, step_id)
+    plan_id = worker.plan_id
+
+    before, envelopes = stored(url, plan_id)
+    assert before.steps[step_id].state == StepState.RUNNING
+    assert before.steps[step_id].output == {"runs": 1, "pids": [child_pid]}
+    assert [payload for _, _, payload in envelopes] == [EVENT]
+
+    with World(url) as world:
+        paused_with_the_event_stored(world, plan_id, step_id)
+        resumed = world.resume(plan_id)
+        assert parked_again(plan_id) == (step_id, 2)  # run(None) again, then the event
+        finished = resumed.wait(TIMEOUT)
+        assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS)
+        assert finished.steps[step_id].output == {
+            "runs": 2,
+            "pids": [child_pid, os.getpid()],
+            "event": EVENT,
+        }
+        assert world.storage.envelopes(plan_id) == []
+
+
+def test_an_event_an_async_run_was_handling_at_a_kill_is_delivered_again(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'pydynflow.db'}"
+    ledger = tmp_path / "requests.log"
+    with child("async-event-in-run", tmp_path, **{BLOCK_EVENT: "1"}) as worker:
+        _, worker.plan_id, step_text = worker.read_until(
+            lambda line: line.startswith("plan ")
+        ).split()
+        step_id = int(step_text)
+        child_pid = worker.proc.pid
+        killed_while_handling(worker, step_id)
+    plan_id = worker.plan_id
+
+    before, envelopes = stored(url, plan_id)
+    assert before.steps[step_id].state == StepState.RUNNING
+    assert before.steps[step_id].output == {"starts": 1, "requested": True}
+    assert [payload for _, _, payload in envelopes] == [EVENT]
+
+    with World(url) as world:
+        paused_with_the_event_stored(world, plan_id, step_id)
+        finished = world.resume(plan_id).wait(TIMEOUT)
+        assert (finished.state, finished.result) == (PlanState.STOPPED, Result.SUCCESS)
+        assert finished.steps[step_id].output == {"starts": 2, "requested": True, "event": EVENT}
+        assert world.storage.envelopes(plan_id) == []
+    assert ledger.read_text().splitlines() == [f"request from {child_pid}"]
 
 
 def test_an_async_run_starts_again_from_the_top_after_a_kill(tmp_path: Path) -> None:
