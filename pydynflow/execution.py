@@ -466,6 +466,8 @@ class PlanExecution:
             raise UnknownStep(f"execution plan {self.plan.id} has no step {step_id}")
         if chosen and (step_id, event_id) in self.chosen_ids:
             return None
+        if self.halting:
+            raise EventRejected(f"execution plan {self.plan.id} is halting: it takes no events")
         if not self.takes_events(step):
             raise EventRejected(
                 f"step {step_id} of execution plan {self.plan.id} is {step.state}, "
@@ -486,7 +488,9 @@ class PlanExecution:
 
     def takes_events(self, step: Step) -> bool:
         """Return whether ``step`` can take an event now (or keep it until it runs)."""
-        if self.finishing or step.phase != Phase.RUN or step.state not in _TAKES_EVENTS:
+        if self.finishing or self.halting:  # a halted plan stops: nothing would run it
+            return False
+        if step.phase != Phase.RUN or step.state not in _TAKES_EVENTS:
             return False
         if step.state == StepState.ERROR:
             return step.id in self.retrying

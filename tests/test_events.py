@@ -219,6 +219,43 @@ def test_halt03_planned_plan(world: World) -> None:
     assert halted.steps[2].state == StepState.PENDING
 
 
+class ParkedBesideAHolder(Action):
+    """A parked step beside one that holds its worker until the test lets it go."""
+
+    def plan(self, key: str) -> None:
+        with self.concurrence():
+            self.plan_action(Parked, {"key": key})
+            self.plan_action(HoldsTheWorker)
+
+
+def test_a_halting_plan_rejects_events(world: World) -> None:
+    """From `halt` on, the plan takes no event, even while a step still runs: the event
+    would be stored for a plan that ends ``stopped`` and never runs it."""
+    HoldsTheWorker.reset()
+    Parked.parked["halting"] = threading.Event()
+    triggered = world.trigger(ParkedBesideAHolder, "halting")
+    try:
+        assert Parked.parked["halting"].wait(TIMEOUT)
+        assert HoldsTheWorker.started.wait(TIMEOUT)
+        plan = world.load(triggered.id)
+        (step_id,) = [
+            a.run_step_id for a in plan.actions.values() if a.action_class is Parked
+        ]
+        assert step_id is not None
+        world.halt(triggered.id)
+        with pytest.raises(EventRejected, match="halting"):
+            world.event(triggered.id, step_id, "late")
+        assert world.event(triggered.id, step_id, "late", optional=True) is False
+        assert world.load(triggered.id).state == PlanState.RUNNING  # the holder still runs
+    finally:
+        HoldsTheWorker.release.set()
+    halted = triggered.wait(TIMEOUT)
+    assert halted.state == PlanState.STOPPED
+    assert halted.steps[step_id].state == StepState.SUSPENDED
+    assert world.storage.envelopes(triggered.id) == []
+    assert not [e for e in halted.history if e.name == "event not delivered"]
+
+
 class AsyncWaiter(Action):
     """An async run that records progress in output before each await."""
 
