@@ -90,6 +90,9 @@ class PlanSupervisor(PlanSlots, PooledActor):
     finalizing = False  # the finalize phase runs on a worker
     singletons: frozenset[str] = frozenset()  # its `Singleton` classes: their steps' locks
     held: dict[int, HeldEvent] | None = None  # events handed to parked steps, not stored yet
+    # Messages that came while a stored plan's claim was in flight: handled once it is
+    # committed, so that nothing of this supervisor is written if another world wins it.
+    unclaimed: list[Any] | None = None
 
     def __init__(
         self,
@@ -164,6 +167,7 @@ class PlanSupervisor(PlanSlots, PooledActor):
                 then=lambda error: tell_and_run(me, _Claimed(advance, error)),
             )
         else:
+            self.unclaimed = []
             self._send(
                 advance,
                 claim=Claim(plan.id, (PlanState.PLANNED.value, PlanState.PAUSED.value)),
@@ -173,6 +177,9 @@ class PlanSupervisor(PlanSlots, PooledActor):
         self._arm_retries(advance)
 
     def on_receive(self, message: Any) -> Any:
+        if self.unclaimed is not None and not isinstance(message, _Claimed):
+            self.unclaimed.append(message)  # a retry, a slot, an event: after the claim
+            return None
         if isinstance(message, StepOutcome):
             self._outcome(message.step_id, message.outcome)
         elif isinstance(message, _Committed):
@@ -214,9 +221,14 @@ class PlanSupervisor(PlanSlots, PooledActor):
         return None
 
     def _claimed(self, advance: Advance, error: BaseException | None) -> None:
+        waiting, self.unclaimed = self.unclaimed or (), None
         if error is not None:
             self._release_all()
             self._give_up(AlreadyRunning(f"execution plan {self.plan.id} is already running"))
+            for message in waiting:  # as if they came after the stop
+                dead_letter = getattr(message, "dead_letter", None)
+                if dead_letter is not None:
+                    dead_letter()
             return
         if enabled(logging.INFO):
             self.log.info("plan started", mode=self.mode)
@@ -224,6 +236,8 @@ class PlanSupervisor(PlanSlots, PooledActor):
         if self.seen_envelopes is not None:
             self._late_events(self.seen_envelopes)
             self.seen_envelopes = None
+        for message in waiting:
+            self.on_receive(message)
 
     def _late_events(self, seen: frozenset[int]) -> None:
         """Take the events another world stored for this plan (not running then) after

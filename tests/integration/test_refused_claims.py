@@ -1,0 +1,124 @@
+"""A world whose claim on a stored plan is refused writes nothing of that plan.
+
+Two executor worlds may both start continuing one paused plan (one recovers it, the other
+finds it paused when a world leaves): the conditional claim (``paused`` -> ``running``) lets
+one win. The loser must not write anything else of the plan; before, a `Retry` backoff that
+ran out while its claim was in flight moved the failed step to ``running`` in its own
+commit, over what the winner stored (a plan the winner finished then read as ``stopped``
+with result ``pending``).
+
+The test holds the plan's row locked in a transaction of its own, as the winning world
+would, until the loser's claim waits for it and the loser's retry timer has fired.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg2
+import pytest
+
+from pydynflow import Action, Retry, StepState, World
+from pydynflow.testing import ManagedClock
+
+pytestmark = pytest.mark.postgres
+
+TIMEOUT = 30.0
+BACKOFF = 60.0
+
+
+class FailsOnce(Action):
+    """Fails its first run; `Retry` runs it again after a backoff of the world's clock."""
+
+    rescue = Retry(1, backoff=BACKOFF)
+    runs = 0
+    lock = threading.Lock()
+
+    def run(self) -> None:
+        with FailsOnce.lock:
+            FailsOnce.runs += 1
+            first = FailsOnce.runs == 1
+        if first:
+            raise RuntimeError("first run fails")
+
+
+def eventually(condition: Callable[[], object], what: str) -> None:
+    """Wait until ``condition()`` holds (another thread or the database changes it)."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)  # progress of other threads, seen through the database (noqa: sleep-ok)
+
+
+def _connect(postgres_url: str) -> Any:
+    """A connection to the test's schema, in a transaction of its own."""
+    dsn, _, options = postgres_url.partition("?")
+    conn = psycopg2.connect(dsn, options=options.split("=", 1)[1].replace("%3D", "="))
+    conn.autocommit = False
+    return conn
+
+
+def _lock_waiters(conn: Any) -> int:
+    """How many other backends of this database wait for a lock."""
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return int(cursor.fetchone()[0])
+
+
+def _paused_with_a_retry_due(postgres_url: str) -> tuple[str, int]:
+    """A plan whose step failed once, stopped while its `Retry` backoff ran: stored paused
+    ("stop"), handed over to the next executor. Returns (plan id, step id)."""
+    FailsOnce.runs = 0
+    clock = ManagedClock()
+    world = World(postgres_url, clock=clock, auto_rescue=False).start()
+    try:
+        triggered = world.trigger(FailsOnce)
+        step_id = 2
+        eventually(
+            lambda: world.storage.step_state(triggered.id, step_id) == "error" and clock.pending(),
+            "the first run to fail and its retry to be armed",
+        )
+    finally:
+        world.stop()
+    return triggered.id, step_id
+
+
+def test_a_world_that_loses_the_claim_writes_nothing_of_the_plan(postgres_url: str) -> None:
+    plan_id, step_id = _paused_with_a_retry_due(postgres_url)
+    winner = _connect(postgres_url)
+    try:
+        with winner.cursor() as cursor:
+            cursor.execute("SELECT state FROM dynflow_execution_plans WHERE uuid = %s", (plan_id,))
+            assert cursor.fetchone()[0] == "paused"
+            # another world's claim, not committed yet: the row stays locked
+            cursor.execute(
+                "UPDATE dynflow_execution_plans SET state = 'running' WHERE uuid = %s", (plan_id,)
+            )
+        clock = ManagedClock()
+        loser = World(postgres_url, clock=clock, auto_rescue=False).start()
+        try:
+            # it takes the handed-over plan: its claim waits for the row, its retry is armed
+            eventually(lambda: _lock_waiters(winner) and clock.pending(), "the loser's claim")
+            assert clock.advance(BACKOFF) >= 1  # the backoff runs out before the claim's answer
+            winner.commit()
+        finally:
+            loser.stop()  # every commit it sent is written by then
+        with winner.cursor() as cursor:
+            cursor.execute(
+                "SELECT state, attempts FROM dynflow_steps "
+                "WHERE execution_plan_uuid = %s AND id = %s",
+                (plan_id, step_id),
+            )
+            state, attempts = cursor.fetchone()
+        winner.commit()
+    finally:
+        winner.close()
+    assert (state, attempts) == (StepState.ERROR.value, 1)
+    assert FailsOnce.runs == 1
