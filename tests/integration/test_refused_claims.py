@@ -2,10 +2,9 @@
 
 Two executor worlds may both start continuing one paused plan (one recovers it, the other
 finds it paused when a world leaves): the conditional claim (``paused`` -> ``running``) lets
-one win. The loser must not write anything else of the plan; before, a `Retry` backoff that
-ran out while its claim was in flight moved the failed step to ``running`` in its own
-commit, over what the winner stored (a plan the winner finished then read as ``stopped``
-with result ``pending``).
+one win. The loser must not write anything else of the plan: a `Retry` backoff that runs
+out while its claim is in flight must not move the failed step to ``running`` over what the
+winner stores (a plan the winner finished would read ``stopped`` with result ``pending``).
 
 The test holds the plan's row locked in a transaction of its own, as the winning world
 would, until the loser's claim waits for it and the loser's retry timer has fired.
