@@ -238,9 +238,7 @@ def test_a_halting_plan_rejects_events(world: World) -> None:
         assert Parked.parked["halting"].wait(TIMEOUT)
         assert HoldsTheWorker.started.wait(TIMEOUT)
         plan = world.load(triggered.id)
-        (step_id,) = [
-            a.run_step_id for a in plan.actions.values() if a.action_class is Parked
-        ]
+        (step_id,) = [a.run_step_id for a in plan.actions.values() if a.action_class is Parked]
         assert step_id is not None
         world.halt(triggered.id)
         with pytest.raises(EventRejected, match="halting"):
