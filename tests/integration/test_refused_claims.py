@@ -13,19 +13,15 @@ would, until the loser's claim waits for it and the loser's retry timer has fire
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
-from typing import Any
 
-import psycopg2
 import pytest
 
 from pydynflow import Action, Retry, StepState, World
 from pydynflow.testing import ManagedClock
+from tests.support.postgres import connect, eventually, lock_waiters
 
 pytestmark = pytest.mark.postgres
 
-TIMEOUT = 30.0
 BACKOFF = 60.0
 
 
@@ -42,33 +38,6 @@ class FailsOnce(Action):
             first = FailsOnce.runs == 1
         if first:
             raise RuntimeError("first run fails")
-
-
-def eventually(condition: Callable[[], object], what: str) -> None:
-    """Wait until ``condition()`` holds (another thread or the database changes it)."""
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)  # progress of other threads, seen through the database (noqa: sleep-ok)
-
-
-def _connect(postgres_url: str) -> Any:
-    """A connection to the test's schema, in a transaction of its own."""
-    dsn, _, options = postgres_url.partition("?")
-    conn = psycopg2.connect(dsn, options=options.split("=", 1)[1].replace("%3D", "="))
-    conn.autocommit = False
-    return conn
-
-
-def _lock_waiters(conn: Any) -> int:
-    """How many other backends of this database wait for a lock."""
-    with conn.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return int(cursor.fetchone()[0])
 
 
 def _paused_with_a_retry_due(postgres_url: str) -> tuple[str, int]:
@@ -91,7 +60,7 @@ def _paused_with_a_retry_due(postgres_url: str) -> tuple[str, int]:
 
 def test_a_world_that_loses_the_claim_writes_nothing_of_the_plan(postgres_url: str) -> None:
     plan_id, step_id = _paused_with_a_retry_due(postgres_url)
-    winner = _connect(postgres_url)
+    winner = connect(postgres_url)
     try:
         with winner.cursor() as cursor:
             cursor.execute("SELECT state FROM dynflow_execution_plans WHERE uuid = %s", (plan_id,))
@@ -104,7 +73,7 @@ def test_a_world_that_loses_the_claim_writes_nothing_of_the_plan(postgres_url: s
         loser = World(postgres_url, clock=clock, auto_rescue=False).start()
         try:
             # it takes the handed-over plan: its claim waits for the row, its retry is armed
-            eventually(lambda: _lock_waiters(winner) and clock.pending(), "the loser's claim")
+            eventually(lambda: lock_waiters(winner) and clock.pending(), "the loser's claim")
             assert clock.advance(BACKOFF) >= 1  # the backoff runs out before the claim's answer
             winner.commit()
         finally:

@@ -9,19 +9,15 @@ the step's row locked, as a slow commit would, fires the first wait's timer on a
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
-from typing import Any
 
-import psycopg2
 import pytest
 
 from pydynflow import Action, PlanState, Result, World
 from pydynflow.testing import ManagedClock
+from tests.support.postgres import TIMEOUT, connect, eventually, lock_waiters
 
 pytestmark = pytest.mark.postgres
 
-TIMEOUT = 30.0
 FIRST_WAIT = 60.0
 
 
@@ -36,33 +32,6 @@ class WaitsTwice(Action):
             self.output["second"] = "timed out"
 
 
-def eventually(condition: Callable[[], object], what: str) -> None:
-    """Wait until ``condition()`` holds (another thread or the database changes it)."""
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)  # progress of other threads, seen through the database (noqa: sleep-ok)
-
-
-def _connect(postgres_url: str) -> Any:
-    """A connection to the test's schema, in a transaction of its own."""
-    dsn, _, options = postgres_url.partition("?")
-    conn = psycopg2.connect(dsn, options=options.split("=", 1)[1].replace("%3D", "="))
-    conn.autocommit = False
-    return conn
-
-
-def _lock_waiters(conn: Any) -> int:
-    """How many other backends of this database wait for a lock."""
-    with conn.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return int(cursor.fetchone()[0])
-
-
 def test_a_timeout_fired_while_the_event_is_committed_does_not_end_the_next_wait(
     postgres_url: str,
 ) -> None:
@@ -74,7 +43,7 @@ def test_a_timeout_fired_while_the_event_is_committed_does_not_end_the_next_wait
             lambda: world.storage.step_state(triggered.id, step_id) == "suspended",
             "the first wait",
         )
-        locker = _connect(postgres_url)
+        locker = connect(postgres_url)
         try:
             with locker.cursor() as cursor:
                 cursor.execute(
@@ -88,7 +57,7 @@ def test_a_timeout_fired_while_the_event_is_committed_does_not_end_the_next_wait
             )
             sender.start()
             # the step took the event: its move to running waits for the row
-            eventually(lambda: _lock_waiters(locker), "the event's commit to wait")
+            eventually(lambda: lock_waiters(locker), "the event's commit to wait")
             assert clock.advance(FIRST_WAIT) >= 1  # the first wait's timer fires now
         finally:
             locker.commit()

@@ -156,12 +156,20 @@ def test_an_event_accepted_before_a_kill_is_delivered_after_the_restart(tmp_path
         assert world.storage.envelopes(plan_id) == []  # delivered once, then gone
 
 
-def killed_while_handling(worker: Any, step_id: int) -> None:
+def killed_while_handling(worker: Any, plan_id: str, step_id: int) -> None:
     """Wait until the child's step has the event and its sender was answered; kill it."""
-    wanted = {"event-accepted True", f"handling {worker.plan_id} {step_id}"}
+    wanted = {"event-accepted True", f"handling {plan_id} {step_id}"}
     while wanted:
         wanted.discard(worker.read_until(lambda line: line in wanted))
     worker.sigkill()
+
+
+def left_running_with_the_event(url: str, plan_id: str, step_id: int, output: Any) -> None:
+    """What the kill left: the step stored running with ``output``, its event stored."""
+    before, envelopes = stored(url, plan_id)
+    assert before.steps[step_id].state == StepState.RUNNING
+    assert before.steps[step_id].output == output
+    assert [payload for _, _, payload in envelopes] == [EVENT]
 
 
 def paused_with_the_event_stored(world: World, plan_id: str, step_id: int) -> None:
@@ -178,17 +186,12 @@ def paused_with_the_event_stored(world: World, plan_id: str, step_id: int) -> No
 def test_an_event_a_run_was_handling_at_a_kill_is_delivered_again(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'pydynflow.db'}"
     with child("event-in-run", tmp_path, **{BLOCK_EVENT: "1"}) as worker:
-        worker.plan_id = worker.read_until(lambda line: line.startswith("plan ")).split()[1]
+        plan_id = worker.read_until(lambda line: line.startswith("plan ")).split()[1]
         _, _, step_text, _ = worker.read_until(lambda line: line.startswith("parked ")).split()
         step_id = int(step_text)
         child_pid = worker.proc.pid
-        killed_while_handling(worker, step_id)
-    plan_id = worker.plan_id
-
-    before, envelopes = stored(url, plan_id)
-    assert before.steps[step_id].state == StepState.RUNNING
-    assert before.steps[step_id].output == {"runs": 1, "pids": [child_pid]}
-    assert [payload for _, _, payload in envelopes] == [EVENT]
+        killed_while_handling(worker, plan_id, step_id)
+    left_running_with_the_event(url, plan_id, step_id, {"runs": 1, "pids": [child_pid]})
 
     with World(url) as world:
         paused_with_the_event_stored(world, plan_id, step_id)
@@ -210,18 +213,12 @@ def test_an_event_an_async_run_was_handling_at_a_kill_is_delivered_again(
     url = f"sqlite:///{tmp_path / 'pydynflow.db'}"
     ledger = tmp_path / "requests.log"
     with child("async-event-in-run", tmp_path, **{BLOCK_EVENT: "1"}) as worker:
-        _, worker.plan_id, step_text = worker.read_until(
-            lambda line: line.startswith("plan ")
-        ).split()
+        line = worker.read_until(lambda line: line.startswith("plan "))
+        _, plan_id, step_text = line.split()
         step_id = int(step_text)
         child_pid = worker.proc.pid
-        killed_while_handling(worker, step_id)
-    plan_id = worker.plan_id
-
-    before, envelopes = stored(url, plan_id)
-    assert before.steps[step_id].state == StepState.RUNNING
-    assert before.steps[step_id].output == {"starts": 1, "requested": True}
-    assert [payload for _, _, payload in envelopes] == [EVENT]
+        killed_while_handling(worker, plan_id, step_id)
+    left_running_with_the_event(url, plan_id, step_id, {"starts": 1, "requested": True})
 
     with World(url) as world:
         paused_with_the_event_stored(world, plan_id, step_id)

@@ -22,6 +22,7 @@ import pytest
 
 from pydynflow.storage import Storage
 from pydynflow.storage.requests import ANY_EXECUTOR, reply_inbox, world_inbox
+from tests.support.postgres import connect
 
 pytestmark = pytest.mark.postgres
 
@@ -33,14 +34,6 @@ def storage(postgres_url: str) -> Iterator[Storage]:
     store = Storage(postgres_url)
     yield store
     store.close()
-
-
-def _connect(postgres_url: str) -> Any:
-    """A second connection to the test's schema, in a transaction of its own."""
-    dsn, _, options = postgres_url.partition("?")
-    conn = psycopg2.connect(dsn, options=options.split("=", 1)[1].replace("%3D", "="))
-    conn.autocommit = False
-    return conn
 
 
 def _blocked_backend(storage: Storage, me: int) -> int | None:
@@ -67,7 +60,7 @@ def _move_while_answering(storage: Storage, postgres_url: str, move: Any) -> dic
     committed while ``move`` runs in another thread; return what each side got."""
     world = world_inbox("w-alive")
     ids = _taken_in_reverse(storage, world, 2)
-    answering = _connect(postgres_url)
+    answering = connect(postgres_url)
     done: dict[str, Any] = {}
     try:
         with answering.cursor() as cursor:
