@@ -56,6 +56,9 @@ class BlocksOnce(Action):
     def run(self) -> None:
         marker = Path(self.input["marker"])
         if not marker.exists():
-            marker.write_text(str(os.getpid()))
+            # Written whole, then renamed: the test reads it as soon as it exists.
+            partial = marker.with_suffix(".partial")
+            partial.write_text(str(os.getpid()))
+            partial.rename(marker)
             threading.Event().wait()  # until the test kills this process
         self.output["pid"] = os.getpid()
