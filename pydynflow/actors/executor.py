@@ -3,7 +3,7 @@
 It keeps one `PlanSupervisor` per running plan (a dict, not pykka's registry) and the
 futures of the callers waiting for each plan. A plan stored ``running`` that no supervisor
 of this world runs was left by a world that died or a commit that failed: unless another
-registered world runs it, it is recovered (`pydynflow.execution.recover_plan`) and run
+registered world runs it, it is recovered (`pydynflow.recovery.recover_plan`) and run
 again. On `Terminate` it takes no new work, tells every supervisor to wind down (start
 nothing new, pause once running steps return) and answers when the last one is gone.
 """
@@ -27,9 +27,9 @@ from pydynflow.actors.plan_supervisor import PlanSupervisor
 from pydynflow.actors.pooled import PooledActor, stop_if_alive, tell_if_alive
 from pydynflow.actors.runtime import Runtime
 from pydynflow.errors import AlreadyRunning, DynflowError, PersistenceError, UnknownPlan
-from pydynflow.execution import recover_plan
 from pydynflow.logging import get_logger
 from pydynflow.plan import ExecutionPlan
+from pydynflow.recovery import recover_plan
 from pydynflow.states import PlanState
 
 

@@ -5,7 +5,7 @@ world, as soon as its process no longer holds its world lock
 (`pydynflow.storage.world_lock`). The world that deletes its record (one does: a
 conditional delete) hands its unapplied requests back to every executor and, being an
 executor, continues its running plans here: their steps that were running become "Abnormal
-termination" and their policies apply (`pydynflow.execution.recover_plan`). A plan's world
+termination" and their policies apply (`pydynflow.recovery.recover_plan`). A plan's world
 is the one of its last "start execution" history entry; a running plan whose world has no
 record is an orphan, recovered by one world (a recovery record decides which).
 """

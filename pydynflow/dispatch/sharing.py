@@ -21,9 +21,9 @@ from pydynflow.dispatch.server import RequestServer
 from pydynflow.dispatch.thread import DispatchThread
 from pydynflow.errors import DynflowError, PersistenceError, UnknownPlan
 from pydynflow.events import encode_event
-from pydynflow.execution import recover_plan
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.promise import Promise
+from pydynflow.recovery import recover_plan
 from pydynflow.states import Phase, PlanState, Result, StepState
 from pydynflow.storage.database import redact_url
 from pydynflow.storage.requests import ANY_EXECUTOR, executor_inbox, reply_inbox, world_inbox
