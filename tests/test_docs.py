@@ -120,12 +120,24 @@ def assert_page_has_docstring(page: Path, obj: Any) -> None:
         assert paragraph in text, f"{page.name}: docstring text of {obj!r} missing: {paragraph!r}"
 
 
+# The tests that read the built site, and those that read one page's run, each share one
+# pytest worker (`--dist loadgroup`): the build or the run happens once, not once per worker.
+SITE = pytest.mark.xdist_group("docs-site")
+
+
+def page_group(page: Path) -> pytest.MarkDecorator:
+    """The `xdist_group` of the tests that read ``page``'s run (`run_page`)."""
+    return pytest.mark.xdist_group(f"docs-page-{page_id(page)}")
+
+
+@SITE
 def test_mkdocs_build_strict(site: Path) -> None:
     assert (site / "index.html").is_file()
     assert (site / "getting-started" / "index.html").is_file()
     assert (site / "concepts" / "index.html").is_file()
 
 
+@SITE
 def test_reference_is_generated_from_docstrings(site: Path) -> None:
     world_page = site / "reference" / "world" / "index.html"
     actions_page = site / "reference" / "actions" / "index.html"
@@ -273,7 +285,10 @@ def run_page(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return run
 
 
-@pytest.mark.parametrize("page", RUNNABLE_PAGES, ids=page_id)
+@pytest.mark.parametrize(
+    "page",
+    [pytest.param(page, id=page_id(page), marks=page_group(page)) for page in RUNNABLE_PAGES],
+)
 def test_page_samples_run(page: Path, run_page: Any) -> None:
     """Every runnable block of the page runs, and prints what its comments say."""
     run = run_page(page)
@@ -301,6 +316,7 @@ def test_every_block_runs_or_says_why_not() -> None:
     assert DOCS / "guides" / "testing.md" in RUNNABLE_PAGES
 
 
+@page_group(GETTING_STARTED)
 def test_getting_started_samples_run(run_page: Any, tmp_path: Path) -> None:
     """The getting-started page's samples run and do what the page says."""
     run = run_page(GETTING_STARTED)
@@ -320,6 +336,7 @@ def test_getting_started_samples_use_existing_apis() -> None:
     assert "run_forever" in used
 
 
+@page_group(README)
 def test_readme_sample_runs(run_page: Any) -> None:
     """The README's python example runs as shown and prints what its comments say."""
     done = run_page(README).done
@@ -327,6 +344,7 @@ def test_readme_sample_runs(run_page: Any) -> None:
     assert done.stdout.splitlines()[:2] == ["stopped success", "Concurrence([Atom(3), Atom(5)])"]
 
 
+@page_group(DOCS / "guides" / "rescue-and-supervision.md")
 def test_rescue_guide_samples_run(run_page: Any) -> None:
     """The rescue-and-supervision guide's samples print what the guide shows."""
     done = run_page(DOCS / "guides" / "rescue-and-supervision.md").done
