@@ -1,6 +1,7 @@
 """Many processes, one database: a client world here, an executor world in another process.
 
-The executor runs `tests.support.executor_service` as a real process on a SQLite file or a
+The executor runs `tests.support.executor_service` as a real process (forked by
+`tests.support.fork_server`, see `tests.support.forked`) on a SQLite file or a
 PostgreSQL schema; this process's client world (``World(db, executor=False)``) triggers
 plans, sends events and operator calls through the database, and reads the registry.
 """
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -23,9 +22,9 @@ from pydynflow import EventRejected, UnknownStep, World
 from pydynflow.errors import DynflowError
 from pydynflow.plan import ExecutionPlan
 from pydynflow.storage import Storage
+from tests.support.forked import spawn
 from tests.support.remote_actions import AwaitApproval, BlocksOnce, FailsThenNext, Quick
 
-ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30
 
 
@@ -42,13 +41,7 @@ class ExecutorProcess:
     def __init__(self, url: str) -> None:
         # Its log goes to a file: a pipe nobody reads would fill up and block the process.
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.executor_service", url],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-        )
+        self.process = spawn("tests.support.executor_service", url, stderr=self.log)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()  # blocks until the world is started
         if not line.startswith("ready "):

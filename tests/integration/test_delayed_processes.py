@@ -12,8 +12,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +23,8 @@ import pytest
 from pydynflow import PlanState, Result, World
 from pydynflow.scheduling.executor import LOCK_CLASS, LOCK_ID
 from tests.support.delayed_actions import Recorded
+from tests.support.forked import spawn
 
-ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120
 POLL_INTERVAL = "0.5"
 
@@ -38,13 +36,7 @@ class ExecutorProcess:
 
     def __init__(self, url: str) -> None:
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in close()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.delayed_service", url, POLL_INTERVAL],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-        )
+        self.process = spawn("tests.support.delayed_service", url, POLL_INTERVAL, stderr=self.log)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()  # blocks until the world is started
         if not line.startswith("ready "):
