@@ -13,7 +13,6 @@ import queue
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from click.testing import CliRunner
 from pydynflow import PlanState, Result, World
 from pydynflow.cli import cli
 from tests.cli.conftest import ROOT, SQLITE_ONLY
+from tests.support.forked import SERVER
 from tests.support.remote_actions import Quick
 from tests.support.worker_app import Crashes, ReadsFifo, Retried
 
@@ -36,20 +36,19 @@ VALIDITY_TIMEOUT = 30.0  # the workers' default: invalidation must come well bef
 
 
 class Daemon:
-    """``pydynflow worker`` in a subprocess; a thread per pipe collects its lines."""
+    """``pydynflow worker`` in a process forked by `tests.support.fork_server` (as ``python -m
+    pydynflow.cli worker`` would start it); a thread per pipe collects its lines."""
 
     def __init__(self, url: str, cwd: Path, *args: str, session: bool = False) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYDYNFLOW_LOG_LEVEL": "INFO"}
         env.pop("PYDYNFLOW_DB", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pydynflow.cli", "worker", "--db", url, "--name", "w"]
-            + ["--stop-timeout", "10", *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=session,  # a process group of its own, as in a terminal
+        self.process = SERVER.spawn(
+            "pydynflow.cli",
+            ["worker", "--db", url, "--name", "w", "--stop-timeout", "10", *args],
+            None,  # stderr: a pipe
+            env,
+            cwd,
+            session=session,  # a process group of its own, as in a terminal
         )
         self.lines: list[dict[str, Any]] = []  # the supervisor's, read so far
         self.stderr: list[str] = []

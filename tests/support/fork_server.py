@@ -3,7 +3,7 @@
 ``python -m tests.support.fork_server FD``: it imports the package and the services once,
 starts no thread, then serves the client `tests.support.forked.ForkServer` on the
 ``SOCK_SEQPACKET`` socket ``FD``. A request is one JSON message ``{"module", "args", "env",
-"cwd"}`` carrying two file descriptors, the service's stdout and stderr. For each the server
+"cwd", "session"}`` carrying two file descriptors, the service's stdout and stderr. For each the server
 forks a child that takes that environment and directory and runs the module as
 ``python -m MODULE ARGS...`` would (`runpy`, as ``__main__``), then answers ``{"started":
 pid}``. When a child exits it answers ``{"pid": pid, "status": code}`` (`subprocess`'s
@@ -35,6 +35,8 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
     """In the fork: become the service's process, run its module, exit with its status."""
     status = 1
     try:
+        if request.get("session"):
+            os.setsid()
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])

@@ -1,7 +1,7 @@
 """Service processes of the integration tests, forked by `tests.support.fork_server`.
 
 `spawn` returns a `Forked`, a handle with what the tests use of `subprocess.Popen`: ``pid``,
-``stdout`` (a pipe), ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``,
+``stdout`` (a pipe), ``stderr`` (a pipe or None), ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``,
 ``returncode``. The process is a child of the fork server (started on first use, one per
 test process), which imported the package once: a service starts without Python's start and
 the package import, and is otherwise the process ``python -m MODULE ARGS...`` would be.
@@ -36,24 +36,45 @@ class ForkServer:
         self._lock = threading.Lock()
 
     def spawn(
-        self, module: str, args: list[str], stderr: IO[Any], env: dict[str, str], cwd: Path
+        self,
+        module: str,
+        args: list[str],
+        stderr: IO[Any] | None,
+        env: dict[str, str],
+        cwd: Path,
+        session: bool = False,
     ) -> Forked:
         """Start ``python -m MODULE ARGS...`` in ``cwd`` with the environment ``env``; its
-        stdin is /dev/null, its stdout a pipe, its stderr goes to the open file ``stderr``."""
+        stdin is /dev/null, its stdout a pipe, its stderr goes to the open file ``stderr``
+        (None: a pipe too). ``session``: in a session (and process group) of its own."""
         read, write = os.pipe()
-        request = {"module": module, "args": args, "env": env, "cwd": str(cwd)}
+        err_read, err_write = os.pipe() if stderr is None else (None, stderr.fileno())
+        request = {
+            "module": module,
+            "args": args,
+            "env": env,
+            "cwd": str(cwd),
+            "session": session,
+        }
         with self._lock:
             server = self._started()
             try:
-                socket.send_fds(server, [json.dumps(request).encode()], [write, stderr.fileno()])
+                socket.send_fds(server, [json.dumps(request).encode()], [write, err_write])
             finally:
                 os.close(write)
+                if err_read is not None:
+                    os.close(err_write)
             while True:
                 reply = self._receive(timeout=None)
                 assert reply is not None
                 if "started" in reply:
                     break
-        return Forked(self, reply["started"], open(read, encoding="utf-8"))  # noqa: SIM115
+        return Forked(
+            self,
+            reply["started"],
+            open(read, encoding="utf-8"),  # noqa: SIM115
+            None if err_read is None else open(err_read, encoding="utf-8"),  # noqa: SIM115
+        )
 
     def returncode(self, pid: int, timeout: float | None) -> int | None:
         """Return ``pid``'s exit status, waiting up to ``timeout`` s (None: no limit) for it."""
@@ -105,10 +126,13 @@ class ForkServer:
 class Forked:
     """A service process started by a `ForkServer` (what the tests use of `subprocess.Popen`)."""
 
-    def __init__(self, server: ForkServer, pid: int, stdout: IO[str]) -> None:
+    def __init__(
+        self, server: ForkServer, pid: int, stdout: IO[str], stderr: IO[str] | None
+    ) -> None:
         self._server = server
         self.pid = pid
         self.stdout = stdout
+        self.stderr = stderr
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -140,8 +164,14 @@ atexit.register(SERVER.close)
 
 
 def spawn(
-    module: str, *args: str, stderr: IO[Any], env: dict[str, str] | None = None, cwd: Path = ROOT
+    module: str,
+    *args: str,
+    stderr: IO[Any] | None,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+    session: bool = False,
 ) -> Forked:
     """Start ``python -m MODULE ARGS...`` (see `ForkServer.spawn`) in this test process's
     fork server, with this process's environment and ``env``."""
-    return SERVER.spawn(module, list(args), stderr, {**os.environ, **(env or {})}, cwd)
+    environment = {**os.environ, **(env or {})}
+    return SERVER.spawn(module, list(args), stderr, environment, cwd, session)
