@@ -124,12 +124,23 @@ class Console:
     # -- responses -------------------------------------------------------------------------
 
     def render(
-        self, request: Request, template: str, status: int = 200, **context: Any
+        self,
+        request: Request,
+        template: str,
+        status: int = 200,
+        *,
+        fragment: bool = False,
+        **context: Any,
     ) -> HTMLResponse:
         """Render ``template`` with what every page needs: links, the CSRF token, the
-        notice left by the last action."""
+        notice left by the last action.
+
+        ``fragment``: a part of a page that a live refresh swaps in. It shows no notice and
+        leaves it for the next page: the page an action redirects to must get it, even when
+        the old page's refresh (the action changed the plan) reaches the console first.
+        """
         nonce = request.state.csrf_nonce or secrets.token_urlsafe(18)
-        notice = self._notice(request.cookies.get(NOTICE_COOKIE))
+        notice = None if fragment else self._notice(request.cookies.get(NOTICE_COOKIE))
         body = self.templates.get_template(template).render(
             request=request,
             base=request.scope.get("root_path", ""),

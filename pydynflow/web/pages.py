@@ -108,7 +108,9 @@ def plans_rows(request: Request) -> Response:
     except BadRequest as exc:
         return _bad(request, exc)
     view, page = load_page(console, view)
-    return console.render(request, "_plan_rows.html", **_list_context(console, view, page))
+    return console.render(
+        request, "_plan_rows.html", fragment=True, **_list_context(console, view, page)
+    )
 
 
 def _list_context(console: Console, view: ListView, page: PlanPage) -> dict[str, Any]:
@@ -157,7 +159,7 @@ def plan_part(request: Request) -> Response:
     context = _plan_context(console, request.path_params["plan_id"])
     if context is None:
         return _not_found(request, "no execution plan with this id")
-    return console.render(request, "_plan_live.html", **context)
+    return console.render(request, "_plan_live.html", fragment=True, **context)
 
 
 def step_page(request: Request) -> Response:

@@ -235,6 +235,26 @@ def test_markup_in_every_field_is_shown_as_text(setup: dict[str, Any]) -> None:
     assert "&lt;img src=x" in pages["notice"]
 
 
+def test_a_live_refresh_leaves_the_notice_for_the_page_the_action_leads_to(
+    setup: dict[str, Any],
+) -> None:
+    # The browser's order when an action changes the plan on screen: the POST answers with
+    # the notice's cookie, the old page's live refresh (the change it announced) reaches the
+    # console, then the browser follows the redirect. The notice must reach that page.
+    client: TestClient = setup["client"]
+    log_in(client)
+    quick = setup["quick"]
+    csrf = csrf_of(client.get(f"/plans/{quick}").text)
+    posted = client.post(f"/plans/{quick}/halt", data={"csrf": csrf}, follow_redirects=False)
+    assert posted.status_code == 303 and "pydynflow_notice" in posted.headers["set-cookie"]
+    for part in (f"/plans/{quick}/part", "/rows?state=any"):
+        refreshed = client.get(part)
+        assert refreshed.status_code == 200 and 'id="notice"' not in refreshed.text, part
+    page = client.get(posted.headers["location"]).text
+    assert 'id="notice"' in page
+    assert 'id="notice"' not in client.get(f"/plans/{quick}").text  # shown once
+
+
 def test_healthz_is_open_and_answers_for_the_database(setup: dict[str, Any]) -> None:
     response = _anonymous(setup).get("/healthz")
     assert response.status_code == 200 and response.text == "ok\n"
