@@ -1,8 +1,5 @@
 """A child process for the crash tests: its stdout lines arrive on a queue, read by a thread.
 
-The child is forked by `tests.support.fork_server` (see `tests.support.forked`): a process of
-its own, as ``python -m`` would start it, without Python's start and the package import.
-
 The tests synchronise on the markers the child prints, never on sleeps, then kill it.
 """
 
@@ -11,14 +8,14 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-from tests.support.forked import spawn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60.0
@@ -32,12 +29,14 @@ class Child:
     ) -> None:
         self.stderr_path = stderr_path
         self._stderr = stderr_path.open("wb")
-        self.proc = spawn(
-            module,
-            *(mode, str(db_path)),
-            stderr=self._stderr,
-            env={"PYTHONPATH": str(REPO_ROOT), **env},
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, mode, str(db_path)],
             cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
