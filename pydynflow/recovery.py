@@ -11,14 +11,23 @@ from collections.abc import Iterable
 from typing import Any
 
 from pydynflow.plan import ExecutionPlan, Step, StepError, utcnow
-from pydynflow.states import Phase, PlanState, StepState
+from pydynflow.states import Phase, PlanState, Result, StepState
 
-__all__ = ["ABNORMAL_TERMINATION", "recover_plan", "recoveries"]
+__all__ = ["ABNORMAL_TERMINATION", "interrupted", "recover_plan", "recoveries"]
 
 ABNORMAL_TERMINATION = "pydynflow.errors.AbnormalTermination"
 """The error class named by the steps a dead world left ``running``."""
 
 _DONE = (StepState.SUCCESS, StepState.SKIPPED)
+
+
+def interrupted(plan: ExecutionPlan) -> bool:
+    """Return whether a paused plan was interrupted (a stop, a crash) rather than paused
+    for a person; a plan paused before reasons were recorded counts if it has no error."""
+    reason = plan.pause_reason()
+    if reason is None:
+        return plan.result != Result.ERROR
+    return reason in ("stop", "crash")
 
 
 def recoveries(plan: ExecutionPlan, running: Iterable[int | str]) -> int:

@@ -6,6 +6,7 @@ On a SQLite file and on PostgreSQL (world locks and partial writes differ by bac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -203,6 +204,25 @@ def test_a_restart_names_the_plans_left_for_a_person(url: str) -> None:
     lines = [line for line in logs if line["event"].startswith("plans paused for a person")]
     assert len(lines) == 1
     assert lines[0]["count"] == 1 and lines[0]["plan_ids"] == [paused.id]
+
+
+def test_a_late_continue_leaves_a_plan_paused_for_a_person_since(url: str) -> None:
+    # A world that continues interrupted plans (at its start, when another world left) holds
+    # each plan as it read it: paused by a crash. By the time the executor takes that
+    # continue, another continue may have run the plan and paused it for a person. Seen in
+    # CI: the late continue ran the plan again, and a person's resume got AlreadyRunning.
+    with World(url, auto_rescue=False) as world:
+        paused = world.trigger(Breaks).wait(TIMEOUT)
+        assert (paused.state, paused.pause_reason()) == (PlanState.PAUSED, "error")
+        read_before = world.load(paused.id)
+        at = max(i for i, e in enumerate(read_before.history) if e.name == "pause execution")
+        crash = dataclasses.replace(read_before.history[at], details={"reason": "crash"})
+        read_before.history[at] = crash  # as it read before that pause
+        late = world._execute(paused.id, read_before, "continue").wait(TIMEOUT)
+        assert late.history == paused.history  # nothing ran: no "start execution"
+        assert world.load(paused.id).history == paused.history
+        resumed = world.resume(paused.id).wait(TIMEOUT)  # a person's resume runs it
+        assert resumed.history[-2].name == "start execution"
 
 
 # -- stop(timeout) -----------------------------------------------------------------------

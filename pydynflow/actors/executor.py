@@ -29,7 +29,7 @@ from pydynflow.actors.runtime import Runtime
 from pydynflow.errors import AlreadyRunning, DynflowError, PersistenceError, UnknownPlan
 from pydynflow.logging import get_logger
 from pydynflow.plan import ExecutionPlan
-from pydynflow.recovery import recover_plan
+from pydynflow.recovery import interrupted, recover_plan
 from pydynflow.states import PlanState
 
 
@@ -76,7 +76,9 @@ class ExecutorActor(PooledActor):
             future.set_exception(AlreadyRunning(f"execution plan {plan_id} is already running"))
             return
         plan = message.plan
-        if plan is None:
+        if plan is None or (message.mode == "continue" and message.stored is None):
+            # A plan to continue was read when its caller chose it, paused by a stop or a
+            # crash; it may have been continued and paused for a person since: read it now.
             try:
                 plan = self.runtime.storage.load_plan(plan_id)
             except (UnknownPlan, PersistenceError) as exc:
@@ -86,6 +88,9 @@ class ExecutorActor(PooledActor):
             future.set_exception(DynflowError(f"execution plan {plan_id} is stopped: it's done"))
             return
         mode = message.mode
+        if mode == "continue" and plan.state == PlanState.PAUSED and not interrupted(plan):
+            future.set_result(plan)  # paused for a person: only a resume runs it again
+            return
         orphaned = plan.state == PlanState.RUNNING  # no supervisor here runs it
         if orphaned and mode != "continue":
             owner = self._live_owner(plan)

@@ -23,8 +23,8 @@ from pydynflow.errors import DynflowError, PersistenceError, UnknownPlan
 from pydynflow.events import encode_event
 from pydynflow.plan import ActionRecord, ExecutionPlan, Step
 from pydynflow.promise import Promise
-from pydynflow.recovery import recover_plan
-from pydynflow.states import Phase, PlanState, Result, StepState
+from pydynflow.recovery import interrupted, recover_plan
+from pydynflow.states import Phase, PlanState, StepState
 from pydynflow.storage.database import redact_url
 from pydynflow.storage.requests import ANY_EXECUTOR, executor_inbox, reply_inbox, world_inbox
 from pydynflow.triggered import Triggered
@@ -119,7 +119,7 @@ class SharingMixin:
         """Take over a running plan whose world died (`Invalidator`): recover it and, with
         ``auto_execute``, continue it."""
         plan = self._recover_orphan(plan_id)
-        if plan is None or not _interrupted(plan):
+        if plan is None or not interrupted(plan):
             return
         if plan.queue not in self.queues:
             self._hand_over([plan])  # to the executors that serve its queue
@@ -132,7 +132,7 @@ class SharingMixin:
         if not self.auto_execute:
             return
         for plan in self.storage.find_plans(state="paused", limit=None):
-            if plan.valid and _interrupted(plan) and plan.queue in self.queues:
+            if plan.valid and interrupted(plan) and plan.queue in self.queues:
                 self._execute(plan.id, plan, "continue")
 
     def _recover_orphan(self, plan_id: str) -> ExecutionPlan | None:
@@ -397,9 +397,9 @@ class SharingMixin:
             if not plan.valid:
                 waiting.append(plan.id)
             elif plan.queue not in self.queues:
-                if plan.state == PlanState.PAUSED and _interrupted(plan):
+                if plan.state == PlanState.PAUSED and interrupted(plan):
                     elsewhere.append(plan)
-            elif plan.state == PlanState.PLANNED or _interrupted(plan):
+            elif plan.state == PlanState.PLANNED or interrupted(plan):
                 if self.auto_execute:
                     self.auto_executed.append(self._execute(plan.id, plan, "continue"))
             else:
@@ -443,7 +443,7 @@ class SharingMixin:
             for plan_id, owner in self.storage.running_plan_owners().items():
                 if owner == world_id and self._registry.take_orphan(plan_id):
                     plan = self._recover_orphan(plan_id)  # stored paused
-                    if plan is not None and _interrupted(plan):
+                    if plan is not None and interrupted(plan):
                         self._hand_over([plan])  # for the executors serving its queue
         return removed
 
@@ -451,12 +451,3 @@ class SharingMixin:
 _KEEPS_EVENTS = (StepState.PENDING, StepState.SUSPENDED, StepState.ERROR, StepState.RUNNING)
 """The states in which a step of a plan that runs nowhere can still take an event (a
 failed one runs again on resume; a running one was left by a world that died)."""
-
-
-def _interrupted(plan: ExecutionPlan) -> bool:
-    """Return whether a paused plan was interrupted (a stop, a crash) rather than paused
-    for a person; a plan paused before reasons were recorded counts if it has no error."""
-    reason = plan.pause_reason()
-    if reason is None:
-        return plan.result != Result.ERROR
-    return reason in ("stop", "crash")
